@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Builds the demo model repository and its golden inputs/outputs.
+
+Every model is written with the `onnx` helper API from fixed seeds, so running
+this again produces the same files. Expected outputs are computed here with
+numpy, independently of ONNX Runtime, and saved in `golden.json`; the test
+suites send the golden inputs through quiver and compare.
+
+    python3 models/generate.py            # rewrites models/*
+"""
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def save(model_name, graph, config=None, version="1", opset=17):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="quiver-models")
+    model.ir_version = 8 if opset < 19 else 9
+    onnx.checker.check_model(model)
+    d = os.path.join(HERE, model_name, version)
+    os.makedirs(d, exist_ok=True)
+    onnx.save(model, os.path.join(d, "model.onnx"))
+    cfg = os.path.join(HERE, model_name, "config.pbtxt")
+    if config is not None:
+        with open(cfg, "w") as f:
+            f.write(config.strip() + "\n")
+    elif os.path.exists(cfg):
+        os.remove(cfg)
+
+
+def tensor(name, datatype, array):
+    """A golden tensor: flat row-major data plus its shape."""
+    a = np.asarray(array)
+    if datatype == "BYTES":
+        data = [x.decode() if isinstance(x, bytes) else str(x) for x in a.reshape(-1)]
+    elif datatype == "BOOL":
+        data = [bool(x) for x in a.reshape(-1)]
+    else:
+        data = a.reshape(-1).tolist()
+    return {"name": name, "datatype": datatype, "shape": list(a.shape), "data": data}
+
+
+golden = {}
+
+# add_sub: Triton's classic example, with a batch dimension.
+a = helper.make_tensor_value_info("INPUT0", TensorProto.INT32, ["batch", 16])
+b = helper.make_tensor_value_info("INPUT1", TensorProto.INT32, ["batch", 16])
+s = helper.make_tensor_value_info("OUTPUT0", TensorProto.INT32, ["batch", 16])
+d = helper.make_tensor_value_info("OUTPUT1", TensorProto.INT32, ["batch", 16])
+graph = helper.make_graph(
+    [helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+     helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"])],
+    "add_sub", [a, b], [s, d])
+save("add_sub", graph, """
+name: "add_sub"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [
+  { name: "INPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "INPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+output [
+  { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 16 ] },
+  { name: "OUTPUT1" data_type: TYPE_INT32 dims: [ 16 ] }
+]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+""")
+x0 = np.arange(32, dtype=np.int32).reshape(2, 16)
+x1 = np.full((2, 16), 7, dtype=np.int32) - np.arange(32, dtype=np.int32).reshape(2, 16) % 5
+golden["add_sub"] = {
+    "inputs": [tensor("INPUT0", "INT32", x0), tensor("INPUT1", "INT32", x1)],
+    "outputs": [tensor("OUTPUT0", "INT32", x0 + x1), tensor("OUTPUT1", "INT32", x0 - x1)],
+}
+
+# fraud_mlp: a tabular classifier, 32 features -> 64 hidden (ReLU) -> 2 classes (softmax).
+rng = np.random.default_rng(20261127)
+w1 = (rng.standard_normal((32, 64)) / np.sqrt(32)).astype(np.float32)
+b1 = (rng.standard_normal(64) * 0.1).astype(np.float32)
+w2 = (rng.standard_normal((64, 2)) / np.sqrt(64)).astype(np.float32)
+b2 = (rng.standard_normal(2) * 0.1).astype(np.float32)
+graph = helper.make_graph(
+    [helper.make_node("Gemm", ["input", "w1", "b1"], ["h"]),
+     helper.make_node("Relu", ["h"], ["hr"]),
+     helper.make_node("Gemm", ["hr", "w2", "b2"], ["logits"]),
+     helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+    "fraud_mlp",
+    [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 32])],
+    [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 2])],
+    initializer=[numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1"),
+                 numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(b2, "b2")])
+save("fraud_mlp", graph, """
+name: "fraud_mlp"
+backend: "onnxruntime"
+max_batch_size: 64
+input [ { name: "input" data_type: TYPE_FP32 dims: [ 32 ] } ]
+output [ { name: "probabilities" data_type: TYPE_FP32 dims: [ 2 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+dynamic_batching {
+  preferred_batch_size: [ 16, 32 ]
+  max_queue_delay_microseconds: 200
+}
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+""")
+xf = rng.standard_normal((3, 32)).astype(np.float32)
+h = np.maximum(xf @ w1 + b1, 0)
+logits = h @ w2 + b2
+e = np.exp(logits - logits.max(axis=1, keepdims=True))
+golden["fraud_mlp"] = {
+    "inputs": [tensor("input", "FP32", xf)],
+    "outputs": [tensor("probabilities", "FP32", e / e.sum(axis=1, keepdims=True))],
+}
+
+# text_greet: BYTES in, BYTES out (ONNX string tensors), no batch dimension.
+# StringConcat (opset 20) prefixes each element; it needs no locale, unlike
+# StringNormalizer, so the model runs on any machine.
+graph = helper.make_graph(
+    [helper.make_node("StringConcat", ["prefix", "name"], ["greeting"])],
+    "text_greet",
+    [helper.make_tensor_value_info("name", TensorProto.STRING, ["n"])],
+    [helper.make_tensor_value_info("greeting", TensorProto.STRING, ["n"])],
+    initializer=[numpy_helper.from_array(np.array(["Hello, "], dtype=object), "prefix")])
+save("text_greet", graph, """
+name: "text_greet"
+platform: "onnxruntime_onnx"
+max_batch_size: 0
+input [ { name: "name" data_type: TYPE_STRING dims: [ -1 ] } ]
+output [ { name: "greeting" data_type: TYPE_STRING dims: [ -1 ] } ]
+""", opset=20)
+names = np.array(["quiver", "Triton", "ONNX models", "\u00fc-umlaut"], dtype=object)
+golden["text_greet"] = {
+    "inputs": [tensor("name", "BYTES", names)],
+    "outputs": [tensor("greeting", "BYTES", np.array(["Hello, " + w for w in names], dtype=object))],
+}
+
+# fp16_scale: FP16 in and out; y = 2x + 1 computed in float32 inside the graph.
+graph = helper.make_graph(
+    [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+     helper.make_node("Mul", ["xf", "two"], ["m"]),
+     helper.make_node("Add", ["m", "one"], ["yf"]),
+     helper.make_node("Cast", ["yf"], ["y"], to=TensorProto.FLOAT16)],
+    "fp16_scale",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["batch", 8])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["batch", 8])],
+    initializer=[numpy_helper.from_array(np.array(2, np.float32), "two"),
+                 numpy_helper.from_array(np.array(1, np.float32), "one")])
+save("fp16_scale", graph, """
+name: "fp16_scale"
+platform: "onnxruntime_onnx"
+max_batch_size: 8
+input [ { name: "x" data_type: TYPE_FP16 dims: [ 8 ] } ]
+output [ { name: "y" data_type: TYPE_FP16 dims: [ 8 ] } ]
+""")
+xh = (np.arange(16, dtype=np.float32).reshape(2, 8) / 4 - 1.5).astype(np.float16)
+golden["fp16_scale"] = {
+    "inputs": [tensor("x", "FP16", xh.astype(np.float32))],
+    "outputs": [tensor("y", "FP16", (xh.astype(np.float32) * 2 + 1).astype(np.float16).astype(np.float32))],
+}
+
+# all_types: one Identity per V2 datatype, so every datatype can be checked
+# end to end over every encoding.
+TYPES = [
+    ("BOOL", TensorProto.BOOL, "TYPE_BOOL", [True, False, True, True]),
+    ("UINT8", TensorProto.UINT8, "TYPE_UINT8", [0, 1, 128, 255]),
+    ("UINT16", TensorProto.UINT16, "TYPE_UINT16", [0, 1, 300, 65535]),
+    ("UINT32", TensorProto.UINT32, "TYPE_UINT32", [0, 1, 70000, 4294967295]),
+    ("UINT64", TensorProto.UINT64, "TYPE_UINT64", [0, 1, 2**40, 2**64 - 1]),
+    ("INT8", TensorProto.INT8, "TYPE_INT8", [-128, -1, 0, 127]),
+    ("INT16", TensorProto.INT16, "TYPE_INT16", [-32768, -1, 0, 32767]),
+    ("INT32", TensorProto.INT32, "TYPE_INT32", [-2**31, -1, 0, 2**31 - 1]),
+    ("INT64", TensorProto.INT64, "TYPE_INT64", [-2**63, -1, 0, 2**63 - 1]),
+    ("FP16", TensorProto.FLOAT16, "TYPE_FP16", [-2.5, 0.0, 0.125, 1024.0]),
+    ("FP32", TensorProto.FLOAT, "TYPE_FP32", [-1.5, 0.0, 3.25, 1e20]),
+    ("FP64", TensorProto.DOUBLE, "TYPE_FP64", [-1.5, 0.0, 3.141592653589793, 1e300]),
+    ("BF16", TensorProto.BFLOAT16, "TYPE_BF16", [-2.0, 0.0, 0.5, 384.0]),
+    ("BYTES", TensorProto.STRING, "TYPE_STRING", ["a", "", "quiver", "binary\u00e9"]),
+]
+nodes, ins, outs, cin, cout, gin, gout = [], [], [], [], [], [], []
+for v2, onnx_ty, cfg_ty, values in TYPES:
+    nodes.append(helper.make_node("Identity", [f"IN_{v2}"], [f"OUT_{v2}"]))
+    ins.append(helper.make_tensor_value_info(f"IN_{v2}", onnx_ty, ["batch", 4]))
+    outs.append(helper.make_tensor_value_info(f"OUT_{v2}", onnx_ty, ["batch", 4]))
+    cin.append(f'  {{ name: "IN_{v2}" data_type: {cfg_ty} dims: [ 4 ] }}')
+    cout.append(f'  {{ name: "OUT_{v2}" data_type: {cfg_ty} dims: [ 4 ] }}')
+    data = {"name": None, "datatype": v2, "shape": [1, 4], "data": values}
+    gin.append(dict(data, name=f"IN_{v2}"))
+    gout.append(dict(data, name=f"OUT_{v2}"))
+graph = helper.make_graph(nodes, "all_types", ins, outs)
+save("all_types", graph, 'name: "all_types"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
+     + "input [\n" + ",\n".join(cin) + "\n]\noutput [\n" + ",\n".join(cout) + "\n]\n")
+golden["all_types"] = {"inputs": gin, "outputs": gout}
+
+# linear_noconfig: no config.pbtxt at all; quiver completes it from the model
+# (inputs, outputs, dims, and a batch dimension from the symbolic dim 0).
+wl = rng.standard_normal((4, 3)).astype(np.float32)
+bl = rng.standard_normal(3).astype(np.float32)
+graph = helper.make_graph(
+    [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+    "linear_noconfig",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+    initializer=[numpy_helper.from_array(wl, "w"), numpy_helper.from_array(bl, "b")])
+save("linear_noconfig", graph, None)
+xl = rng.standard_normal((2, 4)).astype(np.float32)
+golden["linear_noconfig"] = {
+    "inputs": [tensor("x", "FP32", xl)],
+    "outputs": [tensor("y", "FP32", xl @ wl + bl)],
+}
+
+# tanh_nameonly: a config.pbtxt holding only the name, as Seldon Core 2 writes it.
+graph = helper.make_graph(
+    [helper.make_node("Tanh", ["x"], ["y"])], "tanh_nameonly",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 6])])
+save("tanh_nameonly", graph, 'name: "tanh_nameonly"')
+xt = np.linspace(-3, 3, 12, dtype=np.float32).reshape(2, 6)
+golden["tanh_nameonly"] = {
+    "inputs": [tensor("x", "FP32", xt)],
+    "outputs": [tensor("y", "FP32", np.tanh(xt))],
+}
+
+with open(os.path.join(HERE, "golden.json"), "w") as f:
+    json.dump(golden, f, indent=1)
+    f.write("\n")
+print("wrote", ", ".join(sorted(golden)))

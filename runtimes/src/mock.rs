@@ -1,0 +1,71 @@
+//! Runtimes without a model file, for tests and benchmarks of everything above
+//! the runtime: `Echo` copies each input to the output of the same position,
+//! `Fail` always fails.
+use crate::{ModelIo, Runtime, RuntimeError, Tensor};
+
+/// Returns input `i` as output `i`, under the output's name.
+pub struct Echo {
+    io: ModelIo,
+}
+
+impl Echo {
+    pub fn new(io: ModelIo) -> Self {
+        Echo { io }
+    }
+}
+
+impl Runtime for Echo {
+    fn io(&self) -> &ModelIo {
+        &self.io
+    }
+
+    fn run(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+        let all: Vec<Tensor> = self
+            .io
+            .outputs
+            .iter()
+            .zip(inputs)
+            .map(|(spec, input)| Tensor {
+                name: spec.name.clone(),
+                ..input.clone()
+            })
+            .collect();
+        if outputs.is_empty() {
+            return Ok(all);
+        }
+        outputs
+            .iter()
+            .map(|name| {
+                all.iter()
+                    .find(|t| &t.name == name)
+                    .cloned()
+                    .ok_or_else(|| RuntimeError::Execution(format!("no output named '{name}'")))
+            })
+            .collect()
+    }
+}
+
+/// Fails every run with the given message.
+pub struct Fail {
+    io: ModelIo,
+    message: String,
+}
+
+impl Fail {
+    pub fn new(io: ModelIo, message: impl Into<String>) -> Self {
+        Fail {
+            io,
+            message: message.into(),
+        }
+    }
+}
+
+impl Runtime for Fail {
+    fn io(&self) -> &ModelIo {
+        &self.io
+    }
+
+    fn run(&mut self, _: &[Tensor], _: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+        Err(RuntimeError::Execution(self.message.clone()))
+    }
+}

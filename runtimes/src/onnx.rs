@@ -1,0 +1,316 @@
+//! ONNX Runtime through `ort` with `load-dynamic`: the shared library is found
+//! at start-up (see [`init`]), never downloaded at build time.
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use ort::memory::Allocator;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{
+    DynTensor, DynTensorValueType, DynValue, Tensor as OrtTensor, TensorElementType, ValueType,
+};
+
+use crate::{
+    DataType, ModelIo, Runtime, RuntimeError, Tensor, TensorSpec, bytes_elements, element_count,
+};
+
+static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
+
+/// Loads `libonnxruntime.so` from `library` and creates the process-wide
+/// environment with telemetry off. Must run before any model loads; a second
+/// call is a no-op (ONNX Runtime can be loaded once per process).
+///
+/// The path is checked here because `ort` panics when the library cannot be
+/// opened later on.
+pub fn init(library: &Path) -> Result<(), RuntimeError> {
+    if ENVIRONMENT.get().is_some() {
+        return Ok(());
+    }
+    if !library.is_file() {
+        return Err(RuntimeError::Load(format!(
+            "ONNX Runtime library not found at {}: run scripts/fetch-onnxruntime.sh, or point \
+             --onnxruntime-lib / ORT_DYLIB_PATH at libonnxruntime.so (the `onnxruntime` PyPI wheel \
+             carries it under onnxruntime/capi/)",
+            library.display()
+        )));
+    }
+    let env = ort::init_from(library)
+        .map_err(|e| {
+            RuntimeError::Load(format!(
+                "cannot load ONNX Runtime from {}: {e}",
+                library.display()
+            ))
+        })?
+        .with_name("quiver")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| RuntimeError::Load(format!("cannot create ONNX Runtime environment: {e}")))?;
+    let _ = ENVIRONMENT.set(env);
+    Ok(())
+}
+
+/// Session options quiver exposes per model.
+#[derive(Clone, Debug)]
+pub struct OnnxOptions {
+    /// Threads ONNX Runtime uses inside one operator (0 = its default, all cores).
+    pub intra_op_threads: usize,
+    /// Threads for running independent graph branches in parallel (0 = default).
+    pub inter_op_threads: usize,
+    /// Triton's `optimization { graph { level } }`: -1 basic only, 0 all (default), 1 extended.
+    pub graph_level: i32,
+}
+
+impl Default for OnnxOptions {
+    fn default() -> Self {
+        OnnxOptions {
+            intra_op_threads: 1,
+            inter_op_threads: 1,
+            graph_level: 0,
+        }
+    }
+}
+
+/// One ONNX Runtime session: owned by one instance thread.
+pub struct OnnxModel {
+    session: Session,
+    io: ModelIo,
+    path: PathBuf,
+}
+
+impl OnnxModel {
+    pub fn load(path: &Path, options: &OnnxOptions) -> Result<OnnxModel, RuntimeError> {
+        let env = ENVIRONMENT
+            .get()
+            .ok_or_else(|| RuntimeError::Load("ONNX Runtime is not initialised".into()))?;
+        let fail =
+            |e: &dyn std::fmt::Display| RuntimeError::Load(format!("{}: {e}", path.display()));
+        let level = match options.graph_level {
+            l if l < 0 => GraphOptimizationLevel::Level1,
+            1 => GraphOptimizationLevel::Level2,
+            _ => GraphOptimizationLevel::All,
+        };
+        let mut builder = Session::builder(env).map_err(|e| fail(&e))?;
+        builder = builder
+            .with_optimization_level(level)
+            .map_err(|e| fail(&e))?;
+        if options.intra_op_threads > 0 {
+            builder = builder
+                .with_intra_threads(options.intra_op_threads)
+                .map_err(|e| fail(&e))?;
+        }
+        if options.inter_op_threads > 0 {
+            builder = builder
+                .with_inter_threads(options.inter_op_threads)
+                .map_err(|e| fail(&e))?;
+        }
+        let session = builder.commit_from_file(path).map_err(|e| fail(&e))?;
+        let io = ModelIo {
+            inputs: session
+                .inputs()
+                .iter()
+                .map(|o| spec(o.name(), o.dtype()))
+                .collect::<Result<_, _>>()?,
+            outputs: session
+                .outputs()
+                .iter()
+                .map(|o| spec(o.name(), o.dtype()))
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(OnnxModel {
+            session,
+            io,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn spec(name: &str, dtype: &ValueType) -> Result<TensorSpec, RuntimeError> {
+    match dtype {
+        ValueType::Tensor { ty, shape, .. } => Ok(TensorSpec {
+            name: name.to_owned(),
+            datatype: from_ort(*ty).ok_or_else(|| {
+                RuntimeError::Load(format!(
+                    "tensor '{name}' has element type {ty:?}, which the V2 protocol cannot carry"
+                ))
+            })?,
+            shape: shape.iter().copied().collect(),
+        }),
+        other => Err(RuntimeError::Load(format!(
+            "'{name}' is a {other:?}; quiver serves models whose inputs and outputs are tensors"
+        ))),
+    }
+}
+
+fn from_ort(ty: TensorElementType) -> Option<DataType> {
+    Some(match ty {
+        TensorElementType::Bool => DataType::Bool,
+        TensorElementType::Uint8 => DataType::Uint8,
+        TensorElementType::Uint16 => DataType::Uint16,
+        TensorElementType::Uint32 => DataType::Uint32,
+        TensorElementType::Uint64 => DataType::Uint64,
+        TensorElementType::Int8 => DataType::Int8,
+        TensorElementType::Int16 => DataType::Int16,
+        TensorElementType::Int32 => DataType::Int32,
+        TensorElementType::Int64 => DataType::Int64,
+        TensorElementType::Float16 => DataType::Fp16,
+        TensorElementType::Float32 => DataType::Fp32,
+        TensorElementType::Float64 => DataType::Fp64,
+        TensorElementType::String => DataType::Bytes,
+        TensorElementType::Bfloat16 => DataType::Bf16,
+        _ => return None,
+    })
+}
+
+fn to_ort(datatype: DataType) -> TensorElementType {
+    match datatype {
+        DataType::Bool => TensorElementType::Bool,
+        DataType::Uint8 => TensorElementType::Uint8,
+        DataType::Uint16 => TensorElementType::Uint16,
+        DataType::Uint32 => TensorElementType::Uint32,
+        DataType::Uint64 => TensorElementType::Uint64,
+        DataType::Int8 => TensorElementType::Int8,
+        DataType::Int16 => TensorElementType::Int16,
+        DataType::Int32 => TensorElementType::Int32,
+        DataType::Int64 => TensorElementType::Int64,
+        DataType::Fp16 => TensorElementType::Float16,
+        DataType::Fp32 => TensorElementType::Float32,
+        DataType::Fp64 => TensorElementType::Float64,
+        DataType::Bytes => TensorElementType::String,
+        DataType::Bf16 => TensorElementType::Bfloat16,
+    }
+}
+
+/// Copies one request tensor into an ONNX Runtime value: one memcpy into a
+/// buffer ONNX Runtime allocates (so alignment is its problem, not the wire's).
+fn to_value(tensor: &Tensor) -> Result<DynValue, RuntimeError> {
+    let exec = |e: ort::Error| RuntimeError::Execution(format!("input '{}': {e}", tensor.name));
+    if tensor.datatype == DataType::Bytes {
+        let strings = bytes_elements(&tensor.data)
+            .enumerate()
+            .map(|(i, item)| {
+                let raw = item.map_err(|_| {
+                    RuntimeError::InvalidInput(format!("input '{}': BYTES element {i} is truncated", tensor.name))
+                })?;
+                String::from_utf8(raw.to_vec()).map_err(|_| {
+                    RuntimeError::InvalidInput(format!(
+                        "input '{}': BYTES element {i} is not valid UTF-8, which ONNX string tensors require",
+                        tensor.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<String>, _>>()?;
+        return Ok(
+            OrtTensor::from_string_array((tensor.shape.clone(), strings.as_slice()))
+                .map_err(exec)?
+                .into_dyn(),
+        );
+    }
+    let mut value = DynTensor::new(
+        &Allocator::default(),
+        to_ort(tensor.datatype),
+        tensor.shape.clone(),
+    )
+    .map_err(exec)?;
+    let expected = element_count(&tensor.shape)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(tensor.datatype.size().unwrap_or(1));
+    if expected != tensor.data.len() {
+        return Err(RuntimeError::InvalidInput(format!(
+            "input '{}': {} bytes of data for shape {:?}, expected {expected}",
+            tensor.name,
+            tensor.data.len(),
+            tensor.shape
+        )));
+    }
+    if expected > 0 {
+        // SAFETY: ONNX Runtime allocated exactly `expected` bytes on the CPU for
+        // this shape and element type, and `tensor.data` holds `expected` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                tensor.data.as_ptr(),
+                value.data_ptr_mut().cast::<u8>(),
+                expected,
+            );
+        }
+    }
+    Ok(value.into_dyn())
+}
+
+fn from_value(name: &str, value: DynValue) -> Result<Tensor, RuntimeError> {
+    let exec = |e: ort::Error| RuntimeError::Execution(format!("output '{name}': {e}"));
+    let (ty, shape) = match value.dtype() {
+        ValueType::Tensor { ty, shape, .. } => (*ty, shape.iter().copied().collect::<Vec<i64>>()),
+        other => {
+            return Err(RuntimeError::Execution(format!(
+                "output '{name}' is a {other:?}, not a tensor"
+            )));
+        }
+    };
+    let datatype = from_ort(ty).ok_or_else(|| {
+        RuntimeError::Execution(format!(
+            "output '{name}' has unsupported element type {ty:?}"
+        ))
+    })?;
+    let data = if datatype == DataType::Bytes {
+        let (_, strings) = value.try_extract_strings().map_err(exec)?;
+        let mut buf = Vec::with_capacity(strings.iter().map(|s| s.len() + 4).sum());
+        for s in &strings {
+            buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Bytes::from(buf)
+    } else {
+        let tensor = value.downcast::<DynTensorValueType>().map_err(exec)?;
+        let len = element_count(&shape).unwrap_or(0) * datatype.size().unwrap_or(0);
+        if len == 0 {
+            Bytes::new()
+        } else {
+            // SAFETY: a CPU tensor of this shape and element type holds `len`
+            // contiguous bytes at `data_ptr`, alive while `tensor` is.
+            let slice = unsafe { std::slice::from_raw_parts(tensor.data_ptr().cast::<u8>(), len) };
+            Bytes::copy_from_slice(slice)
+        }
+    };
+    Ok(Tensor {
+        name: name.to_owned(),
+        datatype,
+        shape,
+        data,
+    })
+}
+
+impl Runtime for OnnxModel {
+    fn io(&self) -> &ModelIo {
+        &self.io
+    }
+
+    fn run(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+        let values = inputs
+            .iter()
+            .map(|t| Ok((t.name.as_str(), to_value(t)?)))
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
+        let mut results = self
+            .session
+            .run(values)
+            .map_err(|e| RuntimeError::Execution(format!("{}: {e}", self.path.display())))?;
+        let wanted: Vec<&str> = if outputs.is_empty() {
+            self.io.outputs.iter().map(|o| o.name.as_str()).collect()
+        } else {
+            outputs.iter().map(String::as_str).collect()
+        };
+        wanted
+            .into_iter()
+            .map(|name| {
+                let value = results.remove(name).ok_or_else(|| {
+                    RuntimeError::Execution(format!("the model produced no output '{name}'"))
+                })?;
+                from_value(name, value)
+            })
+            .collect()
+    }
+}

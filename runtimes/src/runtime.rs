@@ -1,0 +1,43 @@
+//! The one interface between the engine and a model runtime.
+use crate::{DataType, Tensor};
+
+/// Name, datatype and shape of one model input or output as the model file
+/// declares it; `-1` marks a dimension the model leaves open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+/// Everything a runtime knows about a model's interface.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelIo {
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The model file could not be loaded or does not fit what quiver serves.
+    #[error("{0}")]
+    Load(String),
+    /// The inputs were well-formed on the wire but the runtime cannot take them
+    /// (e.g. a BYTES element that is not UTF-8 for an ONNX string tensor).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The runtime failed while executing.
+    #[error("{0}")]
+    Execution(String),
+}
+
+/// A loaded model that runs batches. Each instance thread owns one, so `run`
+/// takes `&mut self` (ONNX Runtime's `Session::run` needs it too).
+pub trait Runtime: Send {
+    /// The model's inputs and outputs as declared by the model file.
+    fn io(&self) -> &ModelIo;
+
+    /// Runs the model on `inputs` and returns the outputs named in `outputs`
+    /// (all outputs when empty), in the order asked for.
+    fn run(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError>;
+}

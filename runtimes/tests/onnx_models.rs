@@ -1,0 +1,137 @@
+//! The ONNX runtime against the demo models in `models/`, on the real ONNX
+//! Runtime library (fetched by scripts/fetch-onnxruntime.sh).
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use quiver_runtimes::onnx::{OnnxModel, OnnxOptions, init};
+use quiver_runtimes::{DataType, Runtime, Tensor};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn load(model: &str) -> OnnxModel {
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so"));
+    init(&lib).expect("ONNX Runtime loads");
+    OnnxModel::load(
+        &root().join("models").join(model).join("1/model.onnx"),
+        &OnnxOptions::default(),
+    )
+    .expect("model loads")
+}
+
+fn le<T: Copy, const N: usize>(values: &[T], to: fn(T) -> [u8; N]) -> Bytes {
+    values
+        .iter()
+        .flat_map(|v| to(*v))
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+#[test]
+fn add_sub_adds_and_subtracts() {
+    let mut model = load("add_sub");
+    let a: Vec<i32> = (0..16).collect();
+    let b: Vec<i32> = (0..16).map(|i| 100 - i).collect();
+    let inputs = [
+        Tensor {
+            name: "INPUT0".into(),
+            datatype: DataType::Int32,
+            shape: vec![1, 16],
+            data: le(&a, i32::to_le_bytes),
+        },
+        Tensor {
+            name: "INPUT1".into(),
+            datatype: DataType::Int32,
+            shape: vec![1, 16],
+            data: le(&b, i32::to_le_bytes),
+        },
+    ];
+    let out = model
+        .run(&inputs, &["OUTPUT1".into(), "OUTPUT0".into()])
+        .unwrap();
+    assert_eq!(out[0].name, "OUTPUT1");
+    assert_eq!(out[0].shape, vec![1, 16]);
+    let diff: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+    let sum: Vec<i32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    assert_eq!(out[0].data, le(&diff, i32::to_le_bytes));
+    assert_eq!(out[1].data, le(&sum, i32::to_le_bytes));
+}
+
+#[test]
+fn io_metadata_comes_from_the_model_file() {
+    let model = load("linear_noconfig");
+    let io = model.io();
+    assert_eq!(io.inputs[0].name, "x");
+    assert_eq!(io.inputs[0].datatype, DataType::Fp32);
+    assert_eq!(io.inputs[0].shape, vec![-1, 4]);
+    assert_eq!(io.outputs[0].shape, vec![-1, 3]);
+}
+
+#[test]
+fn every_datatype_passes_through_identity() {
+    let mut model = load("all_types");
+    let inputs: Vec<Tensor> = model
+        .io()
+        .inputs
+        .clone()
+        .into_iter()
+        .map(|spec| {
+            let data: Bytes = match spec.datatype.size() {
+                Some(size) => (0..4 * size)
+                    .map(|i| {
+                        (i * 37 % 251) as u8
+                            & if spec.datatype == DataType::Bool {
+                                1
+                            } else {
+                                0xff
+                            }
+                    })
+                    .collect::<Vec<u8>>()
+                    .into(),
+                None => {
+                    let mut v = Vec::new();
+                    for s in ["", "a", "héllo", "xyz"] {
+                        v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                        v.extend_from_slice(s.as_bytes());
+                    }
+                    v.into()
+                }
+            };
+            Tensor {
+                name: spec.name,
+                datatype: spec.datatype,
+                shape: vec![1, 4],
+                data,
+            }
+        })
+        .collect();
+    let out = model.run(&inputs, &[]).unwrap();
+    assert_eq!(out.len(), 14);
+    for (i, o) in inputs.iter().zip(&out) {
+        assert_eq!(o.name, i.name.replace("IN_", "OUT_"));
+        assert_eq!(o.datatype, i.datatype);
+        assert_eq!(o.data, i.data, "{}", o.name);
+    }
+}
+
+#[test]
+fn non_utf8_bytes_for_a_string_tensor_is_invalid_input() {
+    let mut model = load("text_greet");
+    let mut v = 2u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&[0xff, 0xfe]);
+    let input = Tensor {
+        name: "name".into(),
+        datatype: DataType::Bytes,
+        shape: vec![1],
+        data: v.into(),
+    };
+    let err = model.run(&[input], &[]).unwrap_err();
+    assert!(
+        matches!(err, quiver_runtimes::RuntimeError::InvalidInput(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+}
