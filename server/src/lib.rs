@@ -1,1 +1,177 @@
+//! quiver: an Open Inference Protocol (KServe V2) server for ONNX Runtime
+//! models. `main` parses the config and calls [`start`]; tests call the same
+//! function on `127.0.0.1:0`.
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod metrics;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use quiver_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use config::Config;
+use engine::Engine;
+use engine::repository::LoadOptions;
+
+/// A running server: its bound addresses and the handles to stop it.
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub engine: Arc<Engine>,
+    health: tonic_health::server::HealthReporter,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Loads ONNX Runtime and every model of the repository, then binds the
+/// listeners and serves. Listeners are bound only after loading, so a TCP
+/// readiness probe (KServe's default) does not pass before the models are in.
+pub async fn start(config: &Config) -> anyhow::Result<Server> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    quiver_runtimes::onnx::init(&config.onnxruntime_library())?;
+    let options = LoadOptions {
+        default_max_batch_size: config.default_max_batch_size,
+        intra_op_threads: config.intra_op_threads,
+        queue_capacity: config.queue_capacity,
+    };
+    let engine = Arc::new(Engine::new(config.model_repository.clone(), options));
+    let loader = Arc::clone(&engine);
+    tokio::task::spawn_blocking(move || loader.load_repository())
+        .await
+        .context("model loading panicked")?
+        .with_context(|| {
+            format!(
+                "cannot read model repository {}",
+                config.model_repository.display()
+            )
+        })?;
+
+    let bind = |port: u16| {
+        let addr = SocketAddr::new(config.host, port);
+        async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))
+        }
+    };
+    let http = bind(config.http_port).await?;
+    let grpc = bind(config.grpc_port).await?;
+    let metrics_listener = bind(config.metrics_port).await?;
+    let (http_addr, grpc_addr, metrics_addr) = (
+        http.local_addr()?,
+        grpc.local_addr()?,
+        metrics_listener.local_addr()?,
+    );
+
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = move || {
+        let mut rx = stopped.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+
+    let state = api::http::HttpState {
+        engine: Arc::clone(&engine),
+        max_body_bytes: config.http_max_body_bytes,
+    };
+    let app = api::http::router(state).merge(metrics::router());
+    let shutdown = until_stopped();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(http, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    }));
+
+    let metrics_app = metrics::router();
+    let shutdown = until_stopped();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    }));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(quiver_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("cannot build gRPC reflection")?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(quiver_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("cannot build gRPC reflection")?;
+    let limit = config.grpc_max_message_bytes;
+    let inference =
+        GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(Arc::clone(&engine)))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+    let shutdown = until_stopped();
+    let incoming = TcpListenerStream::new(grpc);
+    tasks.push(tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(inference)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha)
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    engine.set_ready(true);
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    health
+        .set_serving::<GrpcInferenceServiceServer<api::grpc::InferenceService>>()
+        .await;
+    Ok(Server {
+        http_addr,
+        grpc_addr,
+        metrics_addr,
+        engine,
+        health,
+        stop,
+        tasks,
+    })
+}
+
+impl Server {
+    /// Graceful stop: report not-ready at once (HTTP ready, gRPC health), keep
+    /// serving for `drain` so load balancers move traffic away, then stop
+    /// accepting, finish in-flight requests and return.
+    pub async fn shutdown(self, drain: Duration) {
+        self.engine.set_ready(false);
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_not_serving::<GrpcInferenceServiceServer<api::grpc::InferenceService>>()
+            .await;
+        tokio::time::sleep(drain).await;
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}

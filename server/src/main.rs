@@ -1,1 +1,71 @@
-fn main() {}
+//! `quiver`: parse the config, set up logging, start, wait for a signal, drain.
+use std::time::Duration;
+
+use clap::Parser;
+use quiver_server::config::Config;
+
+fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .thread_name("quiver-io")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("quiver: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quiver: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = quiver_server::start(&config).await?;
+    tracing::info!(address = %server.http_addr, "HTTP listening");
+    tracing::info!(address = %server.grpc_addr, "gRPC listening");
+    tracing::info!(address = %server.metrics_addr, "metrics listening");
+    shutdown_signal().await;
+    tracing::info!(
+        drain_seconds = config.shutdown_drain_seconds,
+        "shutting down: not ready, draining"
+    );
+    server
+        .shutdown(Duration::from_secs(config.shutdown_drain_seconds))
+        .await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

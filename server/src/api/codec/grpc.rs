@@ -1,0 +1,246 @@
+//! `ModelInferRequest` / `ModelInferResponse` <-> engine requests. Raw input
+//! contents are taken as `Bytes` slices of the message buffer; typed contents
+//! are packed into little-endian bytes once. Outputs always travel in
+//! `raw_output_contents`, the only form `tritonclient.grpc` decodes.
+use bytes::Bytes;
+use quiver_proto::inference::infer_parameter::ParameterChoice;
+use quiver_proto::inference::model_infer_response::InferOutputTensor;
+use quiver_proto::inference::{
+    InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
+};
+use quiver_runtimes::{DataType, Tensor};
+
+use super::elements;
+use crate::engine::request::{
+    InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput,
+};
+use crate::engine::validate::check_data;
+use crate::error::{Error, Result};
+
+fn parameters(map: std::collections::HashMap<String, InferParameter>) -> Parameters {
+    Parameters(
+        map.into_iter()
+            .filter_map(|(k, v)| {
+                let p = match v.parameter_choice? {
+                    ParameterChoice::BoolParam(b) => ParamValue::Bool(b),
+                    ParameterChoice::Int64Param(i) => ParamValue::Int(i),
+                    ParameterChoice::Uint64Param(u) => ParamValue::Uint(u),
+                    ParameterChoice::DoubleParam(d) => ParamValue::Double(d),
+                    ParameterChoice::StringParam(s) => ParamValue::String(s),
+                };
+                Some((k, p))
+            })
+            .collect(),
+    )
+}
+
+pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
+    let raw = msg.raw_input_contents;
+    if !raw.is_empty() && raw.len() != msg.inputs.len() {
+        return Err(Error::invalid(format!(
+            "raw_input_contents has {} entries for {} inputs; send one per input, in order",
+            raw.len(),
+            msg.inputs.len()
+        )));
+    }
+    let mut inputs = Vec::with_capacity(msg.inputs.len());
+    for (i, input) in msg.inputs.into_iter().enumerate() {
+        let name = input.name;
+        let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
+            Error::invalid(format!(
+                "input '{name}': unknown datatype '{}'",
+                input.datatype
+            ))
+        })?;
+        let data = match (raw.get(i), input.contents) {
+            (Some(_), Some(c)) if has_any(&c) => {
+                return Err(Error::invalid(format!(
+                    "input '{name}' has both typed contents and raw_input_contents; send one"
+                )));
+            }
+            (Some(bytes), _) => bytes.clone(),
+            (None, Some(contents)) => pack(&name, datatype, contents)?,
+            (None, None) => return Err(Error::invalid(format!("input '{name}' has no contents"))),
+        };
+        let tensor = Tensor {
+            name,
+            datatype,
+            shape: input.shape,
+            data,
+        };
+        check_data(&tensor)?;
+        inputs.push(tensor);
+    }
+    Ok(InferRequest {
+        model_name: msg.model_name,
+        model_version: Some(msg.model_version).filter(|v| !v.is_empty()),
+        id: msg.id,
+        parameters: parameters(msg.parameters),
+        inputs,
+        outputs: msg
+            .outputs
+            .into_iter()
+            .map(|o| RequestedOutput {
+                name: o.name,
+                binary_data: None,
+            })
+            .collect(),
+    })
+}
+
+fn has_any(c: &InferTensorContents) -> bool {
+    !(c.bool_contents.is_empty()
+        && c.int_contents.is_empty()
+        && c.int64_contents.is_empty()
+        && c.uint_contents.is_empty()
+        && c.uint64_contents.is_empty()
+        && c.fp32_contents.is_empty()
+        && c.fp64_contents.is_empty()
+        && c.bytes_contents.is_empty())
+}
+
+/// Packs typed contents into little-endian bytes, checking each value's range.
+fn pack(name: &str, datatype: DataType, c: InferTensorContents) -> Result<Bytes> {
+    let err = |m: String| Error::invalid(format!("input '{name}': {m}"));
+    let mut out = Vec::new();
+    let ints = |values: &[i128], out: &mut Vec<u8>| -> Result<()> {
+        out.reserve(values.len() * datatype.size().unwrap_or(1));
+        values
+            .iter()
+            .try_for_each(|&v| elements::push_int(datatype, v, out).map_err(err))
+    };
+    match datatype {
+        DataType::Bool => out.extend(c.bool_contents.iter().map(|&b| b as u8)),
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => ints(
+            &c.int_contents
+                .iter()
+                .map(|&v| v as i128)
+                .collect::<Vec<_>>(),
+            &mut out,
+        )?,
+        DataType::Int64 => out.extend(c.int64_contents.iter().flat_map(|v| v.to_le_bytes())),
+        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => ints(
+            &c.uint_contents
+                .iter()
+                .map(|&v| v as i128)
+                .collect::<Vec<_>>(),
+            &mut out,
+        )?,
+        DataType::Uint64 => out.extend(c.uint64_contents.iter().flat_map(|v| v.to_le_bytes())),
+        DataType::Fp32 => out.extend(c.fp32_contents.iter().flat_map(|v| v.to_le_bytes())),
+        DataType::Fp64 => out.extend(c.fp64_contents.iter().flat_map(|v| v.to_le_bytes())),
+        DataType::Bytes => {
+            out.reserve(c.bytes_contents.iter().map(|b| b.len() + 4).sum());
+            for b in &c.bytes_contents {
+                elements::push_bytes(b, &mut out).map_err(err)?;
+            }
+        }
+        DataType::Fp16 | DataType::Bf16 => {
+            return Err(err(format!(
+                "{datatype} has no typed contents field; send it in raw_input_contents"
+            )));
+        }
+    }
+    Ok(out.into())
+}
+
+pub fn encode_response(resp: InferResponse) -> ModelInferResponse {
+    let mut outputs = Vec::with_capacity(resp.outputs.len());
+    let mut raw = Vec::with_capacity(resp.outputs.len());
+    for t in resp.outputs {
+        outputs.push(InferOutputTensor {
+            name: t.name,
+            datatype: t.datatype.as_str().to_owned(),
+            shape: t.shape,
+            ..Default::default()
+        });
+        raw.push(t.data);
+    }
+    ModelInferResponse {
+        model_name: resp.model_name,
+        model_version: resp.model_version,
+        id: resp.id,
+        outputs,
+        raw_output_contents: raw,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quiver_proto::inference::model_infer_request::InferInputTensor;
+
+    fn request(
+        datatype: &str,
+        contents: InferTensorContents,
+        shape: Vec<i64>,
+    ) -> ModelInferRequest {
+        ModelInferRequest {
+            model_name: "m".into(),
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: datatype.into(),
+                shape,
+                contents: Some(contents),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn typed_contents_are_packed_and_range_checked() {
+        let req = decode_request(request(
+            "INT16",
+            InferTensorContents {
+                int_contents: vec![-2, 7],
+                ..Default::default()
+            },
+            vec![2],
+        ))
+        .unwrap();
+        assert_eq!(req.inputs[0].data.as_ref(), &[0xfe, 0xff, 7, 0]);
+        let e = decode_request(request(
+            "INT8",
+            InferTensorContents {
+                int_contents: vec![200],
+                ..Default::default()
+            },
+            vec![1],
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("out of range for INT8"), "{}", e.message);
+        let e =
+            decode_request(request("FP16", InferTensorContents::default(), vec![1])).unwrap_err();
+        assert!(e.message.contains("raw_input_contents"), "{}", e.message);
+        let e = decode_request(request(
+            "FP32",
+            InferTensorContents {
+                fp32_contents: vec![1.0],
+                ..Default::default()
+            },
+            vec![2],
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("4 bytes"), "{}", e.message);
+    }
+
+    #[test]
+    fn raw_contents_are_shared_not_copied() {
+        let blob = Bytes::from(vec![1u8, 0, 0, 0]);
+        let mut req = request("INT32", InferTensorContents::default(), vec![1]);
+        req.inputs[0].contents = None;
+        req.raw_input_contents = vec![blob.clone()];
+        let decoded = decode_request(req).unwrap();
+        assert_eq!(decoded.inputs[0].data.as_ptr(), blob.as_ptr());
+        let mut bad = request("INT32", InferTensorContents::default(), vec![1]);
+        bad.raw_input_contents = vec![blob.clone(), blob];
+        assert!(
+            decode_request(bad)
+                .unwrap_err()
+                .message
+                .contains("2 entries for 1 inputs")
+        );
+    }
+}

@@ -1,0 +1,5 @@
+//! Wire encodings <-> engine requests and responses. Pure functions: no I/O.
+pub mod binary;
+mod elements;
+pub mod grpc;
+pub mod json;

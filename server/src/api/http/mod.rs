@@ -1,0 +1,77 @@
+//! The REST front end (axum on hyper): one module per endpoint group.
+mod compression;
+mod health;
+mod infer;
+mod metadata;
+mod repository;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use crate::engine::Engine;
+use crate::error::Error;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub engine: Arc<Engine>,
+    /// Body limit, applied again after gzip/deflate inflation.
+    pub max_body_bytes: usize,
+}
+
+/// `{model}` and optional `{version}` from the path.
+#[derive(Deserialize)]
+pub struct ModelPath {
+    model: String,
+    version: Option<String>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    let max_body = state.max_body_bytes;
+    Router::new()
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .route("/v2", get(metadata::server))
+        .route("/v2/models/{model}", get(metadata::model))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(metadata::model),
+        )
+        .route("/v2/models/{model}/ready", get(metadata::model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(metadata::model_ready),
+        )
+        .route("/v2/models/{model}/config", get(metadata::model_config))
+        .route(
+            "/v2/models/{model}/versions/{version}/config",
+            get(metadata::model_config),
+        )
+        .route("/v2/models/{model}/infer", post(infer::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(infer::infer),
+        )
+        .route("/v2/repository/index", post(repository::index))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    Error::not_found(format!("no endpoint at {}", uri.path())).into_response()
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        (
+            self.kind.http_status(),
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,149 @@
+//! Every knob of the server, from flags or `QUIVER_*` environment variables.
+//! This is the only module that reads the environment.
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "quiver",
+    version,
+    about = "Open Inference Protocol (KServe V2) server for ONNX Runtime models"
+)]
+pub struct Config {
+    /// Triton-layout model repository: <dir>/<model>/config.pbtxt and numeric version folders.
+    #[arg(
+        long,
+        visible_alias = "model-store",
+        env = "QUIVER_MODEL_REPOSITORY",
+        default_value = "models"
+    )]
+    pub model_repository: PathBuf,
+
+    /// Address to listen on for HTTP, gRPC and metrics.
+    #[arg(long, env = "QUIVER_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// HTTP/REST port (0 picks a free port; the start-up log prints it).
+    #[arg(long, env = "QUIVER_HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+
+    /// gRPC port (0 picks a free port).
+    #[arg(long, env = "QUIVER_GRPC_PORT", default_value_t = 8081)]
+    pub grpc_port: u16,
+
+    /// Prometheus metrics port, serving /metrics (0 picks a free port).
+    #[arg(long, env = "QUIVER_METRICS_PORT", default_value_t = 8082)]
+    pub metrics_port: u16,
+
+    /// Path of libonnxruntime.so. Unset: ORT_DYLIB_PATH, then
+    /// .cache/onnxruntime/libonnxruntime.so under the working directory, then
+    /// next to the quiver binary, then /usr/local/lib and /usr/lib.
+    #[arg(long, env = "QUIVER_ONNXRUNTIME_LIB")]
+    pub onnxruntime_lib: Option<PathBuf>,
+
+    /// Where ONNX Runtime is usually found when --onnxruntime-lib is unset
+    /// (read from ORT_DYLIB_PATH, the variable ort itself honours).
+    #[arg(long, env = "ORT_DYLIB_PATH", hide = true)]
+    pub ort_dylib_path: Option<PathBuf>,
+
+    /// Largest HTTP request body, in bytes, before and after gzip/deflate inflation.
+    #[arg(long, env = "QUIVER_HTTP_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub http_max_body_bytes: usize,
+
+    /// Largest gRPC message, in bytes, in either direction (Triton allows up to 2 GiB).
+    #[arg(long, env = "QUIVER_GRPC_MAX_MESSAGE_BYTES", default_value_t = i32::MAX as usize)]
+    pub grpc_max_message_bytes: usize,
+
+    /// max_batch_size given to a model whose config is completed from the model
+    /// file and whose inputs and outputs all start with a variable dimension
+    /// (Triton's --backend-config=default-max-batch-size, same default).
+    #[arg(long, env = "QUIVER_DEFAULT_MAX_BATCH_SIZE", default_value_t = 4)]
+    pub default_max_batch_size: i32,
+
+    /// ONNX Runtime intra-op threads per session, unless the model's config sets
+    /// parameters { key: "intra_op_thread_count" }. The default of 1 lets
+    /// instances (instance_group count) scale across cores without every session
+    /// claiming all of them; 0 means ONNX Runtime's own default (all cores).
+    #[arg(long, env = "QUIVER_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Requests waiting per model version before new ones are refused with
+    /// 429 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUIVER_QUEUE_CAPACITY", default_value_t = 1024)]
+    pub queue_capacity: usize,
+
+    /// Tokio worker threads for HTTP and gRPC I/O. Inference runs on its own
+    /// threads, so a small number leaves the cores to the models.
+    #[arg(long, env = "QUIVER_WORKER_THREADS", default_value_t = 2)]
+    pub worker_threads: usize,
+
+    /// On SIGTERM/SIGINT: report not-ready at once, keep serving for this many
+    /// seconds so load balancers stop routing here, then finish in-flight work and exit.
+    #[arg(long, env = "QUIVER_SHUTDOWN_DRAIN_SECONDS", default_value_t = 5)]
+    pub shutdown_drain_seconds: u64,
+
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "quiver_server=debug".
+    #[arg(long, env = "QUIVER_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Config {
+    /// The ONNX Runtime library to load, following the documented search order.
+    pub fn onnxruntime_library(&self) -> PathBuf {
+        if let Some(p) = self
+            .onnxruntime_lib
+            .clone()
+            .or_else(|| self.ort_dylib_path.clone())
+        {
+            return p;
+        }
+        let mut candidates = vec![PathBuf::from(".cache/onnxruntime/libonnxruntime.so")];
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        {
+            candidates.push(dir.join("libonnxruntime.so"));
+        }
+        candidates.push(PathBuf::from("/usr/local/lib/libonnxruntime.so"));
+        candidates.push(PathBuf::from("/usr/lib/libonnxruntime.so"));
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .unwrap_or_else(|| candidates.remove(0))
+    }
+
+    /// Checks that hold across fields; run once at start-up.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.default_max_batch_size < 0 {
+            return Err("--default-max-batch-size must be 0 or more".into());
+        }
+        if self.queue_capacity == 0 {
+            return Err("--queue-capacity must be at least 1".into());
+        }
+        if self.worker_threads == 0 {
+            return Err("--worker-threads must be at least 1".into());
+        }
+        let ports = [self.http_port, self.grpc_port, self.metrics_port];
+        for (i, a) in ports.iter().enumerate() {
+            if *a != 0 && ports[i + 1..].contains(a) {
+                return Err(format!("port {a} is given to two listeners"));
+            }
+        }
+        Ok(())
+    }
+
+    /// A configuration for tests: every port 0, everything else default.
+    pub fn for_tests(model_repository: impl Into<PathBuf>) -> Config {
+        let mut c = Config::parse_from(["quiver"]);
+        c.model_repository = model_repository.into();
+        c.host = IpAddr::from([127, 0, 0, 1]);
+        c.http_port = 0;
+        c.grpc_port = 0;
+        c.metrics_port = 0;
+        c.shutdown_drain_seconds = 0;
+        c
+    }
+}

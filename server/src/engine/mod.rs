@@ -1,0 +1,176 @@
+//! Everything between a decoded request and a runtime: the repository, the
+//! live registry, validation and the instance queues. No HTTP or gRPC types.
+pub mod instance;
+pub mod model;
+pub mod registry;
+pub mod repository;
+pub mod request;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use quiver_proto::inference::ModelConfig;
+use quiver_runtimes::DataType;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+use instance::Job;
+use model::ModelVersion;
+use registry::{Registry, VersionSlot};
+use repository::LoadOptions;
+use request::{InferRequest, InferResponse};
+
+/// Name and version quiver reports in server metadata.
+pub const SERVER_NAME: &str = "quiver";
+pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Protocol extensions quiver implements, as server metadata lists them.
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: DataType,
+    pub shape: Vec<i64>,
+}
+
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+/// One row of the repository index.
+pub struct IndexEntry {
+    pub name: String,
+    pub version: String,
+    pub state: &'static str,
+    pub reason: String,
+}
+
+pub struct Engine {
+    registry: Registry,
+    ready: AtomicBool,
+    repository: PathBuf,
+    options: LoadOptions,
+}
+
+impl Engine {
+    pub fn new(repository: PathBuf, options: LoadOptions) -> Engine {
+        Engine {
+            registry: Registry::default(),
+            ready: AtomicBool::new(false),
+            repository,
+            options,
+        }
+    }
+
+    /// Loads every model of the repository (blocking: run it off the async
+    /// runtime). Models that fail are recorded as UNAVAILABLE with the reason.
+    pub fn load_repository(&self) -> std::io::Result<()> {
+        let dirs = repository::model_dirs(&self.repository)?;
+        let entries: Vec<_> = dirs
+            .iter()
+            .map(|(name, dir)| repository::load_model(name, dir, &self.options))
+            .collect();
+        self.registry.replace_all(entries);
+        Ok(())
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn model_ready(&self, name: &str, version: Option<&str>) -> bool {
+        self.registry.resolve(name, version).is_ok()
+    }
+
+    pub fn model_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata> {
+        let model = self.registry.resolve(name, version)?;
+        let entry = self.registry.entry(name)?;
+        let spec = &model.spec;
+        let meta = |io: &repository::model_config::IoSpec| TensorMetadata {
+            name: io.name.clone(),
+            datatype: io.datatype,
+            shape: spec.metadata_shape(io),
+        };
+        Ok(ModelMetadata {
+            name: spec.name.clone(),
+            versions: entry
+                .versions
+                .iter()
+                .filter(|(_, s)| matches!(s, VersionSlot::Ready(_)))
+                .map(|(v, _)| v.to_string())
+                .collect(),
+            platform: spec.platform.clone(),
+            inputs: spec.inputs.iter().map(meta).collect(),
+            outputs: spec.outputs.iter().map(meta).collect(),
+        })
+    }
+
+    pub fn model_config(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelConfig>> {
+        Ok(Arc::clone(&self.registry.resolve(name, version)?.config))
+    }
+
+    pub fn repository_index(&self) -> Vec<IndexEntry> {
+        let mut rows = Vec::new();
+        for entry in self.registry.snapshot().values() {
+            if let Some(e) = &entry.error {
+                rows.push(IndexEntry {
+                    name: entry.name.clone(),
+                    version: String::new(),
+                    state: "UNAVAILABLE",
+                    reason: e.clone(),
+                });
+            }
+            for (v, slot) in &entry.versions {
+                let (state, reason) = match slot {
+                    VersionSlot::Ready(_) => ("READY", String::new()),
+                    VersionSlot::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+                };
+                rows.push(IndexEntry {
+                    name: entry.name.clone(),
+                    version: v.to_string(),
+                    state,
+                    reason,
+                });
+            }
+        }
+        rows
+    }
+
+    /// Runs one request: resolve the version, validate, queue, await the answer.
+    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
+        let model: Arc<ModelVersion> = self
+            .registry
+            .resolve(&req.model_name, req.model_version.as_deref())?;
+        let outputs = validate::check_request(&model.spec, &req)?;
+        let (reply, answer) = oneshot::channel();
+        model.instances.submit(Job {
+            inputs: req.inputs,
+            outputs,
+            enqueued: Instant::now(),
+            reply,
+        })?;
+        let tensors = answer.await.map_err(|_| {
+            Error::internal(format!("model '{}' stopped before answering", model.name()))
+        })??;
+        Ok(InferResponse {
+            model_name: model.name().to_owned(),
+            model_version: model.version.to_string(),
+            id: req.id,
+            outputs: tensors,
+        })
+    }
+}

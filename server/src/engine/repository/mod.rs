@@ -1,0 +1,188 @@
+//! The model repository in Triton's layout:
+//! `<repo>/<model>/config.pbtxt` (optional) and numeric version folders
+//! holding `model.onnx` (or the config's `default_model_filename`).
+pub mod model_config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use quiver_proto::inference::ModelConfig;
+use quiver_runtimes::Runtime;
+use quiver_runtimes::onnx::{OnnxModel, OnnxOptions};
+
+use super::instance::Instances;
+use super::model::ModelVersion;
+use super::registry::{ModelEntry, VersionSlot};
+
+/// Server-wide defaults a model's config can override.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub default_max_batch_size: i32,
+    pub intra_op_threads: usize,
+    pub queue_capacity: usize,
+}
+
+/// The model folders of a repository, sorted by name. Hidden folders are skipped.
+pub fn model_dirs(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type()?.is_dir() && !name.starts_with('.') {
+            dirs.push((name, entry.path()));
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Loads every version the model's policy selects. Failures are recorded in
+/// the entry (and logged), never propagated: one bad model must not keep the
+/// others from serving.
+pub fn load_model(name: &str, dir: &Path, options: &LoadOptions) -> ModelEntry {
+    let mut entry = ModelEntry {
+        name: name.to_owned(),
+        ..Default::default()
+    };
+    let config = match read_config(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(model = name, reason = %e, "model failed to load");
+            entry.error = Some(e);
+            return entry;
+        }
+    };
+    let available = match version_dirs(dir) {
+        Ok(v) => v,
+        Err(e) => {
+            entry.error = Some(format!("cannot read {}: {e}", dir.display()));
+            return entry;
+        }
+    };
+    let selected = model_config::select_versions(config.version_policy.as_ref(), available);
+    if selected.is_empty() {
+        let e = "no version folder matches the version policy".to_string();
+        tracing::error!(model = name, reason = %e, "model failed to load");
+        entry.error = Some(e);
+        return entry;
+    }
+    for version in selected {
+        let slot = match load_version(name, dir, version, config.clone(), options) {
+            Ok(v) => {
+                tracing::info!(model = name, version, "model version ready");
+                VersionSlot::Ready(Arc::new(v))
+            }
+            Err(e) => {
+                tracing::error!(model = name, version, reason = %e, "model version failed to load");
+                VersionSlot::Unavailable(e)
+            }
+        };
+        entry.versions.insert(version, slot);
+    }
+    entry
+}
+
+fn read_config(dir: &Path) -> Result<ModelConfig, String> {
+    let path = dir.join("config.pbtxt");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => model_config::parse(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfig::default()),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn version_dirs(dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut versions = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir()
+            && let Some(v) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u64>().ok())
+        {
+            versions.push(v);
+        }
+    }
+    Ok(versions)
+}
+
+fn load_version(
+    name: &str,
+    dir: &Path,
+    version: u64,
+    mut config: ModelConfig,
+    options: &LoadOptions,
+) -> Result<ModelVersion, String> {
+    let file = if config.default_model_filename.is_empty() {
+        "model.onnx"
+    } else {
+        &config.default_model_filename
+    };
+    let path = dir.join(version.to_string()).join(file);
+    let mut instances = 0usize;
+    for group in &config.instance_group {
+        // KIND_GPU = 1. This build runs ONNX Runtime's CPU provider only; a
+        // config that demands a GPU fails loudly instead of silently running on CPU.
+        if group.kind == 1 {
+            return Err(format!(
+                "instance_group '{}' asks for KIND_GPU; this build runs models on the CPU (use KIND_CPU or KIND_AUTO)",
+                group.name
+            ));
+        }
+        if group.count < 0 {
+            return Err(format!(
+                "instance_group '{}' has count {}",
+                group.name, group.count
+            ));
+        }
+        instances += group.count.max(1) as usize;
+    }
+    let onnx = onnx_options(&config, options)?;
+    let first = OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?;
+    let spec = model_config::complete(
+        &mut config,
+        name,
+        first.io(),
+        options.default_max_batch_size,
+    )?;
+    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(first)];
+    for _ in 1..instances.max(1) {
+        runtimes.push(Box::new(
+            OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?,
+        ));
+    }
+    let instances = Instances::start(
+        &format!("{name}:{version}"),
+        runtimes,
+        options.queue_capacity,
+    )
+    .map_err(|e| format!("cannot start instance threads: {e}"))?;
+    Ok(ModelVersion {
+        version,
+        config: Arc::new(config),
+        spec,
+        instances,
+    })
+}
+
+fn onnx_options(config: &ModelConfig, options: &LoadOptions) -> Result<OnnxOptions, String> {
+    let threads = |key: &str, default: usize| -> Result<usize, String> {
+        match model_config::parameter(config, key) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| format!("parameter '{key}' is '{v}', not a thread count")),
+        }
+    };
+    Ok(OnnxOptions {
+        intra_op_threads: threads("intra_op_thread_count", options.intra_op_threads)?,
+        inter_op_threads: threads("inter_op_thread_count", 1)?,
+        graph_level: config
+            .optimization
+            .as_ref()
+            .and_then(|o| o.graph.as_ref())
+            .map_or(0, |g| g.level),
+    })
+}
