@@ -162,8 +162,8 @@ golden["fp16_scale"] = {
     "outputs": [tensor("y", "FP16", (xh.astype(np.float32) * 2 + 1).astype(np.float16).astype(np.float32))],
 }
 
-# all_types: one Identity per V2 datatype, so every datatype can be checked
-# end to end over every encoding.
+# all_types: one Identity per V2 datatype but BF16 (see bf16_double), so every
+# datatype can be checked end to end over every encoding.
 TYPES = [
     ("BOOL", TensorProto.BOOL, "TYPE_BOOL", [True, False, True, True]),
     ("UINT8", TensorProto.UINT8, "TYPE_UINT8", [0, 1, 128, 255]),
@@ -177,7 +177,6 @@ TYPES = [
     ("FP16", TensorProto.FLOAT16, "TYPE_FP16", [-2.5, 0.0, 0.125, 1024.0]),
     ("FP32", TensorProto.FLOAT, "TYPE_FP32", [-1.5, 0.0, 3.25, 1e20]),
     ("FP64", TensorProto.DOUBLE, "TYPE_FP64", [-1.5, 0.0, 3.141592653589793, 1e300]),
-    ("BF16", TensorProto.BFLOAT16, "TYPE_BF16", [-2.0, 0.0, 0.5, 384.0]),
     ("BYTES", TensorProto.STRING, "TYPE_STRING", ["a", "", "quiver", "binary\u00e9"]),
 ]
 nodes, ins, outs, cin, cout, gin, gout = [], [], [], [], [], [], []
@@ -194,6 +193,29 @@ graph = helper.make_graph(nodes, "all_types", ins, outs)
 save("all_types", graph, 'name: "all_types"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
      + "input [\n" + ",\n".join(cin) + "\n]\noutput [\n" + ",\n".join(cout) + "\n]\n")
 golden["all_types"] = {"inputs": gin, "outputs": gout}
+
+# bf16_double: BF16 in and out, y = 2x computed in float32. A model of its own
+# because the KServe SDK has no BF16 dtype and cannot send it over gRPC.
+graph = helper.make_graph(
+    [helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+     helper.make_node("Mul", ["xf", "two"], ["yf"]),
+     helper.make_node("Cast", ["yf"], ["y"], to=TensorProto.BFLOAT16)],
+    "bf16_double",
+    [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, ["batch", 4])],
+    [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, ["batch", 4])],
+    initializer=[numpy_helper.from_array(np.array(2, np.float32), "two")])
+save("bf16_double", graph, """
+name: "bf16_double"
+platform: "onnxruntime_onnx"
+max_batch_size: 4
+input [ { name: "x" data_type: TYPE_BF16 dims: [ 4 ] } ]
+output [ { name: "y" data_type: TYPE_BF16 dims: [ 4 ] } ]
+""")
+xb = [-2.0, 0.0, 0.5, 384.0]  # exactly representable in bfloat16, and so are their doubles
+golden["bf16_double"] = {
+    "inputs": [{"name": "x", "datatype": "BF16", "shape": [1, 4], "data": xb}],
+    "outputs": [{"name": "y", "datatype": "BF16", "shape": [1, 4], "data": [2 * v for v in xb]}],
+}
 
 # linear_noconfig: no config.pbtxt at all; quiver completes it from the model
 # (inputs, outputs, dims, and a batch dimension from the symbolic dim 0).
