@@ -28,10 +28,7 @@ pub async fn infer(
     }
 }
 
-fn header_str<'h>(
-    headers: &'h HeaderMap,
-    name: impl header::AsHeaderName,
-) -> Result<Option<&'h str>> {
+fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Result<Option<&str>> {
     headers
         .get(name)
         .map(|v| {

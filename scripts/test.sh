@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: fetches ONNX Runtime, builds,
+# checks formatting and lints, runs the Rust tests (unit, codec properties,
+# the real server over HTTP and gRPC), then the Python suites with the clients
+# users run: tritonclient and the KServe SDK, each in its own virtualenv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+
+./scripts/fetch-onnxruntime.sh
+export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
+# ONNX Runtime's telemetry writes under XDG_CACHE_HOME; keep it out of $HOME.
+export XDG_CACHE_HOME="$root/.cache/xdg"
+
+venv() {
+  local name="$1" requirements="$2"
+  local dir="$root/.venv/$name"
+  local stamp="$dir/.requirements"
+  if [ ! -x "$dir/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+  fi
+}
+venv tritonclient tests/python/requirements-tritonclient.txt &
+venv_triton=$!
+venv kserve tests/python/requirements-kserve.txt &
+venv_kserve=$!
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --locked --bins
+cargo test --workspace --locked
+
+wait "$venv_triton"
+wait "$venv_kserve"
+export QUIVER_BIN="$root/target/debug/quiver"
+cd tests/python
+"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py
+"$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py

@@ -1,0 +1,105 @@
+//! Starts the real server on 127.0.0.1:0 over a model repository.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quiver_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use quiver_server::Server;
+use quiver_server::config::Config;
+use tonic::transport::Channel;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn config(repository: &Path) -> Config {
+    let mut c = Config::for_tests(repository);
+    if c.onnxruntime_lib.is_none() && c.ort_dylib_path.is_none() {
+        c.onnxruntime_lib = Some(root().join(".cache/onnxruntime/libonnxruntime.so"));
+    }
+    c
+}
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub http: String,
+    pub grpc: String,
+    pub client: reqwest::Client,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let server = quiver_server::start(&config).await.expect("server starts");
+        TestServer {
+            http: format!("http://{}", server.http_addr),
+            grpc: format!("http://{}", server.grpc_addr),
+            server: Some(server),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn demo() -> TestServer {
+        TestServer::start(config(&root().join("models"))).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.http)
+    }
+
+    pub async fn grpc_client(&self) -> GrpcInferenceServiceClient<Channel> {
+        GrpcInferenceServiceClient::connect(self.grpc.clone())
+            .await
+            .expect("gRPC connects")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::ZERO).await;
+        }
+    }
+}
+
+/// A request to add_sub with INPUT0 = 0..16 and INPUT1 = 1 everywhere.
+pub fn add_sub_json() -> serde_json::Value {
+    serde_json::json!({
+        "id": "t",
+        "inputs": [
+            {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": (0..16).collect::<Vec<i32>>()},
+            {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": vec![1; 16]}
+        ]
+    })
+}
+
+pub fn expected_sum() -> Vec<i64> {
+    (1..17).collect()
+}
+
+/// Copies a demo model's folder into `dest` (for repositories built by a test).
+pub fn copy_model(model: &str, dest: &Path) {
+    let src = root().join("models").join(model);
+    copy_dir(&src, dest);
+}
+
+fn copy_dir(src: &Path, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let to = dest.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), to).unwrap();
+        }
+    }
+}
+
+/// A fresh, empty directory under the target dir, unique per test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = root()
+        .join("target")
+        .join("test-repos")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

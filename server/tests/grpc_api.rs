@@ -1,0 +1,191 @@
+//! The gRPC front end of the real server, driven by a tonic client.
+mod common;
+
+use common::*;
+use quiver_proto::inference::model_infer_request::InferInputTensor;
+use quiver_proto::inference::*;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+
+#[tokio::test]
+async fn infer_with_raw_and_typed_inputs_answers_raw() {
+    let s = TestServer::demo().await;
+    let mut client = s.grpc_client().await;
+    let a: Vec<i32> = (0..16).collect();
+    let raw =
+        |v: &[i32]| bytes::Bytes::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+    let input = |name: &str, contents| InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        contents,
+        ..Default::default()
+    };
+    let raw_req = ModelInferRequest {
+        model_name: "add_sub".into(),
+        id: "r1".into(),
+        inputs: vec![input("INPUT0", None), input("INPUT1", None)],
+        raw_input_contents: vec![raw(&a), raw(&[1; 16])],
+        ..Default::default()
+    };
+    let typed_req = ModelInferRequest {
+        model_name: "add_sub".into(),
+        model_version: "1".into(),
+        inputs: vec![
+            input(
+                "INPUT0",
+                Some(InferTensorContents {
+                    int_contents: a.clone(),
+                    ..Default::default()
+                }),
+            ),
+            input(
+                "INPUT1",
+                Some(InferTensorContents {
+                    int_contents: vec![1; 16],
+                    ..Default::default()
+                }),
+            ),
+        ],
+        ..Default::default()
+    };
+    for req in [raw_req, typed_req] {
+        let resp = client.model_infer(req).await.unwrap().into_inner();
+        assert_eq!(resp.model_name, "add_sub");
+        assert_eq!(resp.model_version, "1");
+        assert_eq!(resp.outputs.len(), 2);
+        assert!(resp.outputs.iter().all(|o| o.contents.is_none()));
+        let sum: Vec<i32> = resp.raw_output_contents[0]
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(sum, (1..17).collect::<Vec<i32>>());
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn metadata_config_index_and_health() {
+    let s = TestServer::demo().await;
+    let mut client = s.grpc_client().await;
+    assert!(
+        client
+            .server_live(ServerLiveRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .live
+    );
+    assert!(
+        client
+            .server_ready(ServerReadyRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
+    );
+    let meta = client
+        .server_metadata(ServerMetadataRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(meta.extensions.contains(&"binary_tensor_data".to_string()));
+    let m = client
+        .model_metadata(ModelMetadataRequest {
+            name: "text_greet".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(m.inputs[0].datatype, "BYTES");
+    assert_eq!(m.inputs[0].shape, vec![-1]);
+    let c = client
+        .model_config(ModelConfigRequest {
+            name: "linear_noconfig".into(),
+            version: "1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(c.max_batch_size, 4);
+    assert_eq!(c.platform, "onnxruntime_onnx");
+    assert_eq!(c.output[0].dims, vec![3]);
+    let index = client
+        .repository_index(RepositoryIndexRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(index.models.len(), 8);
+    let not_ready = client
+        .model_ready(ModelReadyRequest {
+            name: "add_sub".into(),
+            version: "2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!not_ready.ready);
+    let channel = tonic::transport::Channel::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in ["", "inference.GRPCInferenceService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.status(), ServingStatus::Serving, "{service}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn stream_infer_answers_in_order_and_survives_errors() {
+    let s = TestServer::demo().await;
+    let mut client = s.grpc_client().await;
+    let good = |id: &str| ModelInferRequest {
+        model_name: "text_greet".into(),
+        id: id.into(),
+        inputs: vec![InferInputTensor {
+            name: "name".into(),
+            datatype: "BYTES".into(),
+            shape: vec![1],
+            contents: Some(InferTensorContents {
+                bytes_contents: vec![id.as_bytes().to_vec()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut bad = good("bad");
+    bad.inputs[0].datatype = "INT32".into();
+    let requests = vec![good("a"), bad, good("c")];
+    let mut stream = client
+        .model_stream_infer(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(msg) = stream.message().await.unwrap() {
+        answers.push(msg);
+    }
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0].infer_response.as_ref().unwrap().id, "a");
+    assert!(
+        answers[1].error_message.contains("'name'"),
+        "{}",
+        answers[1].error_message
+    );
+    let last = answers[2].infer_response.as_ref().unwrap();
+    assert_eq!(&last.raw_output_contents[0][4..], b"Hello, c");
+    s.stop().await;
+}
