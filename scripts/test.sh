@@ -35,7 +35,7 @@ cargo test --workspace --locked
 
 wait "$venv_triton"
 wait "$venv_kserve"
-export QUIVER_BIN="$root/target/debug/quiver"
+export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
 cd tests/python
 "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py

@@ -9,8 +9,7 @@ pub mod inference {
 
 /// Encoded `FileDescriptorSet` of both `.proto` files: served by gRPC
 /// reflection and used to parse `config.pbtxt` in protobuf text format.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/inference_descriptor.bin"));
 
 /// The descriptor pool built from [`FILE_DESCRIPTOR_SET`], decoded once.
 pub fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {

@@ -7,5 +7,5 @@ pub mod onnx;
 mod runtime;
 mod tensor;
 
-pub use runtime::{ModelIo, Runtime, RuntimeError, TensorSpec};
+pub use runtime::{InputBatch, ModelIo, Runtime, RuntimeError, TensorSpec};
 pub use tensor::{DataType, Tensor, bytes_elements, element_count};

@@ -1,7 +1,7 @@
 //! Runtimes without a model file, for tests and benchmarks of everything above
 //! the runtime: `Echo` copies each input to the output of the same position,
 //! `Fail` always fails.
-use crate::{ModelIo, Runtime, RuntimeError, Tensor};
+use crate::{InputBatch, ModelIo, Runtime, RuntimeError, Tensor};
 
 /// Returns input `i` as output `i`, under the output's name.
 pub struct Echo {
@@ -19,7 +19,7 @@ impl Runtime for Echo {
         &self.io
     }
 
-    fn run(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
         let all: Vec<Tensor> = self
             .io
             .outputs
@@ -27,7 +27,9 @@ impl Runtime for Echo {
             .zip(inputs)
             .map(|(spec, input)| Tensor {
                 name: spec.name.clone(),
-                ..input.clone()
+                datatype: input.datatype,
+                shape: input.shape.clone(),
+                data: input.parts.concat().into(),
             })
             .collect();
         if outputs.is_empty() {
@@ -65,7 +67,7 @@ impl Runtime for Fail {
         &self.io
     }
 
-    fn run(&mut self, _: &[Tensor], _: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run(&mut self, _: &[InputBatch<'_>], _: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
         Err(RuntimeError::Execution(self.message.clone()))
     }
 }

@@ -7,13 +7,9 @@ use bytes::Bytes;
 use ort::memory::Allocator;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{
-    DynTensor, DynTensorValueType, DynValue, Tensor as OrtTensor, TensorElementType, ValueType,
-};
+use ort::value::{DynTensor, DynTensorValueType, DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
-use crate::{
-    DataType, ModelIo, Runtime, RuntimeError, Tensor, TensorSpec, bytes_elements, element_count,
-};
+use crate::{DataType, InputBatch, ModelIo, Runtime, RuntimeError, Tensor, TensorSpec, bytes_elements, element_count};
 
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
 
@@ -36,12 +32,7 @@ pub fn init(library: &Path) -> Result<(), RuntimeError> {
         )));
     }
     let env = ort::init_from(library)
-        .map_err(|e| {
-            RuntimeError::Load(format!(
-                "cannot load ONNX Runtime from {}: {e}",
-                library.display()
-            ))
-        })?
+        .map_err(|e| RuntimeError::Load(format!("cannot load ONNX Runtime from {}: {e}", library.display())))?
         .with_name("quiver")
         .with_telemetry(false)
         .build()
@@ -83,17 +74,14 @@ impl OnnxModel {
         let env = ENVIRONMENT
             .get()
             .ok_or_else(|| RuntimeError::Load("ONNX Runtime is not initialised".into()))?;
-        let fail =
-            |e: &dyn std::fmt::Display| RuntimeError::Load(format!("{}: {e}", path.display()));
+        let fail = |e: &dyn std::fmt::Display| RuntimeError::Load(format!("{}: {e}", path.display()));
         let level = match options.graph_level {
             l if l < 0 => GraphOptimizationLevel::Level1,
             1 => GraphOptimizationLevel::Level2,
             _ => GraphOptimizationLevel::All,
         };
         let mut builder = Session::builder(env).map_err(|e| fail(&e))?;
-        builder = builder
-            .with_optimization_level(level)
-            .map_err(|e| fail(&e))?;
+        builder = builder.with_optimization_level(level).map_err(|e| fail(&e))?;
         if options.intra_op_threads > 0 {
             builder = builder
                 .with_intra_threads(options.intra_op_threads)
@@ -185,60 +173,68 @@ fn to_ort(datatype: DataType) -> TensorElementType {
     }
 }
 
-/// Copies one request tensor into an ONNX Runtime value: one memcpy into a
-/// buffer ONNX Runtime allocates (so alignment is its problem, not the wire's).
-fn to_value(tensor: &Tensor) -> Result<DynValue, RuntimeError> {
-    let exec = |e: ort::Error| RuntimeError::Execution(format!("input '{}': {e}", tensor.name));
-    if tensor.datatype == DataType::Bytes {
-        let strings = bytes_elements(&tensor.data)
-            .enumerate()
-            .map(|(i, item)| {
+/// Copies one batched input into an ONNX Runtime value: each request's bytes
+/// are copied once, straight into a buffer ONNX Runtime allocates (so
+/// alignment is its problem, not the wire's).
+fn to_value(input: &InputBatch<'_>) -> Result<DynValue, RuntimeError> {
+    let name = input.name;
+    let exec = |e: ort::Error| RuntimeError::Execution(format!("input '{name}': {e}"));
+    if input.datatype == DataType::Bytes {
+        let mut strings = Vec::new();
+        for part in &input.parts {
+            for (i, item) in bytes_elements(part).enumerate() {
                 let raw = item.map_err(|_| {
-                    RuntimeError::InvalidInput(format!("input '{}': BYTES element {i} is truncated", tensor.name))
+                    RuntimeError::InvalidInput(format!("input '{name}': BYTES element {i} is truncated"))
                 })?;
-                String::from_utf8(raw.to_vec()).map_err(|_| {
+                let s = std::str::from_utf8(raw).map_err(|_| {
                     RuntimeError::InvalidInput(format!(
-                        "input '{}': BYTES element {i} is not valid UTF-8, which ONNX string tensors require",
-                        tensor.name
+                        "input '{name}': BYTES element {i} is not valid UTF-8, which ONNX string tensors require"
                     ))
-                })
-            })
-            .collect::<Result<Vec<String>, _>>()?;
-        return Ok(
-            OrtTensor::from_string_array((tensor.shape.clone(), strings.as_slice()))
-                .map_err(exec)?
-                .into_dyn(),
-        );
+                })?;
+                strings.push(s.to_owned());
+            }
+        }
+        return Ok(OrtTensor::from_string_array((input.shape.clone(), strings.as_slice()))
+            .map_err(exec)?
+            .into_dyn());
     }
-    let mut value = DynTensor::new(
-        &Allocator::default(),
-        to_ort(tensor.datatype),
-        tensor.shape.clone(),
-    )
-    .map_err(exec)?;
-    let expected = element_count(&tensor.shape)
+    let expected = element_count(&input.shape)
         .unwrap_or(usize::MAX)
-        .saturating_mul(tensor.datatype.size().unwrap_or(1));
-    if expected != tensor.data.len() {
+        .saturating_mul(input.datatype.size().unwrap_or(1));
+    if expected != input.byte_len() {
         return Err(RuntimeError::InvalidInput(format!(
-            "input '{}': {} bytes of data for shape {:?}, expected {expected}",
-            tensor.name,
-            tensor.data.len(),
-            tensor.shape
+            "input '{name}': {} bytes of data for shape {:?}, expected {expected}",
+            input.byte_len(),
+            input.shape
         )));
     }
+    let mut value = DynTensor::new(&Allocator::default(), to_ort(input.datatype), input.shape.clone()).map_err(exec)?;
     if expected > 0 {
-        // SAFETY: ONNX Runtime allocated exactly `expected` bytes on the CPU for
-        // this shape and element type, and `tensor.data` holds `expected` bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                tensor.data.as_ptr(),
-                value.data_ptr_mut().cast::<u8>(),
-                expected,
-            );
+        let dest = value.data_ptr_mut().cast::<u8>();
+        let mut offset = 0;
+        for part in &input.parts {
+            // SAFETY: ONNX Runtime allocated exactly `expected` bytes on the CPU
+            // for this shape and element type, and the parts add up to `expected`.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dest.add(offset), part.len()) };
+            offset += part.len();
         }
     }
     Ok(value.into_dyn())
+}
+
+/// An output tensor's memory, owned by ONNX Runtime, handed to the wire as
+/// `Bytes` without a copy; freed when the last slice of it is dropped.
+struct OrtBuffer {
+    tensor: DynTensor,
+    len: usize,
+}
+
+impl AsRef<[u8]> for OrtBuffer {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: a CPU tensor of this shape and element type holds `len`
+        // contiguous bytes at `data_ptr`, alive as long as `tensor` is.
+        unsafe { std::slice::from_raw_parts(self.tensor.data_ptr().cast::<u8>(), self.len) }
+    }
 }
 
 fn from_value(name: &str, value: DynValue) -> Result<Tensor, RuntimeError> {
@@ -251,11 +247,8 @@ fn from_value(name: &str, value: DynValue) -> Result<Tensor, RuntimeError> {
             )));
         }
     };
-    let datatype = from_ort(ty).ok_or_else(|| {
-        RuntimeError::Execution(format!(
-            "output '{name}' has unsupported element type {ty:?}"
-        ))
-    })?;
+    let datatype = from_ort(ty)
+        .ok_or_else(|| RuntimeError::Execution(format!("output '{name}' has unsupported element type {ty:?}")))?;
     let data = if datatype == DataType::Bytes {
         let (_, strings) = value.try_extract_strings().map_err(exec)?;
         let mut buf = Vec::with_capacity(strings.iter().map(|s| s.len() + 4).sum());
@@ -270,10 +263,7 @@ fn from_value(name: &str, value: DynValue) -> Result<Tensor, RuntimeError> {
         if len == 0 {
             Bytes::new()
         } else {
-            // SAFETY: a CPU tensor of this shape and element type holds `len`
-            // contiguous bytes at `data_ptr`, alive while `tensor` is.
-            let slice = unsafe { std::slice::from_raw_parts(tensor.data_ptr().cast::<u8>(), len) };
-            Bytes::copy_from_slice(slice)
+            Bytes::from_owner(OrtBuffer { tensor, len })
         }
     };
     Ok(Tensor {
@@ -289,10 +279,10 @@ impl Runtime for OnnxModel {
         &self.io
     }
 
-    fn run(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+    fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
         let values = inputs
             .iter()
-            .map(|t| Ok((t.name.as_str(), to_value(t)?)))
+            .map(|t| Ok((t.name, to_value(t)?)))
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let mut results = self
             .session
@@ -306,9 +296,9 @@ impl Runtime for OnnxModel {
         wanted
             .into_iter()
             .map(|name| {
-                let value = results.remove(name).ok_or_else(|| {
-                    RuntimeError::Execution(format!("the model produced no output '{name}'"))
-                })?;
+                let value = results
+                    .remove(name)
+                    .ok_or_else(|| RuntimeError::Execution(format!("the model produced no output '{name}'")))?;
                 from_value(name, value)
             })
             .collect()

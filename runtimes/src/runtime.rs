@@ -1,6 +1,34 @@
 //! The one interface between the engine and a model runtime.
 use crate::{DataType, Tensor};
 
+/// One model input for a run: the requests' byte ranges to lay end to end
+/// along dim 0 (one part per request), so a runtime copies each request's
+/// bytes exactly once, straight into its own input buffer.
+#[derive(Clone, Debug)]
+pub struct InputBatch<'a> {
+    pub name: &'a str,
+    pub datatype: DataType,
+    /// Shape of the whole batch.
+    pub shape: Vec<i64>,
+    pub parts: Vec<&'a [u8]>,
+}
+
+impl<'a> InputBatch<'a> {
+    /// A single tensor as a batch of one.
+    pub fn single(t: &'a Tensor) -> InputBatch<'a> {
+        InputBatch {
+            name: &t.name,
+            datatype: t.datatype,
+            shape: t.shape.clone(),
+            parts: vec![&t.data],
+        }
+    }
+
+    pub fn byte_len(&self) -> usize {
+        self.parts.iter().map(|p| p.len()).sum()
+    }
+}
+
 /// Name, datatype and shape of one model input or output as the model file
 /// declares it; `-1` marks a dimension the model leaves open.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,5 +67,5 @@ pub trait Runtime: Send {
 
     /// Runs the model on `inputs` and returns the outputs named in `outputs`
     /// (all outputs when empty), in the order asked for.
-    fn run(&mut self, inputs: &[Tensor], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError>;
+    fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError>;
 }

@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use quiver_runtimes::onnx::{OnnxModel, OnnxOptions, init};
-use quiver_runtimes::{DataType, Runtime, Tensor};
+use quiver_runtimes::{DataType, InputBatch, Runtime, Tensor};
+
+fn batch(inputs: &[Tensor]) -> Vec<InputBatch<'_>> {
+    inputs.iter().map(InputBatch::single).collect()
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -23,11 +27,7 @@ fn load(model: &str) -> OnnxModel {
 }
 
 fn le<T: Copy, const N: usize>(values: &[T], to: fn(T) -> [u8; N]) -> Bytes {
-    values
-        .iter()
-        .flat_map(|v| to(*v))
-        .collect::<Vec<u8>>()
-        .into()
+    values.iter().flat_map(|v| to(*v)).collect::<Vec<u8>>().into()
 }
 
 #[test]
@@ -50,7 +50,7 @@ fn add_sub_adds_and_subtracts() {
         },
     ];
     let out = model
-        .run(&inputs, &["OUTPUT1".into(), "OUTPUT0".into()])
+        .run(&batch(&inputs), &["OUTPUT1".into(), "OUTPUT0".into()])
         .unwrap();
     assert_eq!(out[0].name, "OUTPUT1");
     assert_eq!(out[0].shape, vec![1, 16]);
@@ -81,14 +81,7 @@ fn every_datatype_passes_through_identity() {
         .map(|spec| {
             let data: Bytes = match spec.datatype.size() {
                 Some(size) => (0..4 * size)
-                    .map(|i| {
-                        (i * 37 % 251) as u8
-                            & if spec.datatype == DataType::Bool {
-                                1
-                            } else {
-                                0xff
-                            }
-                    })
+                    .map(|i| (i * 37 % 251) as u8 & if spec.datatype == DataType::Bool { 1 } else { 0xff })
                     .collect::<Vec<u8>>()
                     .into(),
                 None => {
@@ -108,7 +101,7 @@ fn every_datatype_passes_through_identity() {
             }
         })
         .collect();
-    let out = model.run(&inputs, &[]).unwrap();
+    let out = model.run(&batch(&inputs), &[]).unwrap();
     assert_eq!(out.len(), 13);
     for (i, o) in inputs.iter().zip(&out) {
         assert_eq!(o.name, i.name.replace("IN_", "OUT_"));
@@ -128,10 +121,49 @@ fn non_utf8_bytes_for_a_string_tensor_is_invalid_input() {
         shape: vec![1],
         data: v.into(),
     };
-    let err = model.run(&[input], &[]).unwrap_err();
-    assert!(
-        matches!(err, quiver_runtimes::RuntimeError::InvalidInput(_)),
-        "{err}"
-    );
+    let err = model.run(&batch(&[input]), &[]).unwrap_err();
+    assert!(matches!(err, quiver_runtimes::RuntimeError::InvalidInput(_)), "{err}");
     assert!(err.to_string().contains("UTF-8"), "{err}");
+}
+
+#[test]
+fn parts_are_laid_end_to_end_along_dim_0() {
+    let mut model = load("fraud_mlp");
+    let rows: Vec<Vec<f32>> = (0..3)
+        .map(|r| (0..32).map(|i| (r * 32 + i) as f32 / 50.0).collect())
+        .collect();
+    let bytes: Vec<Bytes> = rows.iter().map(|r| le(r, f32::to_le_bytes)).collect();
+    let alone: Vec<Bytes> = bytes
+        .iter()
+        .map(|b| {
+            let input = InputBatch {
+                name: "input",
+                datatype: DataType::Fp32,
+                shape: vec![1, 32],
+                parts: vec![b],
+            };
+            model.run(&[input], &[]).unwrap().remove(0).data
+        })
+        .collect();
+    let joined = InputBatch {
+        name: "input",
+        datatype: DataType::Fp32,
+        shape: vec![3, 32],
+        parts: bytes.iter().map(|b| &b[..]).collect(),
+    };
+    let out = model.run(&[joined], &[]).unwrap().remove(0);
+    assert_eq!(out.shape, vec![3, 2]);
+    for (i, a) in alone.iter().enumerate() {
+        let got: Vec<f32> = out.data[i * 8..i * 8 + 8]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let want: Vec<f32> = a
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-6, "row {i}: {got:?} vs {want:?}");
+        }
+    }
 }

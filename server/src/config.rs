@@ -92,11 +92,7 @@ pub struct Config {
 impl Config {
     /// The ONNX Runtime library to load, following the documented search order.
     pub fn onnxruntime_library(&self) -> PathBuf {
-        if let Some(p) = self
-            .onnxruntime_lib
-            .clone()
-            .or_else(|| self.ort_dylib_path.clone())
-        {
+        if let Some(p) = self.onnxruntime_lib.clone().or_else(|| self.ort_dylib_path.clone()) {
             return p;
         }
         let mut candidates = vec![PathBuf::from(".cache/onnxruntime/libonnxruntime.so")];

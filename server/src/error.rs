@@ -99,23 +99,11 @@ mod tests {
     #[test]
     fn table_matches_the_protocol() {
         let rows = [
-            (
-                ErrorKind::InvalidArgument,
-                400,
-                tonic::Code::InvalidArgument,
-            ),
+            (ErrorKind::InvalidArgument, 400, tonic::Code::InvalidArgument),
             (ErrorKind::NotFound, 404, tonic::Code::NotFound),
             (ErrorKind::Unavailable, 503, tonic::Code::Unavailable),
-            (
-                ErrorKind::ResourceExhausted,
-                429,
-                tonic::Code::ResourceExhausted,
-            ),
-            (
-                ErrorKind::DeadlineExceeded,
-                504,
-                tonic::Code::DeadlineExceeded,
-            ),
+            (ErrorKind::ResourceExhausted, 429, tonic::Code::ResourceExhausted),
+            (ErrorKind::DeadlineExceeded, 504, tonic::Code::DeadlineExceeded),
             (ErrorKind::Unimplemented, 501, tonic::Code::Unimplemented),
             (ErrorKind::Internal, 500, tonic::Code::Internal),
         ];

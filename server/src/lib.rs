@@ -5,7 +5,7 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
-pub mod metrics;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +38,7 @@ pub struct Server {
 /// readiness probe (KServe's default) does not pass before the models are in.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
     config.validate().map_err(anyhow::Error::msg)?;
+    telemetry::install();
     quiver_runtimes::onnx::init(&config.onnxruntime_library())?;
     let options = LoadOptions {
         default_max_batch_size: config.default_max_batch_size,
@@ -49,12 +50,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     tokio::task::spawn_blocking(move || loader.load_repository())
         .await
         .context("model loading panicked")?
-        .with_context(|| {
-            format!(
-                "cannot read model repository {}",
-                config.model_repository.display()
-            )
-        })?;
+        .with_context(|| format!("cannot read model repository {}", config.model_repository.display()))?;
 
     let bind = |port: u16| {
         let addr = SocketAddr::new(config.host, port);
@@ -67,11 +63,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let http = bind(config.http_port).await?;
     let grpc = bind(config.grpc_port).await?;
     let metrics_listener = bind(config.metrics_port).await?;
-    let (http_addr, grpc_addr, metrics_addr) = (
-        http.local_addr()?,
-        grpc.local_addr()?,
-        metrics_listener.local_addr()?,
-    );
+    let (http_addr, grpc_addr, metrics_addr) = (http.local_addr()?, grpc.local_addr()?, metrics_listener.local_addr()?);
 
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {
@@ -86,18 +78,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         engine: Arc::clone(&engine),
         max_body_bytes: config.http_max_body_bytes,
     };
-    let app = api::http::router(state).merge(metrics::router());
+    let app = api::http::router(state).merge(telemetry::router());
     let shutdown = until_stopped();
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
+        if let Err(e) = axum::serve(http, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }));
 
-    let metrics_app = metrics::router();
+    let metrics_app = telemetry::router();
     let shutdown = until_stopped();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(metrics_listener, metrics_app)
@@ -118,10 +107,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .build_v1alpha()
         .context("cannot build gRPC reflection")?;
     let limit = config.grpc_max_message_bytes;
-    let inference =
-        GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(Arc::clone(&engine)))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+    let inference = GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(Arc::clone(&engine)))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let shutdown = until_stopped();
     let incoming = TcpListenerStream::new(grpc);
     tasks.push(tokio::spawn(async move {

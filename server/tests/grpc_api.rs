@@ -12,8 +12,7 @@ async fn infer_with_raw_and_typed_inputs_answers_raw() {
     let s = TestServer::demo().await;
     let mut client = s.grpc_client().await;
     let a: Vec<i32> = (0..16).collect();
-    let raw =
-        |v: &[i32]| bytes::Bytes::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+    let raw = |v: &[i32]| bytes::Bytes::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
     let input = |name: &str, contents| InferInputTensor {
         name: name.into(),
         datatype: "INT32".into(),

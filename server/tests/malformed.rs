@@ -8,14 +8,7 @@ use quiver_proto::inference::{InferTensorContents, ModelInferRequest};
 use serde_json::{Value, json};
 
 /// (what, path, headers, body, expected status, expected message part)
-type HttpCase<'a> = (
-    &'a str,
-    &'a str,
-    Vec<(&'a str, String)>,
-    String,
-    u16,
-    &'a str,
-);
+type HttpCase<'a> = (&'a str, &'a str, Vec<(&'a str, String)>, String, u16, &'a str);
 
 fn i32s(n: usize) -> Vec<i32> {
     vec![1; n]
@@ -139,9 +132,7 @@ async fn malformed_http_requests() {
             "out of range",
             add,
             vec![],
-            with(
-                json!({"name":"INPUT0","shape":[1,16],"datatype":"INT32","data":vec![4294967296i64; 16]}),
-            ),
+            with(json!({"name":"INPUT0","shape":[1,16],"datatype":"INT32","data":vec![4294967296i64; 16]})),
             400,
             "out of range for INT32",
         ),
@@ -168,9 +159,7 @@ async fn malformed_http_requests() {
             "huge shape",
             add,
             vec![],
-            with(
-                json!({"name":"INPUT0","shape":[1,4611686018427387904i64],"datatype":"INT32","data":[1]}),
-            ),
+            with(json!({"name":"INPUT0","shape":[1,4611686018427387904i64],"datatype":"INT32","data":[1]})),
             400,
             "INPUT0",
         ),
@@ -279,15 +268,12 @@ async fn malformed_http_requests() {
         let status_got = r.status().as_u16();
         let text = r.text().await.unwrap();
         assert_eq!(status_got, status, "{what}: {text}");
-        let err: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("{what}: not a JSON error body: {text}"));
+        let err: Value =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not a JSON error body: {text}"));
         let msg = err["error"]
             .as_str()
             .unwrap_or_else(|| panic!("{what}: no error field: {text}"));
-        assert!(
-            msg.contains(needle),
-            "{what}: '{msg}' does not mention '{needle}'"
-        );
+        assert!(msg.contains(needle), "{what}: '{msg}' does not mention '{needle}'");
         // The server keeps serving everyone else.
         let ok = s
             .client
@@ -301,12 +287,7 @@ async fn malformed_http_requests() {
     s.stop().await;
 }
 
-fn grpc_input(
-    name: &str,
-    datatype: &str,
-    shape: Vec<i64>,
-    contents: Option<InferTensorContents>,
-) -> InferInputTensor {
+fn grpc_input(name: &str, datatype: &str, shape: Vec<i64>, contents: Option<InferTensorContents>) -> InferInputTensor {
     InferInputTensor {
         name: name.into(),
         datatype: datatype.into(),
@@ -341,31 +322,16 @@ async fn malformed_grpc_requests() {
     let mut cases: Vec<(&str, ModelInferRequest, tonic::Code, &str)> = Vec::new();
     let mut r = good_grpc();
     r.model_name = "nope".into();
-    cases.push((
-        "unknown model",
-        r,
-        tonic::Code::NotFound,
-        "unknown model 'nope'",
-    ));
+    cases.push(("unknown model", r, tonic::Code::NotFound, "unknown model 'nope'"));
     let mut r = good_grpc();
     r.model_version = "3".into();
-    cases.push((
-        "unknown version",
-        r,
-        tonic::Code::NotFound,
-        "unknown version '3'",
-    ));
+    cases.push(("unknown version", r, tonic::Code::NotFound, "unknown version '3'"));
     let mut r = good_grpc();
     r.inputs[0].datatype = "FP32".into();
     cases.push(("wrong datatype", r, tonic::Code::InvalidArgument, "INPUT0"));
     let mut r = good_grpc();
     r.inputs[0].contents = int_contents(3);
-    cases.push((
-        "short contents",
-        r,
-        tonic::Code::InvalidArgument,
-        "12 bytes",
-    ));
+    cases.push(("short contents", r, tonic::Code::InvalidArgument, "12 bytes"));
     let mut r = good_grpc();
     r.raw_input_contents = vec![bytes::Bytes::from(vec![0u8; 64])];
     cases.push((
@@ -377,16 +343,8 @@ async fn malformed_grpc_requests() {
     let mut r = good_grpc();
     r.inputs[0].contents = None;
     r.inputs[1].contents = None;
-    r.raw_input_contents = vec![
-        bytes::Bytes::from(vec![0u8; 64]),
-        bytes::Bytes::from(vec![0u8; 63]),
-    ];
-    cases.push((
-        "raw wrong size",
-        r,
-        tonic::Code::InvalidArgument,
-        "63 bytes",
-    ));
+    r.raw_input_contents = vec![bytes::Bytes::from(vec![0u8; 64]), bytes::Bytes::from(vec![0u8; 63])];
+    cases.push(("raw wrong size", r, tonic::Code::InvalidArgument, "63 bytes"));
     let mut r = good_grpc();
     r.inputs.pop();
     cases.push((

@@ -32,10 +32,7 @@ async fn failures_are_reported_and_the_rest_serve() {
         &repo.join("multi/config.pbtxt"),
         &add_sub_config("multi", "version_policy: { latest: { num_versions: 2 } }"),
     );
-    write(
-        &repo.join("broken/1/model.onnx"),
-        "this is not an onnx file",
-    );
+    write(&repo.join("broken/1/model.onnx"), "this is not an onnx file");
     write(
         &repo.join("bad_config/config.pbtxt"),
         "name: \"bad_config\" max_batch_size: [",
@@ -48,19 +45,11 @@ async fn failures_are_reported_and_the_rest_serve() {
         &gpu.replace("fraud_mlp", "gpu_only")
             .replace("kind: KIND_CPU", "kind: KIND_GPU"),
     );
-    write(
-        &repo.join("no_versions/config.pbtxt"),
-        "name: \"no_versions\"",
-    );
+    write(&repo.join("no_versions/config.pbtxt"), "name: \"no_versions\"");
 
     let s = TestServer::start(config(&repo)).await;
     assert_eq!(
-        s.client
-            .get(s.url("/v2/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.client.get(s.url("/v2/health/ready")).send().await.unwrap().status(),
         200
     );
     let index: Vec<Value> = s
@@ -82,30 +71,16 @@ async fn failures_are_reported_and_the_rest_serve() {
     assert_eq!(row("good", "1")["state"], "READY");
     assert_eq!(row("multi", "2")["state"], "READY");
     assert_eq!(row("multi", "3")["state"], "READY");
-    assert!(
-        !index
-            .iter()
-            .any(|r| r["name"] == "multi" && r["version"] == "1")
-    );
+    assert!(!index.iter().any(|r| r["name"] == "multi" && r["version"] == "1"));
     assert_eq!(row("broken", "1")["state"], "UNAVAILABLE");
-    assert!(
-        row("broken", "1")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("model.onnx")
-    );
+    assert!(row("broken", "1")["reason"].as_str().unwrap().contains("model.onnx"));
     assert!(
         row("bad_config", "")["reason"]
             .as_str()
             .unwrap()
             .contains("config.pbtxt")
     );
-    assert!(
-        row("gpu_only", "1")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("KIND_GPU")
-    );
+    assert!(row("gpu_only", "1")["reason"].as_str().unwrap().contains("KIND_GPU"));
     assert!(
         row("no_versions", "")["reason"]
             .as_str()
@@ -141,13 +116,7 @@ async fn failures_are_reported_and_the_rest_serve() {
     let r = infer("/v2/models/broken/infer".into()).await.unwrap();
     assert_eq!(r.status(), 503);
     let e: Value = r.json().await.unwrap();
-    assert!(
-        e["error"]
-            .as_str()
-            .unwrap()
-            .contains("has no ready version"),
-        "{e}"
-    );
+    assert!(e["error"].as_str().unwrap().contains("has no ready version"), "{e}");
     assert_eq!(
         s.client
             .get(s.url("/v2/models/broken/ready"))
@@ -219,22 +188,12 @@ fn missing_onnxruntime_library_exits_saying_how_to_get_it() {
             "--model-repository",
         ])
         .arg(root().join("models"))
-        .args([
-            "--http-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
+        .args(["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("/nonexistent/libonnxruntime.so"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("/nonexistent/libonnxruntime.so"), "{stderr}");
     assert!(
         stderr.contains("fetch-onnxruntime.sh") && stderr.contains("ORT_DYLIB_PATH"),
         "{stderr}"

@@ -1,10 +1,11 @@
 //! Everything between a decoded request and a runtime: the repository, the
 //! live registry, validation and the instance queues. No HTTP or gRPC types.
-pub mod instance;
+pub mod batcher;
 pub mod model;
 pub mod registry;
 pub mod repository;
 pub mod request;
+pub mod stats;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -16,8 +17,9 @@ use quiver_proto::inference::ModelConfig;
 use quiver_runtimes::DataType;
 use tokio::sync::oneshot;
 
-use crate::error::{Error, Result};
-use instance::Job;
+use crate::error::{Error, ErrorKind, Result};
+use crate::telemetry::FailureReason;
+use batcher::{Answer, Job, batch};
 use model::ModelVersion;
 use registry::{Registry, VersionSlot};
 use repository::LoadOptions;
@@ -27,7 +29,12 @@ use request::{InferRequest, InferResponse};
 pub const SERVER_NAME: &str = "quiver";
 pub const SERVER_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Protocol extensions quiver implements, as server metadata lists them.
-pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_configuration"];
+pub const EXTENSIONS: &[&str] = &[
+    "binary_tensor_data",
+    "model_configuration",
+    "statistics",
+    "schedule_policy",
+];
 
 pub struct TensorMetadata {
     pub name: String,
@@ -123,6 +130,36 @@ impl Engine {
         Ok(Arc::clone(&self.registry.resolve(name, version)?.config))
     }
 
+    /// Statistics of every ready version of every model, of one model (all
+    /// its ready versions), or of one version.
+    pub fn statistics(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<stats::StatsSnapshot>> {
+        let of = |m: &ModelVersion| m.stats.snapshot(m.name(), m.version);
+        match (name, version.filter(|v| !v.is_empty())) {
+            (Some(n), Some(_)) => Ok(vec![of(&*self.registry.resolve(n, version)?)]),
+            (Some(n), None) => {
+                let entry = self.registry.entry(n)?;
+                Ok(entry
+                    .versions
+                    .values()
+                    .filter_map(|s| match s {
+                        VersionSlot::Ready(m) => Some(of(m)),
+                        VersionSlot::Unavailable(_) => None,
+                    })
+                    .collect())
+            }
+            (None, _) => Ok(self
+                .registry
+                .snapshot()
+                .values()
+                .flat_map(|e| e.versions.values())
+                .filter_map(|s| match s {
+                    VersionSlot::Ready(m) => Some(of(m)),
+                    VersionSlot::Unavailable(_) => None,
+                })
+                .collect()),
+        }
+    }
+
     pub fn repository_index(&self) -> Vec<IndexEntry> {
         let mut rows = Vec::new();
         for entry in self.registry.snapshot().values() {
@@ -152,25 +189,57 @@ impl Engine {
 
     /// Runs one request: resolve the version, validate, queue, await the answer.
     pub async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
-        let model: Arc<ModelVersion> = self
-            .registry
-            .resolve(&req.model_name, req.model_version.as_deref())?;
+        let started = Instant::now();
+        let model: Arc<ModelVersion> = self.registry.resolve(&req.model_name, req.model_version.as_deref())?;
+        let result = Self::run(&model, req, started).await;
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.kind {
+                ErrorKind::Internal => FailureReason::Backend,
+                ErrorKind::InvalidArgument | ErrorKind::ResourceExhausted | ErrorKind::DeadlineExceeded => {
+                    FailureReason::Rejected
+                }
+                _ => FailureReason::Other,
+            }),
+        };
+        model.stats.request(outcome, started.elapsed());
+        result
+    }
+
+    async fn run(model: &ModelVersion, req: InferRequest, enqueued: Instant) -> Result<InferResponse> {
         let outputs = validate::check_request(&model.spec, &req)?;
+        let param = |key: &str| -> Result<Option<i64>> {
+            match req.parameters.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be an integer"))),
+            }
+        };
+        let (priority, timeout) = model.scheduler.admit(param("priority")?, param("timeout")?)?;
+        let batching = model.spec.max_batch_size > 0;
         let (reply, answer) = oneshot::channel();
-        model.instances.submit(Job {
+        let job = Job {
+            rows: batch::rows(&req.inputs, batching),
+            shape_key: batch::shape_key(&req.inputs, batching),
             inputs: req.inputs,
             outputs,
-            enqueued: Instant::now(),
+            priority,
+            timeout,
+            enqueued,
             reply,
-        })?;
-        let tensors = answer.await.map_err(|_| {
-            Error::internal(format!("model '{}' stopped before answering", model.name()))
-        })??;
+        };
+        model.scheduler.submit(job)?;
+        model.stats.enqueued();
+        let Answer { outputs, .. } = answer
+            .await
+            .map_err(|_| Error::internal(format!("model '{}' stopped before answering", model.name())))??;
         Ok(InferResponse {
             model_name: model.name().to_owned(),
             model_version: model.version.to_string(),
             id: req.id,
-            outputs: tensors,
+            outputs,
         })
     }
 }

@@ -3,15 +3,17 @@ use std::sync::Arc;
 
 use quiver_proto::inference::ModelConfig;
 
-use super::instance::Instances;
+use super::batcher::Scheduler;
 use super::repository::model_config::ModelSpec;
+use super::stats::VersionStats;
 
 pub struct ModelVersion {
     pub version: u64,
     /// The completed configuration, as the config endpoints report it.
     pub config: Arc<ModelConfig>,
     pub spec: ModelSpec,
-    pub instances: Instances,
+    pub stats: Arc<VersionStats>,
+    pub scheduler: Scheduler,
 }
 
 impl ModelVersion {

@@ -43,10 +43,7 @@ pub struct Registry {
 
 impl Registry {
     pub fn replace_all(&self, entries: impl IntoIterator<Item = ModelEntry>) {
-        let map = entries
-            .into_iter()
-            .map(|e| (e.name.clone(), Arc::new(e)))
-            .collect();
+        let map = entries.into_iter().map(|e| (e.name.clone(), Arc::new(e))).collect();
         self.models.store(Arc::new(map));
     }
 
@@ -80,17 +77,15 @@ impl Registry {
                 Error::unavailable(format!("model '{name}' has no ready version: {why}"))
             }),
             Some(v) => {
-                let number = v.parse::<u64>().map_err(|_| {
-                    Error::not_found(format!("unknown version '{v}' of model '{name}'"))
-                })?;
+                let number = v
+                    .parse::<u64>()
+                    .map_err(|_| Error::not_found(format!("unknown version '{v}' of model '{name}'")))?;
                 match entry.versions.get(&number) {
                     Some(VersionSlot::Ready(m)) => Ok(Arc::clone(m)),
                     Some(VersionSlot::Unavailable(why)) => Err(Error::unavailable(format!(
                         "model '{name}' version {number} is not ready: {why}"
                     ))),
-                    None => Err(Error::not_found(format!(
-                        "unknown version '{v}' of model '{name}'"
-                    ))),
+                    None => Err(Error::not_found(format!("unknown version '{v}' of model '{name}'"))),
                 }
             }
         }

@@ -18,12 +18,9 @@ pub fn check_data(t: &Tensor) -> Result<()> {
     })?;
     match t.datatype.size() {
         Some(size) => {
-            let expected = count.checked_mul(size).ok_or_else(|| {
-                Error::invalid(format!(
-                    "input '{}': shape {:?} is too large",
-                    t.name, t.shape
-                ))
-            })?;
+            let expected = count
+                .checked_mul(size)
+                .ok_or_else(|| Error::invalid(format!("input '{}': shape {:?} is too large", t.name, t.shape)))?;
             if t.data.len() != expected {
                 return Err(Error::invalid(format!(
                     "input '{}': {} bytes of {} data for shape {:?}, expected {expected}",
@@ -117,11 +114,7 @@ pub fn check_request(spec: &ModelSpec, req: &InferRequest) -> Result<Vec<String>
         } else {
             &input.shape[..]
         };
-        let fits = dims.len() == io.dims.len()
-            && dims
-                .iter()
-                .zip(&io.dims)
-                .all(|(&d, &m)| d >= 0 && (m < 0 || d == m));
+        let fits = dims.len() == io.dims.len() && dims.iter().zip(&io.dims).all(|(&d, &m)| d >= 0 && (m < 0 || d == m));
         if !fits {
             return Err(Error::invalid(format!(
                 "input '{}': shape {:?} does not match the model's {:?}",
@@ -215,62 +208,26 @@ mod tests {
     fn accepts_a_good_request_and_defaults_to_all_outputs() {
         let names = check_request(
             &spec(),
-            &req(vec![
-                input("INPUT0", vec![2, 16]),
-                input("INPUT1", vec![2, 16]),
-            ]),
+            &req(vec![input("INPUT0", vec![2, 16]), input("INPUT1", vec![2, 16])]),
         );
         assert_eq!(names.unwrap(), vec!["OUTPUT0", "OUTPUT1"]);
     }
 
     #[test]
     fn names_the_problem() {
-        assert!(
-            err(req(vec![input("INPUT0", vec![1, 16])]))
-                .contains("'INPUT1' of model 'add_sub' is missing")
-        );
-        assert!(
-            err(req(vec![
-                input("INPUT0", vec![1, 16]),
-                input("INPUT0", vec![1, 16])
-            ]))
-            .contains("more than once")
-        );
+        assert!(err(req(vec![input("INPUT0", vec![1, 16])])).contains("'INPUT1' of model 'add_sub' is missing"));
+        assert!(err(req(vec![input("INPUT0", vec![1, 16]), input("INPUT0", vec![1, 16])])).contains("more than once"));
         assert!(err(req(vec![input("NOPE", vec![1, 16])])).contains("unknown input 'NOPE'"));
-        assert!(
-            err(req(vec![
-                input("INPUT0", vec![1, 15]),
-                input("INPUT1", vec![1, 16])
-            ]))
-            .contains("[1, 15]")
-        );
-        assert!(
-            err(req(vec![
-                input("INPUT0", vec![9, 16]),
-                input("INPUT1", vec![9, 16])
-            ]))
-            .contains("max_batch_size")
-        );
-        assert!(
-            err(req(vec![
-                input("INPUT0", vec![1, 16]),
-                input("INPUT1", vec![2, 16])
-            ]))
-            .contains("differs")
-        );
+        assert!(err(req(vec![input("INPUT0", vec![1, 15]), input("INPUT1", vec![1, 16])])).contains("[1, 15]"));
+        assert!(err(req(vec![input("INPUT0", vec![9, 16]), input("INPUT1", vec![9, 16])])).contains("max_batch_size"));
+        assert!(err(req(vec![input("INPUT0", vec![1, 16]), input("INPUT1", vec![2, 16])])).contains("differs"));
         let mut wrong_type = input("INPUT0", vec![1, 16]);
         wrong_type.datatype = DataType::Fp32;
-        assert!(
-            err(req(vec![wrong_type, input("INPUT1", vec![1, 16])]))
-                .contains("FP32 does not match")
-        );
+        assert!(err(req(vec![wrong_type, input("INPUT1", vec![1, 16])])).contains("FP32 does not match"));
         let mut short = input("INPUT0", vec![1, 16]);
         short.data = short.data.slice(..60);
         assert!(err(req(vec![short, input("INPUT1", vec![1, 16])])).contains("60 bytes"));
-        let mut r = req(vec![
-            input("INPUT0", vec![1, 16]),
-            input("INPUT1", vec![1, 16]),
-        ]);
+        let mut r = req(vec![input("INPUT0", vec![1, 16]), input("INPUT1", vec![1, 16])]);
         r.outputs.push(crate::engine::request::RequestedOutput {
             name: "OUT".into(),
             binary_data: None,
@@ -286,12 +243,7 @@ mod tests {
             shape: vec![2],
             data: vec![1, 0, 0, 0, b'a'].into(),
         };
-        assert!(
-            check_data(&t)
-                .unwrap_err()
-                .message
-                .contains("1 BYTES elements")
-        );
+        assert!(check_data(&t).unwrap_err().message.contains("1 BYTES elements"));
         let t = Tensor {
             name: "s".into(),
             datatype: DataType::Bytes,

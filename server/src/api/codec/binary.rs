@@ -114,22 +114,14 @@ mod tests {
             }
             Framing::Raw(_) => panic!("expected JSON framing"),
         }
-        assert!(matches!(
-            split(body.clone(), Some("0")).unwrap(),
-            Framing::Raw(_)
-        ));
+        assert!(matches!(split(body.clone(), Some("0")).unwrap(), Framing::Raw(_)));
         assert!(
             split(body.clone(), Some("99"))
                 .unwrap_err()
                 .message
                 .contains("only 11 bytes")
         );
-        assert!(
-            split(body, Some("x"))
-                .unwrap_err()
-                .message
-                .contains("not a byte count")
-        );
+        assert!(split(body, Some("x")).unwrap_err().message.contains("not a byte count"));
     }
 
     #[test]

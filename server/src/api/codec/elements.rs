@@ -60,8 +60,7 @@ pub fn for_each<'a, E>(
 pub fn push_int(datatype: DataType, v: i128, out: &mut Vec<u8>) -> Result<(), String> {
     macro_rules! put {
         ($t:ty) => {{
-            let x = <$t>::try_from(v)
-                .map_err(|_| format!("value {v} is out of range for {datatype}"))?;
+            let x = <$t>::try_from(v).map_err(|_| format!("value {v} is out of range for {datatype}"))?;
             out.extend_from_slice(&x.to_le_bytes());
         }};
     }
@@ -74,9 +73,7 @@ pub fn push_int(datatype: DataType, v: i128, out: &mut Vec<u8>) -> Result<(), St
         DataType::Int16 => put!(i16),
         DataType::Int32 => put!(i32),
         DataType::Int64 => put!(i64),
-        DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64 => {
-            push_float(datatype, v as f64, out)?
-        }
+        DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64 => push_float(datatype, v as f64, out)?,
         DataType::Bool => {
             return Err(format!("value {v} is a number; BOOL takes true or false"));
         }
@@ -93,9 +90,7 @@ pub fn push_float(datatype: DataType, v: f64, out: &mut Vec<u8>) -> Result<(), S
         DataType::Fp32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
         DataType::Fp64 => out.extend_from_slice(&v.to_le_bytes()),
         other => {
-            return Err(format!(
-                "value {v} is not an integer, which {other} requires"
-            ));
+            return Err(format!("value {v} is not an integer, which {other} requires"));
         }
     }
     Ok(())
@@ -103,8 +98,7 @@ pub fn push_float(datatype: DataType, v: f64, out: &mut Vec<u8>) -> Result<(), S
 
 /// Appends one BYTES element in the length-prefixed encoding.
 pub fn push_bytes(item: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    let len = u32::try_from(item.len())
-        .map_err(|_| "a BYTES element is longer than 4 GiB".to_string())?;
+    let len = u32::try_from(item.len()).map_err(|_| "a BYTES element is longer than 4 GiB".to_string())?;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(item);
     Ok(())

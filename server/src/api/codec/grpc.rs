@@ -5,15 +5,11 @@
 use bytes::Bytes;
 use quiver_proto::inference::infer_parameter::ParameterChoice;
 use quiver_proto::inference::model_infer_response::InferOutputTensor;
-use quiver_proto::inference::{
-    InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse,
-};
+use quiver_proto::inference::{InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse};
 use quiver_runtimes::{DataType, Tensor};
 
 use super::elements;
-use crate::engine::request::{
-    InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput,
-};
+use crate::engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 use crate::engine::validate::check_data;
 use crate::error::{Error, Result};
 
@@ -46,12 +42,8 @@ pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
     let mut inputs = Vec::with_capacity(msg.inputs.len());
     for (i, input) in msg.inputs.into_iter().enumerate() {
         let name = input.name;
-        let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-            Error::invalid(format!(
-                "input '{name}': unknown datatype '{}'",
-                input.datatype
-            ))
-        })?;
+        let datatype = DataType::parse(&input.datatype)
+            .ok_or_else(|| Error::invalid(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
         let data = match (raw.get(i), input.contents) {
             (Some(_), Some(c)) if has_any(&c) => {
                 return Err(Error::invalid(format!(
@@ -111,19 +103,12 @@ fn pack(name: &str, datatype: DataType, c: InferTensorContents) -> Result<Bytes>
     };
     match datatype {
         DataType::Bool => out.extend(c.bool_contents.iter().map(|&b| b as u8)),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 => ints(
-            &c.int_contents
-                .iter()
-                .map(|&v| v as i128)
-                .collect::<Vec<_>>(),
-            &mut out,
-        )?,
+        DataType::Int8 | DataType::Int16 | DataType::Int32 => {
+            ints(&c.int_contents.iter().map(|&v| v as i128).collect::<Vec<_>>(), &mut out)?
+        }
         DataType::Int64 => out.extend(c.int64_contents.iter().flat_map(|v| v.to_le_bytes())),
         DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => ints(
-            &c.uint_contents
-                .iter()
-                .map(|&v| v as i128)
-                .collect::<Vec<_>>(),
+            &c.uint_contents.iter().map(|&v| v as i128).collect::<Vec<_>>(),
             &mut out,
         )?,
         DataType::Uint64 => out.extend(c.uint64_contents.iter().flat_map(|v| v.to_le_bytes())),
@@ -171,11 +156,7 @@ mod tests {
     use super::*;
     use quiver_proto::inference::model_infer_request::InferInputTensor;
 
-    fn request(
-        datatype: &str,
-        contents: InferTensorContents,
-        shape: Vec<i64>,
-    ) -> ModelInferRequest {
+    fn request(datatype: &str, contents: InferTensorContents, shape: Vec<i64>) -> ModelInferRequest {
         ModelInferRequest {
             model_name: "m".into(),
             inputs: vec![InferInputTensor {
@@ -211,8 +192,7 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.message.contains("out of range for INT8"), "{}", e.message);
-        let e =
-            decode_request(request("FP16", InferTensorContents::default(), vec![1])).unwrap_err();
+        let e = decode_request(request("FP16", InferTensorContents::default(), vec![1])).unwrap_err();
         assert!(e.message.contains("raw_input_contents"), "{}", e.message);
         let e = decode_request(request(
             "FP32",

@@ -17,9 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::elements::{self, Element};
-use crate::engine::request::{
-    InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput,
-};
+use crate::engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 use crate::engine::validate::check_data;
 use crate::error::{Error, Result};
 
@@ -88,35 +86,22 @@ fn parameters(map: Option<Map<String, Value>>) -> Parameters {
 
 /// Decodes a JSON request header; inputs marked with `binary_data_size` take
 /// their bytes, in order, from `binary` (zero-copy slices of it).
-pub fn decode_request(
-    header: &[u8],
-    mut binary: Bytes,
-    model: &str,
-    version: Option<&str>,
-) -> Result<InferRequest> {
-    let req: RequestJson<'_> = serde_json::from_slice(header)
-        .map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
+pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Option<&str>) -> Result<InferRequest> {
+    let req: RequestJson<'_> =
+        serde_json::from_slice(header).map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
     for input in req.inputs {
         let name = input.name;
-        let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
-            Error::invalid(format!(
-                "input '{name}': unknown datatype '{}'",
-                input.datatype
-            ))
-        })?;
+        let datatype = DataType::parse(&input.datatype)
+            .ok_or_else(|| Error::invalid(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
         let params = parameters(input.parameters);
         let binary_size = match params.get("binary_data_size") {
             None => None,
-            Some(p) => Some(
-                p.as_i64()
-                    .and_then(|n| usize::try_from(n).ok())
-                    .ok_or_else(|| {
-                        Error::invalid(format!(
-                            "input '{name}': binary_data_size must be a non-negative integer"
-                        ))
-                    })?,
-            ),
+            Some(p) => Some(p.as_i64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| {
+                Error::invalid(format!(
+                    "input '{name}': binary_data_size must be a non-negative integer"
+                ))
+            })?),
         };
         let data = match (binary_size, input.data) {
             (Some(n), _) => {
@@ -179,13 +164,7 @@ pub fn decode_request(
 }
 
 /// Decodes JSON tensor data, flat or nested, into little-endian bytes.
-fn decode_data(
-    name: &str,
-    datatype: DataType,
-    shape: &[i64],
-    raw: &RawValue,
-    base64: bool,
-) -> Result<Bytes> {
+fn decode_data(name: &str, datatype: DataType, shape: &[i64], raw: &RawValue, base64: bool) -> Result<Bytes> {
     let expected = element_count(shape).ok_or_else(|| {
         Error::invalid(format!(
             "input '{name}': shape {shape:?} has a negative or too large dimension"
@@ -293,9 +272,7 @@ impl<'de> Visitor<'de> for Flatten<'_> {
         if self.base64 {
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(v)
-                .map_err(|e| {
-                    E::custom(format!("element {} is not valid base64: {e}", *self.count))
-                })?;
+                .map_err(|e| E::custom(format!("element {} is not valid base64: {e}", *self.count)))?;
             elements::push_bytes(&decoded, self.out).map_err(E::custom)?;
         } else {
             elements::push_bytes(v.as_bytes(), self.out).map_err(E::custom)?;
@@ -436,16 +413,10 @@ pub fn encode_response(resp: &InferResponse, encoding: &OutputEncoding) -> Encod
         // Only malformed BYTES output data can fail here; answer with the reason.
         body.clear();
         let _ = serde_json::to_writer(&mut body, &serde_json::json!({ "error": e.to_string() }));
-        return EncodedResponse {
-            body,
-            header_len: None,
-        };
+        return EncodedResponse { body, header_len: None };
     }
     if blobs.is_empty() {
-        return EncodedResponse {
-            body,
-            header_len: None,
-        };
+        return EncodedResponse { body, header_len: None };
     }
     let header_len = body.len();
     for b in blobs {
@@ -467,19 +438,11 @@ mod tests {
 
     #[test]
     fn flat_and_nested_data_decode_the_same() {
-        let flat = decode(
-            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[1,2,3,4]}]}"#,
-        )
-        .unwrap();
-        let nested = decode(
-            r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}"#,
-        )
-        .unwrap();
+        let flat = decode(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[1,2,3,4]}]}"#).unwrap();
+        let nested =
+            decode(r#"{"inputs":[{"name":"x","shape":[2,2],"datatype":"INT32","data":[[1,2],[3,4]]}]}"#).unwrap();
         assert_eq!(flat.inputs, nested.inputs);
-        let expected: Vec<u8> = [1i32, 2, 3, 4]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let expected: Vec<u8> = [1i32, 2, 3, 4].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(flat.inputs[0].data.as_ref(), expected.as_slice());
     }
 
@@ -536,10 +499,7 @@ mod tests {
 
     #[test]
     fn huge_claimed_shape_allocates_nothing_big() {
-        let e = decode(
-            r#"{"inputs":[{"name":"x","shape":[100000000000],"datatype":"FP64","data":[1]}]}"#,
-        )
-        .unwrap_err();
+        let e = decode(r#"{"inputs":[{"name":"x","shape":[100000000000],"datatype":"FP64","data":[1]}]}"#).unwrap_err();
         assert!(e.message.contains("1 data elements"), "{}", e.message);
     }
 
@@ -547,12 +507,7 @@ mod tests {
     fn binary_inputs_slice_the_body_and_sizes_are_checked() {
         let header = r#"{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","parameters":{"binary_data_size":8}}],
                          "outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#;
-        let body = Bytes::from(
-            [1.0f32, 2.0]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        );
+        let body = Bytes::from([1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>());
         let req = decode_request(header.as_bytes(), body.clone(), "m", Some("1")).unwrap();
         assert_eq!(req.inputs[0].data, body);
         assert_eq!(req.outputs[0].binary_data, Some(true));
@@ -561,11 +516,7 @@ mod tests {
         let mut long = body.to_vec();
         long.push(0);
         let e = decode_request(header.as_bytes(), long.into(), "m", None).unwrap_err();
-        assert!(
-            e.message.contains("1 bytes of binary data follow"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("1 bytes of binary data follow"), "{}", e.message);
     }
 
     #[test]
@@ -575,10 +526,7 @@ mod tests {
                           {"name":"b","shape":[1],"datatype":"BYTES","parameters":{"content_type":"base64"},"data":["AP8="]}]}"#,
         )
         .unwrap();
-        assert_eq!(
-            req.inputs[0].data.as_ref(),
-            &[2, 0, 0, 0, b'h', b'i', 0, 0, 0, 0]
-        );
+        assert_eq!(req.inputs[0].data.as_ref(), &[2, 0, 0, 0, b'h', b'i', 0, 0, 0, 0]);
         assert_eq!(req.inputs[1].data.as_ref(), &[2, 0, 0, 0, 0, 0xff]);
     }
 
@@ -588,11 +536,7 @@ mod tests {
             name: name.into(),
             datatype: DataType::Fp32,
             shape: vec![v.len() as i64],
-            data: v
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into(),
+            data: v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into(),
         };
         let resp = InferResponse {
             model_name: "m".into(),

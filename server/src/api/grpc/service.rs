@@ -13,6 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::api::codec::grpc as codec;
 use crate::engine::{EXTENSIONS, Engine, SERVER_NAME, SERVER_VERSION, TensorMetadata};
 use crate::error::Error;
+use crate::telemetry;
+use std::time::Instant;
 
 pub struct InferenceService {
     engine: Arc<Engine>,
@@ -34,6 +36,13 @@ fn tensors(list: Vec<TensorMetadata>) -> Vec<TensorMetadataProto> {
         .collect()
 }
 
+/// Records a finished call in the per-protocol metrics and passes its result on.
+fn observe<T>(method: &'static str, started: Instant, result: Result<T, Status>) -> Result<T, Status> {
+    let code = result.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+    telemetry::grpc_request(method, code, started.elapsed());
+    result
+}
+
 fn version(v: &str) -> Option<&str> {
     Some(v).filter(|v| !v.is_empty())
 }
@@ -47,26 +56,17 @@ type StreamResult = Result<ModelStreamInferResponse, Status>;
 
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
-    async fn server_live(
-        &self,
-        _: Request<ServerLiveRequest>,
-    ) -> Result<Response<ServerLiveResponse>, Status> {
+    async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
         Ok(Response::new(ServerLiveResponse { live: true }))
     }
 
-    async fn server_ready(
-        &self,
-        _: Request<ServerReadyRequest>,
-    ) -> Result<Response<ServerReadyResponse>, Status> {
+    async fn server_ready(&self, _: Request<ServerReadyRequest>) -> Result<Response<ServerReadyResponse>, Status> {
         Ok(Response::new(ServerReadyResponse {
             ready: self.engine.is_ready(),
         }))
     }
 
-    async fn model_ready(
-        &self,
-        r: Request<ModelReadyRequest>,
-    ) -> Result<Response<ModelReadyResponse>, Status> {
+    async fn model_ready(&self, r: Request<ModelReadyRequest>) -> Result<Response<ModelReadyResponse>, Status> {
         let r = r.into_inner();
         Ok(Response::new(ModelReadyResponse {
             ready: self.engine.model_ready(&r.name, version(&r.version)),
@@ -99,11 +99,13 @@ impl GrpcInferenceService for InferenceService {
         }))
     }
 
-    async fn model_infer(
-        &self,
-        r: Request<ModelInferRequest>,
-    ) -> Result<Response<ModelInferResponse>, Status> {
-        Ok(Response::new(infer(&self.engine, r.into_inner()).await?))
+    async fn model_infer(&self, r: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let started = Instant::now();
+        let result = infer(&self.engine, r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from);
+        observe("ModelInfer", started, result)
     }
 
     type ModelStreamInferStream = Pin<Box<dyn Stream<Item = StreamResult> + Send + 'static>>;
@@ -127,7 +129,14 @@ impl GrpcInferenceService for InferenceService {
                         break;
                     }
                 };
-                let answer = match infer(&engine, msg).await {
+                let started = Instant::now();
+                let result = infer(&engine, msg).await;
+                telemetry::grpc_request(
+                    "ModelStreamInfer",
+                    result.as_ref().map_or_else(|e| e.kind.grpc_code(), |_| tonic::Code::Ok),
+                    started.elapsed(),
+                );
+                let answer = match result {
                     Ok(resp) => ModelStreamInferResponse {
                         error_message: String::new(),
                         infer_response: Some(resp),
@@ -145,10 +154,7 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn model_config(
-        &self,
-        r: Request<ModelConfigRequest>,
-    ) -> Result<Response<ModelConfigResponse>, Status> {
+    async fn model_config(&self, r: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
         let r = r.into_inner();
         let config = self.engine.model_config(&r.name, version(&r.version))?;
         Ok(Response::new(ModelConfigResponse {
@@ -158,11 +164,41 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_statistics(
         &self,
-        _: Request<ModelStatisticsRequest>,
+        r: Request<ModelStatisticsRequest>,
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
-        Err(Status::unimplemented(
-            "the statistics extension is not implemented yet",
-        ))
+        let r = r.into_inner();
+        let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
+        let stats = self.engine.statistics(name, version(&r.version))?;
+        let d = |(count, ns): (u64, u64)| Some(StatisticDuration { count, ns });
+        let model_stats = stats
+            .into_iter()
+            .map(|s| ModelStatistics {
+                name: s.name,
+                version: s.version.to_string(),
+                last_inference: s.last_inference_ms,
+                inference_count: s.inference_count,
+                execution_count: s.execution_count,
+                inference_stats: Some(InferStatistics {
+                    success: d(s.success),
+                    fail: d(s.fail),
+                    queue: d(s.queue),
+                    compute_input: d(s.compute_input),
+                    compute_infer: d(s.compute_infer),
+                    compute_output: d(s.compute_output),
+                }),
+                batch_stats: s
+                    .batches
+                    .iter()
+                    .map(|(&batch_size, b)| InferBatchStatistics {
+                        batch_size,
+                        compute_input: d((b.count, b.input_ns)),
+                        compute_infer: d((b.count, b.infer_ns)),
+                        compute_output: d((b.count, b.output_ns)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(ModelStatisticsResponse { model_stats }))
     }
 
     async fn repository_index(

@@ -103,10 +103,7 @@ mod tests {
         for c in [Coding::Gzip, Coding::Deflate] {
             let packed = deflate(c, &body);
             assert!(packed.len() < body.len());
-            assert_eq!(
-                inflate(c, &packed, 10_000).unwrap().as_ref(),
-                body.as_slice()
-            );
+            assert_eq!(inflate(c, &packed, 10_000).unwrap().as_ref(), body.as_slice());
             assert!(
                 inflate(c, &packed, 9_999)
                     .unwrap_err()
@@ -126,10 +123,7 @@ mod tests {
     fn negotiates_codings() {
         assert_eq!(accepted_coding(Some("gzip, deflate")), Some(Coding::Gzip));
         assert_eq!(accepted_coding(Some("deflate")), Some(Coding::Deflate));
-        assert_eq!(
-            accepted_coding(Some("gzip;q=0, deflate")),
-            Some(Coding::Deflate)
-        );
+        assert_eq!(accepted_coding(Some("gzip;q=0, deflate")), Some(Coding::Deflate));
         assert_eq!(accepted_coding(Some("br")), None);
         assert_eq!(content_coding(Some("identity")).unwrap(), None);
         assert!(content_coding(Some("br")).is_err());

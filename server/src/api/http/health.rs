@@ -6,10 +6,7 @@ use axum::response::IntoResponse;
 use super::HttpState;
 
 pub async fn live() -> impl IntoResponse {
-    (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({ "live": true })),
-    )
+    (StatusCode::OK, axum::Json(serde_json::json!({ "live": true })))
 }
 
 /// 200 once every model the repository asks for has loaded or failed, and

@@ -16,12 +16,7 @@ pub const HEADER_LENGTH: &str = "inference-header-content-length";
 /// Bodies above this size are inflated on a blocking thread, not on the I/O runtime.
 const INLINE_INFLATE_BYTES: usize = 256 * 1024;
 
-pub async fn infer(
-    State(s): State<HttpState>,
-    Path(p): Path<ModelPath>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub async fn infer(State(s): State<HttpState>, Path(p): Path<ModelPath>, headers: HeaderMap, body: Bytes) -> Response {
     match run(&s, p, &headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -41,9 +36,7 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Result<Op
 async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> Result<Response> {
     let body = match compression::content_coding(header_str(headers, header::CONTENT_ENCODING)?)? {
         None => body,
-        Some(coding) if body.len() <= INLINE_INFLATE_BYTES => {
-            compression::inflate(coding, &body, s.max_body_bytes)?
-        }
+        Some(coding) if body.len() <= INLINE_INFLATE_BYTES => compression::inflate(coding, &body, s.max_body_bytes)?,
         Some(coding) => {
             let limit = s.max_body_bytes;
             tokio::task::spawn_blocking(move || compression::inflate(coding, &body, limit))
@@ -83,18 +76,12 @@ fn respond(encoded: json::EncodedResponse, accept: Option<Coding>) -> Response {
             headers.insert(HEADER_LENGTH, HeaderValue::from(n));
         }
         None => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
     let body = match accept {
         Some(coding) => {
-            headers.insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(coding.name()),
-            );
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.name()));
             compression::deflate(coding, &encoded.body)
         }
         None => encoded.body,

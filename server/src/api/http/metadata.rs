@@ -20,10 +20,7 @@ fn tensors(list: &[TensorMetadata]) -> Vec<Value> {
         .collect()
 }
 
-pub async fn model(
-    State(s): State<HttpState>,
-    Path(p): Path<ModelPath>,
-) -> Result<Json<Value>, Error> {
+pub async fn model(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Result<Json<Value>, Error> {
     let m = s.engine.model_metadata(&p.model, p.version.as_deref())?;
     Ok(Json(json!({
         "name": m.name,
@@ -36,19 +33,12 @@ pub async fn model(
 
 pub async fn model_ready(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Response {
     match s.engine.registry().resolve(&p.model, p.version.as_deref()) {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(json!({ "name": p.model, "ready": true })),
-        )
-            .into_response(),
+        Ok(_) => (StatusCode::OK, Json(json!({ "name": p.model, "ready": true }))).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-pub async fn model_config(
-    State(s): State<HttpState>,
-    Path(p): Path<ModelPath>,
-) -> Result<Json<Value>, Error> {
+pub async fn model_config(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Result<Json<Value>, Error> {
     let config = s.engine.model_config(&p.model, p.version.as_deref())?;
     Ok(Json(model_config::to_json(&config)))
 }

@@ -4,6 +4,7 @@ mod health;
 mod infer;
 mod metadata;
 mod repository;
+mod statistics;
 
 use std::sync::Arc;
 
@@ -37,10 +38,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v2/health/ready", get(health::ready))
         .route("/v2", get(metadata::server))
         .route("/v2/models/{model}", get(metadata::model))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            get(metadata::model),
-        )
+        .route("/v2/models/{model}/versions/{version}", get(metadata::model))
         .route("/v2/models/{model}/ready", get(metadata::model_ready))
         .route(
             "/v2/models/{model}/versions/{version}/ready",
@@ -52,14 +50,28 @@ pub fn router(state: HttpState) -> Router {
             get(metadata::model_config),
         )
         .route("/v2/models/{model}/infer", post(infer::infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(infer::infer),
-        )
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer))
+        .route("/v2/models/stats", get(statistics::all))
+        .route("/v2/models/{model}/stats", get(statistics::model))
+        .route("/v2/models/{model}/versions/{version}/stats", get(statistics::model))
         .route("/v2/repository/index", post(repository::index))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// Records every request in the per-protocol metrics, by route pattern (so
+/// model names do not explode the label set) and status.
+async fn observe(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::telemetry::http_request(route, response.status().as_u16(), started.elapsed());
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {

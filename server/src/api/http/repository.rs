@@ -18,8 +18,7 @@ pub async fn index(State(s): State<HttpState>, body: Bytes) -> Result<Json<Value
     let req: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| Error::invalid(format!("malformed repository index request: {e}")))?
+        serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed repository index request: {e}")))?
     };
     let rows: Vec<Value> = s
         .engine

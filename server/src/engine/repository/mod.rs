@@ -10,9 +10,12 @@ use quiver_proto::inference::ModelConfig;
 use quiver_runtimes::Runtime;
 use quiver_runtimes::onnx::{OnnxModel, OnnxOptions};
 
-use super::instance::Instances;
+use super::batcher::policy::BatchingConfig;
+use super::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
+use super::batcher::{Scheduler, SchedulerConfig};
 use super::model::ModelVersion;
 use super::registry::{ModelEntry, VersionSlot};
+use super::stats::VersionStats;
 
 /// Server-wide defaults a model's config can override.
 #[derive(Clone, Debug)]
@@ -96,10 +99,7 @@ fn version_dirs(dir: &Path) -> std::io::Result<Vec<u64>> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_dir()
-            && let Some(v) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u64>().ok())
+            && let Some(v) = entry.file_name().to_str().and_then(|s| s.parse::<u64>().ok())
         {
             versions.push(v);
         }
@@ -131,38 +131,32 @@ fn load_version(
             ));
         }
         if group.count < 0 {
-            return Err(format!(
-                "instance_group '{}' has count {}",
-                group.name, group.count
-            ));
+            return Err(format!("instance_group '{}' has count {}", group.name, group.count));
         }
         instances += group.count.max(1) as usize;
     }
     let onnx = onnx_options(&config, options)?;
     let first = OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?;
-    let spec = model_config::complete(
-        &mut config,
-        name,
-        first.io(),
-        options.default_max_batch_size,
-    )?;
+    let spec = model_config::complete(&mut config, name, first.io(), options.default_max_batch_size)?;
     let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(first)];
     for _ in 1..instances.max(1) {
-        runtimes.push(Box::new(
-            OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?,
-        ));
+        runtimes.push(Box::new(OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?));
     }
-    let instances = Instances::start(
+    let scheduler_config = scheduler_config(&config, options.queue_capacity)?;
+    let stats = Arc::new(VersionStats::new(name, version));
+    let scheduler = Scheduler::start(
         &format!("{name}:{version}"),
         runtimes,
-        options.queue_capacity,
+        scheduler_config,
+        Arc::clone(&stats),
     )
     .map_err(|e| format!("cannot start instance threads: {e}"))?;
     Ok(ModelVersion {
         version,
         config: Arc::new(config),
         spec,
-        instances,
+        stats,
+        scheduler,
     })
 }
 
@@ -184,5 +178,78 @@ fn onnx_options(config: &ModelConfig, options: &LoadOptions) -> Result<OnnxOptio
             .as_ref()
             .and_then(|o| o.graph.as_ref())
             .map_or(0, |g| g.level),
+    })
+}
+
+/// Triton's `dynamic_batching` block as the scheduler's settings. Without the
+/// block (or with `max_batch_size: 0`) every request runs alone.
+fn scheduler_config(config: &ModelConfig, capacity: usize) -> Result<SchedulerConfig, String> {
+    use quiver_proto::inference::model_config::SchedulingChoice;
+    use quiver_proto::inference::{ModelQueuePolicy, model_queue_policy};
+    let queue_policy = |p: Option<&ModelQueuePolicy>| -> QueuePolicy {
+        let Some(p) = p else { return QueuePolicy::default() };
+        QueuePolicy {
+            timeout_action: if p.timeout_action == model_queue_policy::TimeoutAction::Delay as i32 {
+                TimeoutAction::Delay
+            } else {
+                TimeoutAction::Reject
+            },
+            default_timeout: (p.default_timeout_microseconds > 0)
+                .then(|| std::time::Duration::from_micros(p.default_timeout_microseconds)),
+            allow_timeout_override: p.allow_timeout_override,
+            max_queue_size: p.max_queue_size as usize,
+        }
+    };
+    let Some(SchedulingChoice::DynamicBatching(db)) = &config.scheduling_choice else {
+        return Ok(SchedulerConfig {
+            queue: QueueConfig {
+                capacity,
+                levels: vec![QueuePolicy::default()],
+                default_level: 0,
+                batching: None,
+            },
+            preserve_ordering: false,
+        });
+    };
+    let max = config.max_batch_size.max(0) as usize;
+    let mut preferred = Vec::new();
+    for &p in &db.preferred_batch_size {
+        if p < 1 || (max > 0 && p as usize > max) {
+            return Err(format!(
+                "preferred_batch_size {p} is outside 1..={max} (max_batch_size)"
+            ));
+        }
+        preferred.push(p as usize);
+    }
+    preferred.sort_unstable();
+    let default_policy = queue_policy(db.default_queue_policy.as_ref());
+    let levels = db.priority_levels.max(1) as usize;
+    if levels > 1024 {
+        return Err(format!("priority_levels is {levels}; quiver supports up to 1024"));
+    }
+    let default_level = match db.default_priority_level {
+        0 => 0,
+        l if (l as usize) <= levels => l as usize - 1,
+        l => return Err(format!("default_priority_level {l} is outside 1..={levels}")),
+    };
+    let mut policies = vec![default_policy; levels];
+    for (&level, policy) in &db.priority_queue_policy {
+        if level == 0 || level as usize > levels {
+            return Err(format!("priority_queue_policy for level {level}, outside 1..={levels}"));
+        }
+        policies[level as usize - 1] = queue_policy(Some(policy));
+    }
+    Ok(SchedulerConfig {
+        queue: QueueConfig {
+            capacity,
+            levels: policies,
+            default_level,
+            batching: (max > 0).then(|| BatchingConfig {
+                max_batch_size: max,
+                preferred,
+                max_queue_delay: std::time::Duration::from_micros(db.max_queue_delay_microseconds),
+            }),
+        },
+        preserve_ordering: db.preserve_ordering,
     })
 }

@@ -50,8 +50,7 @@ fn descriptor() -> prost_reflect::MessageDescriptor {
 /// Parses `config.pbtxt` (protobuf text format against Triton's schema).
 pub fn parse(text: &str) -> Result<ModelConfig, String> {
     let text = colon_before_lists(text);
-    let message = DynamicMessage::parse_text_format(descriptor(), &text)
-        .map_err(|e| format!("config.pbtxt: {e}"))?;
+    let message = DynamicMessage::parse_text_format(descriptor(), &text).map_err(|e| format!("config.pbtxt: {e}"))?;
     message
         .transcode_to::<ModelConfig>()
         .map_err(|e| format!("config.pbtxt: {e}"))
@@ -129,8 +128,7 @@ pub fn to_json(config: &ModelConfig) -> serde_json::Value {
 }
 
 fn datatype_of(code: i32, what: &str) -> Result<DataType, String> {
-    DataType::from_config_code(code)
-        .ok_or_else(|| format!("{what}: data_type {code} is not a datatype quiver serves"))
+    DataType::from_config_code(code).ok_or_else(|| format!("{what}: data_type {code} is not a datatype quiver serves"))
 }
 
 /// Completes `config` from the model file's declared inputs and outputs and
@@ -222,14 +220,12 @@ pub fn complete(
         });
     }
     if config.instance_group.is_empty() {
-        config
-            .instance_group
-            .push(quiver_proto::inference::ModelInstanceGroup {
-                name: config.name.clone(),
-                count: 1,
-                kind: 2, // KIND_CPU: the only kind this build runs
-                ..Default::default()
-            });
+        config.instance_group.push(quiver_proto::inference::ModelInstanceGroup {
+            name: config.name.clone(),
+            count: 1,
+            kind: 2, // KIND_CPU: the only kind this build runs
+            ..Default::default()
+        });
     }
 
     let inputs = config
@@ -243,21 +239,13 @@ pub fn complete(
                 dims: c.dims.clone(),
                 optional: c.optional,
             };
-            check_against_model(
-                &spec,
-                io.inputs.iter().find(|t| t.name == c.name),
-                batch,
-                &what,
-            )?;
+            check_against_model(&spec, io.inputs.iter().find(|t| t.name == c.name), batch, &what)?;
             Ok(spec)
         })
         .collect::<Result<Vec<_>, String>>()?;
     for t in &io.inputs {
         if !inputs.iter().any(|i| i.name == t.name) {
-            return Err(format!(
-                "the model's input '{}' is missing from config.pbtxt",
-                t.name
-            ));
+            return Err(format!("the model's input '{}' is missing from config.pbtxt", t.name));
         }
     }
     let outputs = config
@@ -271,12 +259,7 @@ pub fn complete(
                 dims: c.dims.clone(),
                 optional: false,
             };
-            check_against_model(
-                &spec,
-                io.outputs.iter().find(|t| t.name == c.name),
-                batch,
-                &what,
-            )?;
+            check_against_model(&spec, io.outputs.iter().find(|t| t.name == c.name), batch, &what)?;
             Ok(spec)
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -289,12 +272,7 @@ pub fn complete(
     })
 }
 
-fn check_against_model(
-    spec: &IoSpec,
-    model: Option<&TensorSpec>,
-    batch: bool,
-    what: &str,
-) -> Result<(), String> {
+fn check_against_model(spec: &IoSpec, model: Option<&TensorSpec>, batch: bool, what: &str) -> Result<(), String> {
     let model = model.ok_or_else(|| format!("{what} in config.pbtxt is not in the model file"))?;
     if model.datatype != spec.datatype {
         return Err(format!(
@@ -309,11 +287,7 @@ fn check_against_model(
             model.shape,
             model.shape.len(),
             spec.dims,
-            if batch {
-                " plus the batch dimension"
-            } else {
-                ""
-            }
+            if batch { " plus the batch dimension" } else { "" }
         ));
     }
     let model_dims = &model.shape[usize::from(batch)..];
@@ -384,16 +358,12 @@ mod tests {
         assert_eq!(c.input[0].dims, vec![4]);
         assert_eq!(c.instance_group[0].count, 2);
         assert_eq!(parameter(&c, "intra_op_thread_count"), Some("2"));
-        assert_eq!(
-            select_versions(c.version_policy.as_ref(), vec![3, 2, 1]),
-            vec![1, 3]
-        );
+        assert_eq!(select_versions(c.version_policy.as_ref(), vec![3, 2, 1]), vec![1, 3]);
     }
 
     #[test]
     fn colon_is_optional_before_lists_but_strings_are_untouched() {
-        let c = parse("name: \"a[b\" # comment input [\n input [ { name: \"x\" dims [ 4 ] } ]")
-            .unwrap();
+        let c = parse("name: \"a[b\" # comment input [\n input [ { name: \"x\" dims [ 4 ] } ]").unwrap();
         assert_eq!(c.name, "a[b");
         assert_eq!(c.input[0].dims, vec![4]);
     }
@@ -425,22 +395,14 @@ mod tests {
 
     #[test]
     fn config_disagreeing_with_model_is_rejected() {
-        let mut c = parse(r#"name: "m" max_batch_size: 2 input [ { name: "x" data_type: TYPE_INT32 dims: [ 4 ] } ]"#)
-            .unwrap();
+        let mut c =
+            parse(r#"name: "m" max_batch_size: 2 input [ { name: "x" data_type: TYPE_INT32 dims: [ 4 ] } ]"#).unwrap();
         let err = complete(&mut c, "m", &io(), 4).unwrap_err();
         assert!(err.contains("input 'x'") && err.contains("INT32"), "{err}");
         let mut c = parse(r#"name: "other""#).unwrap();
-        assert!(
-            complete(&mut c, "m", &io(), 4)
-                .unwrap_err()
-                .contains("'other'")
-        );
+        assert!(complete(&mut c, "m", &io(), 4).unwrap_err().contains("'other'"));
         let mut c = parse(r#"name: "m" backend: "pytorch""#).unwrap();
-        assert!(
-            complete(&mut c, "m", &io(), 4)
-                .unwrap_err()
-                .contains("pytorch")
-        );
+        assert!(complete(&mut c, "m", &io(), 4).unwrap_err().contains("pytorch"));
     }
 
     #[test]
@@ -451,17 +413,15 @@ mod tests {
             vec![3, 5]
         );
         let all = parse("version_policy: { all: {} }").unwrap();
-        assert_eq!(
-            select_versions(all.version_policy.as_ref(), vec![2, 1]),
-            vec![1, 2]
-        );
+        assert_eq!(select_versions(all.version_policy.as_ref(), vec![2, 1]), vec![1, 2]);
         assert_eq!(select_versions(None, vec![2, 7, 1]), vec![7]);
         assert_eq!(select_versions(None, vec![]), Vec::<u64>::new());
     }
 
     #[test]
     fn json_uses_proto_names_and_numbers() {
-        let c = parse(r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]"#).unwrap();
+        let c =
+            parse(r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]"#).unwrap();
         let j = to_json(&c);
         assert_eq!(j["max_batch_size"], 8);
         assert_eq!(j["input"][0]["data_type"], "TYPE_FP32");

@@ -1,0 +1,522 @@
+//! The scheduler of one model version: a bounded priority queue, the dynamic
+//! batching policy, and one OS thread per model instance that takes batches
+//! from the queue and runs them on the instance's own runtime.
+pub mod batch;
+pub mod policy;
+pub mod queue;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use quiver_runtimes::{Runtime, Tensor};
+use tokio::sync::oneshot;
+
+use super::stats::VersionStats;
+use crate::error::{Error, ErrorKind, Result};
+use queue::{JobQueue, QueueConfig, Taken};
+
+/// One request's work for an instance.
+pub struct Job {
+    pub inputs: Vec<Tensor>,
+    /// Output names to return, in order.
+    pub outputs: Vec<String>,
+    /// Rows this request adds to a batch (its dim 0; 1 without batching).
+    pub rows: usize,
+    pub shape_key: u64,
+    /// Priority level, 0-based (0 = Triton's priority 1, the highest).
+    pub priority: usize,
+    pub timeout: Option<Duration>,
+    pub enqueued: Instant,
+    pub reply: oneshot::Sender<Result<Answer>>,
+}
+
+/// What an instance sends back for one request.
+#[derive(Debug)]
+pub struct Answer {
+    pub outputs: Vec<Tensor>,
+    pub queued: Duration,
+    /// Rows in the execution this request was part of.
+    pub batch_rows: usize,
+}
+
+/// The dynamic batcher's and queue's settings for one model version.
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    pub queue: QueueConfig,
+    pub preserve_ordering: bool,
+}
+
+/// The queue and instance threads of one version. Dropping it closes the
+/// queue: instances finish what is queued, then exit.
+pub struct Scheduler {
+    queue: Arc<JobQueue>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// Starts one instance thread per runtime. `label` names the threads.
+    pub fn start(
+        label: &str,
+        runtimes: Vec<Box<dyn Runtime>>,
+        config: SchedulerConfig,
+        stats: Arc<VersionStats>,
+    ) -> std::io::Result<Scheduler> {
+        let queue = Arc::new(JobQueue::new(config.queue));
+        let turnstile = config.preserve_ordering.then(|| Arc::new(Turnstile::default()));
+        let mut threads = Vec::with_capacity(runtimes.len());
+        for (i, runtime) in runtimes.into_iter().enumerate() {
+            let (queue, stats, turnstile) = (Arc::clone(&queue), Arc::clone(&stats), turnstile.clone());
+            // Linux caps thread names at 15 bytes.
+            let name: String = format!("q-{label}-{i}").chars().take(15).collect();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || serve(runtime, &queue, &stats, turnstile))?,
+            );
+        }
+        Ok(Scheduler { queue, threads })
+    }
+
+    pub fn queue_config(&self) -> &QueueConfig {
+        self.queue.config()
+    }
+
+    /// Resolves a request's `priority` and `timeout` (µs) parameters into its
+    /// level and queue timeout, as Triton does.
+    pub fn admit(&self, priority: Option<i64>, timeout_us: Option<i64>) -> Result<(usize, Option<Duration>)> {
+        let config = self.queue.config();
+        let levels = config.levels.len();
+        let level = match priority {
+            None | Some(0) => config.default_level,
+            Some(p) if p >= 1 && (p as u64) <= levels as u64 => (p - 1) as usize,
+            Some(p) if levels <= 1 => {
+                // A model without priority levels ignores the parameter, as Triton does.
+                let _ = p;
+                config.default_level
+            }
+            Some(p) => {
+                return Err(Error::invalid(format!(
+                    "parameter 'priority' is {p}; this model has levels 1..={levels}"
+                )));
+            }
+        };
+        let requested = match timeout_us {
+            None | Some(0) => None,
+            Some(t) if t > 0 => Some(Duration::from_micros(t as u64)),
+            Some(t) => {
+                return Err(Error::invalid(format!(
+                    "parameter 'timeout' is {t}; it must be microseconds >= 0"
+                )));
+            }
+        };
+        Ok((level, config.levels[level].timeout(requested)))
+    }
+
+    /// Queues a job without waiting: a full queue is refused at once.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        self.queue.push(job)
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        self.queue.close();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Delivers batches in the order they left the queue (`preserve_ordering`),
+/// whichever instance finishes first.
+#[derive(Default)]
+struct Turnstile {
+    next: Mutex<u64>,
+    turn: Condvar,
+}
+
+impl Turnstile {
+    fn wait_for(&self, ticket: u64) {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        while *next != ticket {
+            next = self.turn.wait(next).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn done(&self) {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.turn.notify_all();
+    }
+}
+
+fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, turnstile: Option<Arc<Turnstile>>) {
+    let timed_out = |job: Job| {
+        let waited = job.enqueued.elapsed();
+        stats.dequeued(waited);
+        let _ = job.reply.send(Err(Error::new(
+            ErrorKind::DeadlineExceeded,
+            format!(
+                "the request waited {} µs in the queue, past its timeout",
+                waited.as_micros()
+            ),
+        )));
+    };
+    let cancelled = |job: Job| {
+        stats.dequeued(job.enqueued.elapsed());
+        stats.cancelled();
+    };
+    while let Some(Taken { ticket, jobs }) = queue.next_batch(timed_out, cancelled) {
+        let started = Instant::now();
+        let queued: Vec<Duration> = jobs
+            .iter()
+            .map(|j| started.saturating_duration_since(j.enqueued))
+            .collect();
+        for q in &queued {
+            stats.dequeued(*q);
+        }
+        let results = execute(&mut *runtime, &jobs);
+        let infer = started.elapsed();
+        let rows: usize = jobs.iter().map(|j| j.rows).sum();
+        if let Some(t) = &turnstile {
+            t.wait_for(ticket);
+        }
+        let delivering = Instant::now();
+        let requests = jobs.len();
+        match results {
+            Ok(outputs) => {
+                for ((job, outputs), queued) in jobs.into_iter().zip(outputs).zip(queued) {
+                    let _ = job.reply.send(Ok(Answer {
+                        outputs,
+                        queued,
+                        batch_rows: rows,
+                    }));
+                }
+            }
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+        if let Some(t) = &turnstile {
+            t.done();
+        }
+        stats.batch(requests, rows, Duration::ZERO, infer, delivering.elapsed());
+    }
+}
+
+/// Runs a batch, or each request alone in the (astronomically unlikely) case
+/// that two requests with different shapes collided on their shape key.
+fn execute(runtime: &mut dyn Runtime, jobs: &[Job]) -> Result<Vec<Vec<Tensor>>> {
+    let first = &jobs[0];
+    if jobs[1..].iter().all(|j| batch::same_shape(&first.inputs, &j.inputs)) {
+        return batch::run(runtime, jobs);
+    }
+    jobs.iter()
+        .map(|j| batch::run(runtime, std::slice::from_ref(j)).map(|mut v| v.remove(0)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use quiver_runtimes::{DataType, InputBatch, ModelIo, RuntimeError, TensorSpec};
+
+    use super::policy::BatchingConfig;
+    use super::queue::{QueuePolicy, TimeoutAction};
+    use super::*;
+
+    /// Runs only when the test opens the gate, and logs the request ids
+    /// (the first byte of each request's data) of every batch it ran.
+    struct Gated {
+        io: ModelIo,
+        gate: mpsc::Receiver<()>,
+        log: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl Runtime for Gated {
+        fn io(&self) -> &ModelIo {
+            &self.io
+        }
+        fn run(&mut self, inputs: &[InputBatch<'_>], _: &[String]) -> std::result::Result<Vec<Tensor>, RuntimeError> {
+            self.gate
+                .recv()
+                .map_err(|_| RuntimeError::Execution("gate closed".into()))?;
+            let ids: Vec<u8> = inputs[0].parts.iter().map(|p| p[0]).collect();
+            self.log.lock().unwrap().push(ids);
+            let data: Vec<u8> = inputs[0].parts.concat();
+            Ok(vec![Tensor {
+                name: "y".into(),
+                datatype: DataType::Uint8,
+                shape: inputs[0].shape.clone(),
+                data: data.into(),
+            }])
+        }
+    }
+
+    struct Harness {
+        scheduler: Scheduler,
+        gate: mpsc::Sender<()>,
+        log: Arc<Mutex<Vec<Vec<u8>>>>,
+        stats: Arc<VersionStats>,
+    }
+
+    fn harness(levels: Vec<QueuePolicy>, batching: Option<BatchingConfig>, capacity: usize) -> Harness {
+        let (gate, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![-1, 1],
+        };
+        let io = ModelIo {
+            inputs: vec![spec.clone()],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                ..spec
+            }],
+        };
+        let runtime = Gated {
+            io,
+            gate: rx,
+            log: Arc::clone(&log),
+        };
+        let stats = Arc::new(VersionStats::new("gated", 1));
+        let config = SchedulerConfig {
+            queue: QueueConfig {
+                capacity,
+                levels,
+                default_level: 0,
+                batching,
+            },
+            preserve_ordering: false,
+        };
+        let scheduler = Scheduler::start("gated", vec![Box::new(runtime)], config, Arc::clone(&stats)).unwrap();
+        Harness {
+            scheduler,
+            gate,
+            log,
+            stats,
+        }
+    }
+
+    fn job(id: u8, priority: usize, timeout: Option<Duration>) -> (Job, oneshot::Receiver<Result<Answer>>) {
+        let (reply, rx) = oneshot::channel();
+        let input = Tensor {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![1, 1],
+            data: vec![id].into(),
+        };
+        let job = Job {
+            inputs: vec![input],
+            outputs: vec!["y".into()],
+            rows: 1,
+            shape_key: 7,
+            priority,
+            timeout,
+            enqueued: Instant::now(),
+            reply,
+        };
+        (job, rx)
+    }
+
+    /// Waits until the instance has taken every queued job into a batch.
+    fn until_taken(h: &Harness) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while h.scheduler.queued() > 0 {
+            assert!(Instant::now() < deadline, "the instance never took the queued jobs");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn answer(rx: oneshot::Receiver<Result<Answer>>) -> Result<Answer> {
+        rx.blocking_recv().expect("an answer")
+    }
+
+    #[test]
+    fn higher_priority_runs_first() {
+        let h = harness(vec![QueuePolicy::default(); 2], None, 16);
+        let (a, ra) = job(1, 1, None);
+        h.scheduler.submit(a).unwrap();
+        until_taken(&h); // `a` now blocks the only instance
+        let (b, rb) = job(2, 1, None);
+        let (c, rc) = job(3, 0, None);
+        h.scheduler.submit(b).unwrap();
+        h.scheduler.submit(c).unwrap();
+        for _ in 0..3 {
+            h.gate.send(()).unwrap();
+        }
+        for r in [ra, rb, rc] {
+            answer(r).unwrap();
+        }
+        assert_eq!(*h.log.lock().unwrap(), vec![vec![1], vec![3], vec![2]]);
+    }
+
+    #[test]
+    fn queued_requests_are_batched_when_the_instance_frees_up() {
+        let batching = BatchingConfig {
+            max_batch_size: 8,
+            preferred: vec![],
+            max_queue_delay: Duration::ZERO,
+        };
+        let h = harness(vec![QueuePolicy::default()], Some(batching), 16);
+        let (a, ra) = job(1, 0, None);
+        h.scheduler.submit(a).unwrap();
+        until_taken(&h);
+        let rest: Vec<_> = (2..=4).map(|i| job(i, 0, None)).collect();
+        let mut receivers = vec![ra];
+        for (j, r) in rest {
+            h.scheduler.submit(j).unwrap();
+            receivers.push(r);
+        }
+        h.gate.send(()).unwrap();
+        h.gate.send(()).unwrap();
+        let answers: Vec<Answer> = receivers.into_iter().map(|r| answer(r).unwrap()).collect();
+        assert_eq!(*h.log.lock().unwrap(), vec![vec![1], vec![2, 3, 4]]);
+        // Each request gets its own row back.
+        assert_eq!(answers[2].outputs[0].data.as_ref(), &[3]);
+        assert_eq!(answers[2].outputs[0].shape, vec![1, 1]);
+        assert_eq!(answers[3].batch_rows, 3);
+        let stats = h.stats.snapshot("gated", 1);
+        assert_eq!((stats.execution_count, stats.inference_count), (2, 4));
+        assert_eq!(stats.batches[&3].count, 1);
+    }
+
+    #[test]
+    fn timeout_reject_answers_deadline_exceeded_without_running() {
+        let reject = QueuePolicy {
+            default_timeout: Some(Duration::from_millis(1)),
+            ..Default::default()
+        };
+        let h = harness(vec![reject], None, 16);
+        let (a, ra) = job(1, 0, None);
+        h.scheduler.submit(a).unwrap();
+        until_taken(&h);
+        let (b, rb) = job(2, 0, Some(Duration::from_millis(1)));
+        h.scheduler.submit(b).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        h.gate.send(()).unwrap();
+        answer(ra).unwrap();
+        let e = answer(rb).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::DeadlineExceeded);
+        assert!(e.message.contains("past its timeout"), "{}", e.message);
+        assert_eq!(*h.log.lock().unwrap(), vec![vec![1]]);
+    }
+
+    #[test]
+    fn timeout_delay_moves_the_request_behind_the_others() {
+        let delay = QueuePolicy {
+            timeout_action: TimeoutAction::Delay,
+            allow_timeout_override: true,
+            ..Default::default()
+        };
+        let h = harness(vec![delay], None, 16);
+        let (a, ra) = job(1, 0, None);
+        h.scheduler.submit(a).unwrap();
+        until_taken(&h);
+        let timeout = h.scheduler.admit(None, Some(1_000)).unwrap().1;
+        assert_eq!(timeout, Some(Duration::from_millis(1)));
+        let (b, rb) = job(2, 0, timeout);
+        h.scheduler.submit(b).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let (c, rc) = job(3, 0, None);
+        h.scheduler.submit(c).unwrap();
+        for _ in 0..3 {
+            h.gate.send(()).unwrap();
+        }
+        for r in [ra, rb, rc] {
+            answer(r).unwrap();
+        }
+        assert_eq!(*h.log.lock().unwrap(), vec![vec![1], vec![3], vec![2]]);
+    }
+
+    #[test]
+    fn full_queues_refuse_at_once() {
+        let limited = QueuePolicy {
+            max_queue_size: 1,
+            ..Default::default()
+        };
+        let h = harness(vec![limited, QueuePolicy::default()], None, 2);
+        let (a, _ra) = job(1, 0, None);
+        h.scheduler.submit(a).unwrap();
+        until_taken(&h);
+        let (b, _rb) = job(2, 0, None);
+        h.scheduler.submit(b).unwrap();
+        let e = h.scheduler.submit(job(3, 0, None).0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ResourceExhausted);
+        assert!(e.message.contains("max_queue_size 1"), "{}", e.message);
+        let (c, _rc) = job(4, 1, None);
+        h.scheduler.submit(c).unwrap();
+        let e = h.scheduler.submit(job(5, 1, None).0).unwrap_err();
+        assert!(
+            e.message.contains("queue is full (2 requests waiting)"),
+            "{}",
+            e.message
+        );
+        for _ in 0..3 {
+            h.gate.send(()).unwrap();
+        }
+    }
+
+    #[test]
+    fn requests_whose_client_left_are_dropped_and_counted() {
+        let h = harness(vec![QueuePolicy::default()], None, 16);
+        let (a, ra) = job(1, 0, None);
+        h.scheduler.submit(a).unwrap();
+        until_taken(&h);
+        let (b, rb) = job(2, 0, None);
+        h.scheduler.submit(b).unwrap();
+        drop(rb);
+        let (c, rc) = job(3, 0, None);
+        h.scheduler.submit(c).unwrap();
+        h.gate.send(()).unwrap();
+        h.gate.send(()).unwrap();
+        answer(ra).unwrap();
+        answer(rc).unwrap();
+        assert_eq!(*h.log.lock().unwrap(), vec![vec![1], vec![3]]);
+        assert_eq!(h.stats.cancelled.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn priority_and_timeout_parameters_are_checked() {
+        let levels = vec![
+            QueuePolicy {
+                default_timeout: Some(Duration::from_millis(5)),
+                ..Default::default()
+            };
+            3
+        ];
+        let h = harness(levels, None, 4);
+        assert_eq!(
+            h.scheduler.admit(Some(2), None).unwrap(),
+            (1, Some(Duration::from_millis(5)))
+        );
+        assert_eq!(h.scheduler.admit(Some(0), None).unwrap().0, 0);
+        assert!(
+            h.scheduler
+                .admit(Some(4), None)
+                .unwrap_err()
+                .message
+                .contains("levels 1..=3")
+        );
+        assert!(
+            h.scheduler
+                .admit(None, Some(-1))
+                .unwrap_err()
+                .message
+                .contains("'timeout'")
+        );
+        // Overrides are ignored unless the policy allows them.
+        assert_eq!(
+            h.scheduler.admit(None, Some(1)).unwrap().1,
+            Some(Duration::from_millis(5))
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Every metric name, unit, label and histogram bucket, in one place, and the
+//! Prometheus exposition (`/metrics` on the metrics port and the HTTP port).
+//!
+//! Triton's counters keep Triton's names (`nv_inference_*`, labels `model`
+//! and `version`) so existing dashboards work unchanged. On top of them come
+//! real histograms, which Triton does not export by default.
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+// Triton-compatible counters (microseconds, cumulative).
+pub const REQUEST_SUCCESS: &str = "nv_inference_request_success";
+pub const REQUEST_FAILURE: &str = "nv_inference_request_failure";
+pub const INFERENCE_COUNT: &str = "nv_inference_count";
+pub const EXEC_COUNT: &str = "nv_inference_exec_count";
+pub const REQUEST_DURATION_US: &str = "nv_inference_request_duration_us";
+pub const QUEUE_DURATION_US: &str = "nv_inference_queue_duration_us";
+pub const COMPUTE_INPUT_DURATION_US: &str = "nv_inference_compute_input_duration_us";
+pub const COMPUTE_INFER_DURATION_US: &str = "nv_inference_compute_infer_duration_us";
+pub const COMPUTE_OUTPUT_DURATION_US: &str = "nv_inference_compute_output_duration_us";
+pub const PENDING_REQUESTS: &str = "nv_inference_pending_request_count";
+
+// quiver's histograms (seconds, Prometheus convention) and counters.
+pub const REQUEST_SECONDS: &str = "quiver_inference_request_duration_seconds";
+pub const QUEUE_SECONDS: &str = "quiver_inference_queue_duration_seconds";
+pub const COMPUTE_SECONDS: &str = "quiver_inference_compute_duration_seconds";
+pub const BATCH_SIZE: &str = "quiver_inference_batch_size";
+pub const CANCELLED: &str = "quiver_inference_cancelled_total";
+pub const HTTP_REQUESTS: &str = "quiver_http_requests_total";
+pub const HTTP_SECONDS: &str = "quiver_http_request_duration_seconds";
+pub const GRPC_REQUESTS: &str = "quiver_grpc_requests_total";
+pub const GRPC_SECONDS: &str = "quiver_grpc_request_duration_seconds";
+
+/// Latency buckets from 50 µs to 10 s: the fast end resolves sub-millisecond
+/// tabular models, the slow end queueing under overload and large batches.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Batch sizes in rows: powers of two up to 1024.
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+
+/// Triton's failure reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Refused before running: queue full, timed out in the queue, invalid.
+    Rejected,
+    /// The runtime failed.
+    Backend,
+    Other,
+}
+
+impl FailureReason {
+    fn label(self) -> &'static str {
+        match self {
+            FailureReason::Rejected => "REJECTED",
+            FailureReason::Backend => "BACKEND",
+            FailureReason::Other => "OTHER",
+        }
+    }
+}
+
+/// Installs the process-wide recorder once and returns its handle. Metric
+/// handles created before this call would be no-ops, so `start` calls it first.
+pub fn install() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let mut builder = PrometheusBuilder::new();
+        for name in [
+            REQUEST_SECONDS,
+            QUEUE_SECONDS,
+            COMPUTE_SECONDS,
+            HTTP_SECONDS,
+            GRPC_SECONDS,
+        ] {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.into()), LATENCY_BUCKETS)
+                .expect("buckets");
+        }
+        builder = builder
+            .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
+            .expect("buckets");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (an embedding program);
+        // then quiver's metrics go there and this handle renders nothing.
+        let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        // Histogram samples are buffered until rendered; drain them regularly
+        // so an unscraped server does not grow.
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+        handle
+    })
+}
+
+/// Metric handles of one model version, registered once at load so the
+/// request path does no label lookups.
+pub struct VersionMetrics {
+    success: Counter,
+    failure: [Counter; 3],
+    inference_count: Counter,
+    exec_count: Counter,
+    request_us: Counter,
+    queue_us: Counter,
+    compute_input_us: Counter,
+    compute_infer_us: Counter,
+    compute_output_us: Counter,
+    pending: Gauge,
+    cancelled: Counter,
+    request_seconds: Histogram,
+    queue_seconds: Histogram,
+    compute_seconds: Histogram,
+    batch_size: Histogram,
+}
+
+impl VersionMetrics {
+    pub fn new(model: &str, version: u64) -> VersionMetrics {
+        let labels = [("model", model.to_owned()), ("version", version.to_string())];
+        let failure = |reason: FailureReason| counter!(REQUEST_FAILURE, "model" => model.to_owned(), "version" => version.to_string(), "reason" => reason.label());
+        VersionMetrics {
+            success: counter!(REQUEST_SUCCESS, &labels),
+            failure: [
+                failure(FailureReason::Rejected),
+                failure(FailureReason::Backend),
+                failure(FailureReason::Other),
+            ],
+            inference_count: counter!(INFERENCE_COUNT, &labels),
+            exec_count: counter!(EXEC_COUNT, &labels),
+            request_us: counter!(REQUEST_DURATION_US, &labels),
+            queue_us: counter!(QUEUE_DURATION_US, &labels),
+            compute_input_us: counter!(COMPUTE_INPUT_DURATION_US, &labels),
+            compute_infer_us: counter!(COMPUTE_INFER_DURATION_US, &labels),
+            compute_output_us: counter!(COMPUTE_OUTPUT_DURATION_US, &labels),
+            pending: gauge!(PENDING_REQUESTS, &labels),
+            cancelled: counter!(CANCELLED, &labels),
+            request_seconds: histogram!(REQUEST_SECONDS, &labels),
+            queue_seconds: histogram!(QUEUE_SECONDS, &labels),
+            compute_seconds: histogram!(COMPUTE_SECONDS, &labels),
+            batch_size: histogram!(BATCH_SIZE, &labels),
+        }
+    }
+
+    pub fn request_done(&self, outcome: Result<(), FailureReason>, elapsed: Duration) {
+        match outcome {
+            Ok(()) => self.success.increment(1),
+            Err(reason) => self.failure[reason as usize].increment(1),
+        }
+        self.request_us.increment(elapsed.as_micros() as u64);
+        self.request_seconds.record(elapsed.as_secs_f64());
+    }
+
+    pub fn queued(&self, wait: Duration) {
+        self.queue_us.increment(wait.as_micros() as u64);
+        self.queue_seconds.record(wait.as_secs_f64());
+    }
+
+    pub fn batch_done(&self, requests: usize, rows: usize, input: Duration, infer: Duration, output: Duration) {
+        self.exec_count.increment(1);
+        self.inference_count.increment(rows as u64);
+        self.batch_size.record(rows as f64);
+        self.compute_input_us
+            .increment(input.as_micros() as u64 * requests as u64);
+        self.compute_infer_us
+            .increment(infer.as_micros() as u64 * requests as u64);
+        self.compute_output_us
+            .increment(output.as_micros() as u64 * requests as u64);
+        self.compute_seconds.record((input + infer + output).as_secs_f64());
+    }
+
+    pub fn pending(&self, delta: f64) {
+        self.pending.increment(delta);
+    }
+
+    pub fn cancelled(&self) {
+        self.cancelled.increment(1);
+    }
+}
+
+/// Per-protocol request accounting (front ends call these).
+pub fn http_request(route: String, status: u16, elapsed: Duration) {
+    histogram!(HTTP_SECONDS, "route" => route.clone()).record(elapsed.as_secs_f64());
+    counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
+}
+
+pub fn grpc_request(method: &'static str, code: tonic::Code, elapsed: Duration) {
+    counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")).increment(1);
+    histogram!(GRPC_SECONDS, "method" => method).record(elapsed.as_secs_f64());
+}
+
+pub fn router() -> Router {
+    Router::new().route("/metrics", get(render))
+}
+
+async fn render() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        install().render(),
+    )
+}

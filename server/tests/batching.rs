@@ -1,0 +1,226 @@
+//! Dynamic batching on the real server: answers inside a batch equal answers
+//! alone, batches really form, and statistics and metrics report them.
+mod common;
+
+use common::*;
+use quiver_runtimes::{DataType, Tensor};
+use quiver_server::engine::request::InferRequest;
+use serde_json::Value;
+
+fn fraud_repo(name: &str) -> std::path::PathBuf {
+    let repo = temp_dir(name);
+    let config = std::fs::read_to_string(root().join("models/fraud_mlp/config.pbtxt")).unwrap();
+    let block_start = config.find("dynamic_batching").unwrap();
+    let block_end = block_start + config[block_start..].find('}').unwrap() + 1;
+    let without = format!("{}{}", &config[..block_start], &config[block_end..]);
+    for (model, text) in [
+        ("fraud_alone", without.clone()),
+        (
+            "fraud_batched",
+            // A long delay with preferred sizes: batches form deterministically
+            // (at 16 or 32 rows, at 64, or when the delay ends).
+            format!(
+                "{without}\ndynamic_batching {{ preferred_batch_size: [ 16, 32 ] max_queue_delay_microseconds: 300000 }}\n"
+            ),
+        ),
+    ] {
+        copy_model("fraud_mlp", &repo.join(model));
+        std::fs::write(repo.join(model).join("config.pbtxt"), text.replace("fraud_mlp", model)).unwrap();
+    }
+    repo
+}
+
+fn request(model: &str, rows: usize, seed: usize) -> InferRequest {
+    let values: Vec<f32> = (0..rows * 32)
+        .map(|i| (((seed * 7919 + i * 104729) % 2000) as f32 - 1000.0) / 250.0)
+        .collect();
+    InferRequest {
+        model_name: model.into(),
+        id: seed.to_string(),
+        inputs: vec![Tensor {
+            name: "input".into(),
+            datatype: DataType::Fp32,
+            shape: vec![rows as i64, 32],
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into(),
+        }],
+        ..Default::default()
+    }
+}
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    t.data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_a_batch_equal_answers_alone() {
+    let repo = fraud_repo("invariance");
+    let s = TestServer::start(config(&repo)).await;
+    let engine = std::sync::Arc::clone(&s.server.as_ref().unwrap().engine);
+    // A mix of one-row and three-row requests: rows, not requests, fill batches.
+    let rows: Vec<usize> = (0..40).map(|i| if i % 5 == 0 { 3 } else { 1 }).collect();
+    let mut alone = Vec::new();
+    for (i, &r) in rows.iter().enumerate() {
+        alone.push(engine.infer(request("fraud_alone", r, i)).await.unwrap());
+    }
+    let batched = futures_join(rows.iter().enumerate().map(|(i, &r)| {
+        let engine = std::sync::Arc::clone(&engine);
+        tokio::spawn(async move { engine.infer(request("fraud_batched", r, i)).await.unwrap() })
+    }))
+    .await;
+    for ((a, b), &r) in alone.iter().zip(&batched).zip(&rows) {
+        assert_eq!(a.id, b.id);
+        assert_eq!(b.outputs[0].shape, vec![r as i64, 2]);
+        for (x, y) in floats(&a.outputs[0]).iter().zip(floats(&b.outputs[0])) {
+            assert!((x - y).abs() <= 1e-6, "request {}: {x} alone vs {y} in a batch", a.id);
+        }
+    }
+    let stats = engine.statistics(Some("fraud_batched"), None).unwrap().remove(0);
+    let total_rows: usize = rows.iter().sum();
+    assert_eq!(stats.inference_count, total_rows as u64);
+    assert!(
+        stats.execution_count < rows.len() as u64 / 2,
+        "only {} executions formed",
+        stats.execution_count
+    );
+    assert!(stats.batches.keys().any(|&b| b >= 16), "{:?}", stats.batches.keys());
+    let alone_stats = engine.statistics(Some("fraud_alone"), Some("1")).unwrap().remove(0);
+    assert_eq!(alone_stats.execution_count, rows.len() as u64);
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut out = Vec::new();
+    for h in handles.collect::<Vec<_>>() {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn statistics_extension_over_rest_and_grpc() {
+    let s = TestServer::demo().await;
+    for _ in 0..3 {
+        let r = s
+            .client
+            .post(s.url("/v2/models/add_sub/infer"))
+            .json(&add_sub_json())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let bad = s
+        .client
+        .post(s.url("/v2/models/add_sub/infer"))
+        .body("{\"inputs\":[]}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let stats: Value = s
+        .client
+        .get(s.url("/v2/models/add_sub/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let m = &stats["model_stats"][0];
+    assert_eq!(m["name"], "add_sub");
+    assert_eq!(m["version"], "1");
+    assert_eq!(m["inference_count"], 3);
+    assert_eq!(m["execution_count"], 3);
+    assert_eq!(m["inference_stats"]["success"]["count"], 3);
+    assert_eq!(m["inference_stats"]["fail"]["count"], 1);
+    assert_eq!(m["batch_stats"][0]["batch_size"], 1);
+    assert_eq!(m["batch_stats"][0]["compute_infer"]["count"], 3);
+    assert!(m["inference_stats"]["compute_infer"]["ns"].as_u64().unwrap() > 0);
+    let all: Value = s
+        .client
+        .get(s.url("/v2/models/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), 8);
+    let missing = s
+        .client
+        .get(s.url("/v2/models/add_sub/versions/5/stats"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    let mut client = s.grpc_client().await;
+    let grpc = client
+        .model_statistics(quiver_proto::inference::ModelStatisticsRequest {
+            name: "add_sub".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grpc.model_stats[0].inference_count, 3);
+    assert_eq!(
+        grpc.model_stats[0]
+            .inference_stats
+            .as_ref()
+            .unwrap()
+            .success
+            .as_ref()
+            .unwrap()
+            .count,
+        3
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn prometheus_metrics_have_triton_names_and_histograms() {
+    let s = TestServer::demo().await;
+    let r = s
+        .client
+        .post(s.url("/v2/models/text_greet/infer"))
+        .json(&serde_json::json!({"inputs":[{"name":"name","shape":[1],"datatype":"BYTES","data":["m"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut client = s.grpc_client().await;
+    client
+        .server_live(quiver_proto::inference::ServerLiveRequest {})
+        .await
+        .unwrap();
+    let _ = client
+        .model_infer(quiver_proto::inference::ModelInferRequest {
+            model_name: "text_greet".into(),
+            ..Default::default()
+        })
+        .await;
+    let addr = s.server.as_ref().unwrap().metrics_addr;
+    for url in [format!("http://{addr}/metrics"), s.url("/metrics")] {
+        let text = s.client.get(url).send().await.unwrap().text().await.unwrap();
+        for needle in [
+            "nv_inference_request_success{model=\"text_greet\",version=\"1\"}",
+            "nv_inference_exec_count{model=\"text_greet\",version=\"1\"}",
+            "nv_inference_count{model=\"text_greet\",version=\"1\"}",
+            "nv_inference_queue_duration_us{model=\"text_greet\",version=\"1\"}",
+            "nv_inference_request_failure{model=\"text_greet\",version=\"1\",reason=\"REJECTED\"}",
+            "nv_inference_pending_request_count{model=\"text_greet\",version=\"1\"}",
+            "quiver_inference_request_duration_seconds_bucket{model=\"text_greet\",version=\"1\",le=\"0.00005\"}",
+            "quiver_inference_batch_size_bucket{model=\"text_greet\",version=\"1\",le=\"1\"}",
+            "quiver_http_requests_total{route=\"/v2/models/{model}/infer\",status=\"200\"}",
+            "quiver_grpc_requests_total{method=\"ModelInfer\",code=\"InvalidArgument\"}",
+            "quiver_http_request_duration_seconds_bucket{route=\"/v2/models/{model}/infer\",le=\"0.001\"}",
+        ] {
+            assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
+        }
+    }
+    s.stop().await;
+}
