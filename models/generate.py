@@ -217,6 +217,64 @@ golden["bf16_double"] = {
     "outputs": [{"name": "y", "datatype": "BF16", "shape": [1, 4], "data": [2 * v for v in xb]}],
 }
 
+# conv_net: a compute-heavy image classifier (~5 ms per 64x64 image on one
+# core): three 3x3 convolutions with ReLU, global average pooling, a linear
+# layer and softmax. For throughput benchmarks, where compute dominates.
+CONV_C = 64
+crng = np.random.default_rng(64)  # its own stream: the models after it stay as they were
+convs, inits, prev, ch = [], [], "image", 3
+for i in range(3):
+    w = (crng.standard_normal((CONV_C, ch, 3, 3)) / np.sqrt(ch * 9)).astype(np.float32)
+    b = (crng.standard_normal(CONV_C) * 0.05).astype(np.float32)
+    inits += [numpy_helper.from_array(w, f"conv{i}_w"), numpy_helper.from_array(b, f"conv{i}_b")]
+    convs += [helper.make_node("Conv", [prev, f"conv{i}_w", f"conv{i}_b"], [f"c{i}"], pads=[1, 1, 1, 1]),
+              helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+    prev, ch = f"r{i}", CONV_C
+wf = (crng.standard_normal((CONV_C, 10)) / np.sqrt(CONV_C)).astype(np.float32)
+bf = (crng.standard_normal(10) * 0.1).astype(np.float32)
+inits += [numpy_helper.from_array(wf, "fc_w"), numpy_helper.from_array(bf, "fc_b")]
+graph = helper.make_graph(
+    convs + [helper.make_node("GlobalAveragePool", [prev], ["gap"]),
+             helper.make_node("Flatten", ["gap"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+    "conv_net",
+    [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 64, 64])],
+    [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
+    initializer=inits)
+save("conv_net", graph, """
+name: "conv_net"
+platform: "onnxruntime_onnx"
+max_batch_size: 16
+input [ { name: "image" data_type: TYPE_FP32 dims: [ 3, 64, 64 ] } ]
+output [ { name: "probabilities" data_type: TYPE_FP32 dims: [ 10 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+dynamic_batching { max_queue_delay_microseconds: 2000 }
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+""")
+
+
+def conv2d(x, w, b):
+    n, c, hgt, wid = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.stack([xp[:, :, i:i + hgt, j:j + wid] for i in range(3) for j in range(3)], axis=2)
+    # cols: n, c, 9, h, w ; w: o, c, 3, 3
+    return np.einsum("nckhw,ock->nohw", cols, w.reshape(w.shape[0], w.shape[1], 9)) + b[None, :, None, None]
+
+
+xc = (crng.standard_normal((1, 3, 64, 64)) * 0.5).astype(np.float32)
+hc = xc.astype(np.float64)
+for i in range(3):
+    w = numpy_helper.to_array(inits[2 * i]).astype(np.float64)
+    b = numpy_helper.to_array(inits[2 * i + 1]).astype(np.float64)
+    hc = np.maximum(conv2d(hc, w, b), 0)
+logits = hc.mean(axis=(2, 3)) @ wf.astype(np.float64) + bf
+ec = np.exp(logits - logits.max(axis=1, keepdims=True))
+golden["conv_net"] = {
+    "inputs": [tensor("image", "FP32", xc)],
+    "outputs": [tensor("probabilities", "FP32", (ec / ec.sum(axis=1, keepdims=True)).astype(np.float32))],
+}
+
 # linear_noconfig: no config.pbtxt at all; quiver completes it from the model
 # (inputs, outputs, dims, and a batch dimension from the symbolic dim 0).
 wl = rng.standard_normal((4, 3)).astype(np.float32)

@@ -149,7 +149,7 @@ async fn statistics_extension_over_rest_and_grpc() {
         .json()
         .await
         .unwrap();
-    assert_eq!(all["model_stats"].as_array().unwrap().len(), 8);
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), 9);
     let missing = s
         .client
         .get(s.url("/v2/models/add_sub/versions/5/stats"))

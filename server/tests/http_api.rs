@@ -39,7 +39,7 @@ async fn health_metadata_config_and_index() {
         .json()
         .await
         .unwrap();
-    assert_eq!(index.as_array().unwrap().len(), 8);
+    assert_eq!(index.as_array().unwrap().len(), 9);
     let missing = get("/v2/models/nope").await.unwrap();
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();

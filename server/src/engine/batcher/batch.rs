@@ -1,21 +1,37 @@
 //! Running a batch: lay the requests' inputs end to end along dim 0 (the
 //! runtime copies each request's bytes once, into its own buffer), run once,
 //! and slice every output back per request without copying.
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use quiver_runtimes::{InputBatch, Runtime, Tensor, bytes_elements, element_count};
 
 use super::Job;
 use crate::error::{Error, Result};
 
+/// Where an execution's time went: laying out inputs, the runtime (which
+/// includes its copy of the inputs), slicing the outputs back.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    pub input: Duration,
+    pub infer: Duration,
+    pub output: Duration,
+}
+
 /// Runs `jobs` as one execution and returns each job's outputs, in the order
 /// that job asked for them.
-pub fn run(runtime: &mut dyn Runtime, jobs: &[Job]) -> Result<Vec<Vec<Tensor>>> {
+pub fn run(runtime: &mut dyn Runtime, jobs: &[Job], timing: &mut Timing) -> Result<Vec<Vec<Tensor>>> {
+    let started = Instant::now();
     let [first, rest @ ..] = jobs else {
         return Ok(Vec::new());
     };
     if rest.is_empty() {
         let inputs: Vec<InputBatch<'_>> = first.inputs.iter().map(InputBatch::single).collect();
-        return Ok(vec![runtime.run(&inputs, &first.outputs)?]);
+        let infer_start = Instant::now();
+        timing.input += infer_start - started;
+        let outputs = runtime.run(&inputs, &first.outputs);
+        timing.infer += infer_start.elapsed();
+        return Ok(vec![outputs?]);
     }
     let rows: Vec<usize> = jobs.iter().map(|j| j.rows).collect();
     let total: usize = rows.iter().sum();
@@ -53,7 +69,12 @@ pub fn run(runtime: &mut dyn Runtime, jobs: &[Job]) -> Result<Vec<Vec<Tensor>>> 
             }
         }
     }
-    let outputs = runtime.run(&inputs, &names)?;
+    let infer_start = Instant::now();
+    timing.input += infer_start - started;
+    let outputs = runtime.run(&inputs, &names);
+    let output_start = Instant::now();
+    timing.infer += output_start - infer_start;
+    let outputs = outputs?;
     let mut per_job: Vec<Vec<Tensor>> = jobs.iter().map(|j| Vec::with_capacity(j.outputs.len())).collect();
     for (name, tensor) in names.iter().zip(outputs) {
         let pieces = split_rows(&tensor, &rows).map_err(Error::internal)?;
@@ -67,6 +88,7 @@ pub fn run(runtime: &mut dyn Runtime, jobs: &[Job]) -> Result<Vec<Vec<Tensor>>> 
     for (job, out) in jobs.iter().zip(per_job.iter_mut()) {
         out.sort_by_key(|t| job.outputs.iter().position(|n| *n == t.name));
     }
+    timing.output += output_start.elapsed();
     Ok(per_job)
 }
 

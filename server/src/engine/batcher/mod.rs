@@ -179,14 +179,15 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
         for q in &queued {
             stats.dequeued(*q);
         }
-        let results = execute(&mut *runtime, &jobs);
-        let infer = started.elapsed();
+        let mut timing = batch::Timing::default();
+        let results = execute(&mut *runtime, &jobs, &mut timing);
         let rows: usize = jobs.iter().map(|j| j.rows).sum();
+        // Recorded before answering, so a client that reads the statistics
+        // after its answer sees its own execution.
+        stats.batch(jobs.len(), rows, timing.input, timing.infer, timing.output);
         if let Some(t) = &turnstile {
             t.wait_for(ticket);
         }
-        let delivering = Instant::now();
-        let requests = jobs.len();
         match results {
             Ok(outputs) => {
                 for ((job, outputs), queued) in jobs.into_iter().zip(outputs).zip(queued) {
@@ -206,19 +207,18 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
         if let Some(t) = &turnstile {
             t.done();
         }
-        stats.batch(requests, rows, Duration::ZERO, infer, delivering.elapsed());
     }
 }
 
 /// Runs a batch, or each request alone in the (astronomically unlikely) case
 /// that two requests with different shapes collided on their shape key.
-fn execute(runtime: &mut dyn Runtime, jobs: &[Job]) -> Result<Vec<Vec<Tensor>>> {
+fn execute(runtime: &mut dyn Runtime, jobs: &[Job], timing: &mut batch::Timing) -> Result<Vec<Vec<Tensor>>> {
     let first = &jobs[0];
     if jobs[1..].iter().all(|j| batch::same_shape(&first.inputs, &j.inputs)) {
-        return batch::run(runtime, jobs);
+        return batch::run(runtime, jobs, timing);
     }
     jobs.iter()
-        .map(|j| batch::run(runtime, std::slice::from_ref(j)).map(|mut v| v.remove(0)))
+        .map(|j| batch::run(runtime, std::slice::from_ref(j), timing).map(|mut v| v.remove(0)))
         .collect()
 }
 
