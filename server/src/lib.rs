@@ -12,10 +12,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use quiver_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use config::Config;
@@ -80,6 +82,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     };
     let app = api::http::router(state).merge(telemetry::router());
     let shutdown = until_stopped();
+    // Small answers must leave at once: without TCP_NODELAY, Nagle's algorithm
+    // and the client's delayed ACK add up to 40 ms to a response.
+    let http = http.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tasks.push(tokio::spawn(async move {
         if let Err(e) = axum::serve(http, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "HTTP server failed");
@@ -111,7 +118,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let shutdown = until_stopped();
-    let incoming = TcpListenerStream::new(grpc);
+    // tonic sets TCP_NODELAY only on sockets it accepts itself; these are ours.
+    let incoming = TcpListenerStream::new(grpc).map(|conn| {
+        conn.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    });
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)

@@ -1,0 +1,201 @@
+//! quiver-loadtest: drives an Open Inference Protocol server (quiver, Triton,
+//! MLServer, KServe) over HTTP (JSON or binary tensor data) and gRPC, in
+//! closed-loop concurrency sweeps or at an open-loop constant rate, and
+//! measures the same model in-process on ONNX Runtime for the ceiling.
+mod client;
+mod cpu;
+mod inprocess;
+mod report;
+mod run;
+mod workload;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde_json::Value;
+
+use client::Sender;
+use report::Row;
+
+#[derive(Parser, Debug)]
+#[command(name = "quiver-loadtest", about)]
+struct Args {
+    /// Model to load.
+    #[arg(long)]
+    model: String,
+    /// HTTP base URL (metadata and statistics are read from here too).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    http: String,
+    /// gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    grpc: String,
+    /// Protocols to drive, in order: grpc, http-binary, http-json.
+    #[arg(long, value_delimiter = ',', default_value = "grpc,http-binary,http-json")]
+    protocols: Vec<String>,
+    /// Closed-loop concurrency levels to sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    concurrency: Vec<usize>,
+    /// Open loop at this many requests per second instead of the sweep.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Outstanding requests at most in open loop.
+    #[arg(long, default_value_t = 10_000)]
+    max_in_flight: usize,
+    /// Rows per request.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Connections (HTTP/2 channels for gRPC) shared by the clients.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Seconds measured per row, after the warm-up.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Server process to report CPU use for.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Measure the model in-process instead: path of the .onnx file.
+    #[arg(long)]
+    in_process: Option<PathBuf>,
+    /// ONNX Runtime library for --in-process.
+    #[arg(long, env = "ORT_DYLIB_PATH", default_value = ".cache/onnxruntime/libonnxruntime.so")]
+    onnxruntime_lib: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    intra_op_threads: usize,
+    /// JSON report of an --in-process run: its throughput is the ceiling the
+    /// server rows are compared with.
+    #[arg(long)]
+    ceiling: Option<PathBuf>,
+    /// Tokio worker threads of the generator.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(drive(&args))?;
+    let md = report::markdown(&rows);
+    print!("{md}");
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_vec_pretty(&rows)?)?;
+    }
+    if let Some(p) = &args.markdown {
+        std::fs::write(p, md)?;
+    }
+    Ok(())
+}
+
+async fn get_json(url: &str) -> anyhow::Result<Value> {
+    use http_body_util::BodyExt;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client.get(url.parse()?).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// (inference_count, execution_count) summed over the model's versions.
+async fn counts(args: &Args) -> Option<(u64, u64)> {
+    let stats = get_json(&format!("{}/v2/models/{}/stats", args.http, args.model))
+        .await
+        .ok()?;
+    let models = stats["model_stats"].as_array()?;
+    Some(models.iter().fold((0, 0), |(i, e), m| {
+        (
+            i + m["inference_count"].as_u64().unwrap_or(0),
+            e + m["execution_count"].as_u64().unwrap_or(0),
+        )
+    }))
+}
+
+async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let duration = Duration::from_secs_f64(args.duration);
+    if let Some(model) = &args.in_process {
+        let meter = cpu::CpuMeter::start(None);
+        let m = inprocess::run(
+            &args.onnxruntime_lib,
+            model,
+            args.batch,
+            args.intra_op_threads,
+            warmup,
+            duration,
+        )?;
+        let mut row = Row::from_measured(&args.model, "in-process", "loop", args.batch, &m);
+        row.client_cpu = meter.cores();
+        row.avg_batch = Some(args.batch as f64);
+        return Ok(vec![row]);
+    }
+    let ceiling: Option<f64> = match &args.ceiling {
+        Some(p) => {
+            let rows: Vec<Value> = serde_json::from_slice(&std::fs::read(p)?)?;
+            rows.first().and_then(|r| r["inferences_per_s"].as_f64())
+        }
+        None => None,
+    };
+    let metadata = get_json(&format!("{}/v2/models/{}", args.http, args.model)).await?;
+    let specs = workload::inputs_from_metadata(&metadata, args.batch)?;
+    let mut rows = Vec::new();
+    for protocol in &args.protocols {
+        let mut senders = Vec::new();
+        for _ in 0..args.connections.max(1) {
+            senders.push(match protocol.as_str() {
+                "grpc" => Sender::grpc(&args.grpc, workload::grpc_request(&args.model, &specs)).await?,
+                "http-binary" => {
+                    let (body, n) = workload::http_binary_body(&specs);
+                    Sender::http(format!("{}/v2/models/{}/infer", args.http, args.model), body, Some(n))
+                }
+                "http-json" => Sender::http(
+                    format!("{}/v2/models/{}/infer", args.http, args.model),
+                    workload::http_json_body(&specs),
+                    None,
+                ),
+                other => anyhow::bail!("unknown protocol '{other}' (grpc, http-binary, http-json)"),
+            });
+        }
+        let loads: Vec<(Option<usize>, Option<f64>)> = match args.rate {
+            Some(r) => vec![(None, Some(r))],
+            None => args.concurrency.iter().map(|&c| (Some(c), None)).collect(),
+        };
+        for (concurrency, rate) in loads {
+            let before = counts(args).await;
+            let client = cpu::CpuMeter::start(None);
+            let server = args.server_pid.map(|p| cpu::CpuMeter::start(Some(p)));
+            let m = match (concurrency, rate) {
+                (Some(c), _) => run::closed_loop(&senders, c, warmup, duration).await,
+                (None, Some(r)) => run::open_loop(&senders, r, warmup, duration, args.max_in_flight).await,
+                _ => unreachable!("either a concurrency or a rate"),
+            };
+            let client_cpu = client.cores();
+            let server_cpu = server.and_then(|s| s.cores());
+            let after = counts(args).await;
+            let mode = if rate.is_some() { "open" } else { "closed" };
+            let mut row = Row::from_measured(&args.model, protocol, mode, args.batch, &m);
+            row.concurrency = concurrency;
+            row.rate = rate;
+            row.client_cpu = client_cpu;
+            row.server_cpu = server_cpu;
+            row.avg_batch = match (before, after) {
+                (Some((i0, e0)), Some((i1, e1))) if e1 > e0 => Some((i1 - i0) as f64 / (e1 - e0) as f64),
+                _ => None,
+            };
+            row.ceiling_ratio = ceiling.map(|c| row.inferences_per_s / c);
+            eprintln!(
+                "{} {} {:?}/{:?}: {:.0} inf/s p50 {:.3} ms p99 {:.3} ms errors {:?}",
+                args.model, protocol, concurrency, rate, row.inferences_per_s, row.p50_ms, row.p99_ms, row.errors
+            );
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
