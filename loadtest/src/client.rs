@@ -26,6 +26,10 @@ pub enum Sender {
         client: GrpcInferenceServiceClient<Channel>,
         request: ModelInferRequest,
     },
+    /// `ServerLive`: the same gRPC stack with no inference, the transport's floor.
+    GrpcLive {
+        client: GrpcInferenceServiceClient<Channel>,
+    },
 }
 
 impl Sender {
@@ -51,6 +55,13 @@ impl Sender {
             .await?;
         let client = GrpcInferenceServiceClient::new(channel).max_decoding_message_size(usize::MAX);
         Ok(Sender::Grpc { client, request })
+    }
+
+    pub fn into_live(self) -> Sender {
+        match self {
+            Sender::Grpc { client, .. } => Sender::GrpcLive { client },
+            other => other,
+        }
     }
 
     /// Sends the request once; `Err` carries the kind of failure.
@@ -81,6 +92,12 @@ impl Sender {
                 Ok(_) => Ok(()),
                 Err(s) => Err(format!("gRPC {:?}", s.code())),
             },
+            Sender::GrpcLive { client } => {
+                match client.server_live(quiver_proto::inference::ServerLiveRequest {}).await {
+                    Ok(_) => Ok(()),
+                    Err(s) => Err(format!("gRPC {:?}", s.code())),
+                }
+            }
         }
     }
 }

@@ -30,7 +30,8 @@ struct Args {
     /// gRPC address.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     grpc: String,
-    /// Protocols to drive, in order: grpc, http-binary, http-json.
+    /// Protocols to drive, in order: grpc, http-binary, http-json, and
+    /// grpc-live (ServerLive calls: the gRPC stack's floor, no inference).
     #[arg(long, value_delimiter = ',', default_value = "grpc,http-binary,http-json")]
     protocols: Vec<String>,
     /// Closed-loop concurrency levels to sweep.
@@ -151,6 +152,9 @@ async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
         for _ in 0..args.connections.max(1) {
             senders.push(match protocol.as_str() {
                 "grpc" => Sender::grpc(&args.grpc, workload::grpc_request(&args.model, &specs)).await?,
+                "grpc-live" => Sender::grpc(&args.grpc, workload::grpc_request(&args.model, &specs))
+                    .await?
+                    .into_live(),
                 "http-binary" => {
                     let (body, n) = workload::http_binary_body(&specs);
                     Sender::http(format!("{}/v2/models/{}/infer", args.http, args.model), body, Some(n))
@@ -160,7 +164,7 @@ async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
                     workload::http_json_body(&specs),
                     None,
                 ),
-                other => anyhow::bail!("unknown protocol '{other}' (grpc, http-binary, http-json)"),
+                other => anyhow::bail!("unknown protocol '{other}' (grpc, http-binary, http-json, grpc-live)"),
             });
         }
         let loads: Vec<(Option<usize>, Option<f64>)> = match args.rate {

@@ -87,6 +87,27 @@ impl Engine {
         Ok(())
     }
 
+    /// Serves `runtimes` (one per instance) as version 1 of model `name`, with
+    /// `config` completed from the first runtime's inputs and outputs. For
+    /// embedding quiver, benchmarks, and tests with mock runtimes.
+    pub fn add_model(
+        &self,
+        name: &str,
+        mut config: ModelConfig,
+        runtimes: Vec<Box<dyn quiver_runtimes::Runtime>>,
+    ) -> std::result::Result<(), String> {
+        let io = runtimes.first().ok_or("no runtime given")?.io().clone();
+        let spec = repository::model_config::complete(&mut config, name, &io, self.options.default_max_batch_size)?;
+        let version = repository::start_version(name, 1, config, spec, runtimes, &self.options)?;
+        let mut entry = registry::ModelEntry {
+            name: name.to_owned(),
+            ..Default::default()
+        };
+        entry.versions.insert(1, VersionSlot::Ready(Arc::new(version)));
+        self.registry.insert(entry);
+        Ok(())
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }

@@ -47,6 +47,15 @@ impl Registry {
         self.models.store(Arc::new(map));
     }
 
+    /// Adds or replaces one model; readers see the old or the new map, never a mix.
+    pub fn insert(&self, entry: ModelEntry) {
+        self.models.rcu(|current| {
+            let mut map = BTreeMap::clone(current);
+            map.insert(entry.name.clone(), Arc::new(entry.clone()));
+            map
+        });
+    }
+
     pub fn snapshot(&self) -> Arc<BTreeMap<String, Arc<ModelEntry>>> {
         self.models.load_full()
     }

@@ -142,6 +142,19 @@ fn load_version(
     for _ in 1..instances.max(1) {
         runtimes.push(Box::new(OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?));
     }
+    start_version(name, version, config, spec, runtimes, options)
+}
+
+/// Starts serving a version whose config is complete and whose runtimes are
+/// loaded: its statistics, queue and instance threads.
+pub fn start_version(
+    name: &str,
+    version: u64,
+    config: ModelConfig,
+    spec: model_config::ModelSpec,
+    runtimes: Vec<Box<dyn Runtime>>,
+    options: &LoadOptions,
+) -> Result<ModelVersion, String> {
     let scheduler_config = scheduler_config(&config, options.queue_capacity)?;
     let stats = Arc::new(VersionStats::new(name, version));
     let scheduler = Scheduler::start(
