@@ -188,3 +188,80 @@ async fn stream_infer_answers_in_order_and_survives_errors() {
     assert_eq!(&last.raw_output_contents[0][4..], b"Hello, c");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn reflection_lists_the_services() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let s = TestServer::demo().await;
+    let channel = tonic::transport::Channel::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer: {answer:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"inference.GRPCInferenceService".to_string()),
+        "{names:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn messages_over_the_limit_are_refused_and_the_server_keeps_serving() {
+    let mut config = config(&root().join("models"));
+    config.grpc_max_message_bytes = 1024;
+    let s = TestServer::start(config).await;
+    let mut client = s.grpc_client().await.max_encoding_message_size(usize::MAX);
+    let big = ModelInferRequest {
+        model_name: "fraud_mlp".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![16, 32],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![bytes::Bytes::from(vec![0u8; 16 * 32 * 4])],
+        ..Default::default()
+    };
+    let status = client.model_infer(big).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    let small = ModelInferRequest {
+        model_name: "fraud_mlp".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 32],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![bytes::Bytes::from(vec![0u8; 32 * 4])],
+        ..Default::default()
+    };
+    assert_eq!(
+        client
+            .model_infer(small)
+            .await
+            .unwrap()
+            .into_inner()
+            .raw_output_contents[0]
+            .len(),
+        8
+    );
+    s.stop().await;
+}

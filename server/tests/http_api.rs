@@ -241,3 +241,34 @@ async fn body_limits_hold_before_and_after_inflation() {
     assert_eq!(r.status(), 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_reports_not_ready_first_and_keeps_serving_while_draining() {
+    let s = TestServer::demo().await;
+    let server = s.server.as_ref().unwrap();
+    let engine = std::sync::Arc::clone(&server.engine);
+    let (client, url) = (s.client.clone(), s.http.clone());
+    let TestServer { server, .. } = s;
+    let stopping = tokio::spawn(server.unwrap().shutdown(std::time::Duration::from_millis(1500)));
+    // Not ready at once...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while engine.is_ready() {
+        assert!(std::time::Instant::now() < deadline, "still ready after shutdown began");
+        tokio::task::yield_now().await;
+    }
+    let ready = client.get(format!("{url}/v2/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    // ...but still answering inference during the drain window.
+    let r = client
+        .post(format!("{url}/v2/models/add_sub/infer"))
+        .json(&add_sub_json())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    stopping.await.unwrap();
+    assert!(
+        client.get(format!("{url}/v2/health/live")).send().await.is_err(),
+        "still accepting after the drain"
+    );
+}

@@ -3,3 +3,5 @@ pub mod binary;
 mod elements;
 pub mod grpc;
 pub mod json;
+#[cfg(test)]
+mod proptests;

@@ -234,10 +234,14 @@ mod tests {
 
     /// Runs only when the test opens the gate, and logs the request ids
     /// (the first byte of each request's data) of every batch it ran.
+    type TakenLog = Arc<Mutex<Vec<(usize, u8)>>>;
+
     struct Gated {
         io: ModelIo,
         gate: mpsc::Receiver<()>,
         log: Arc<Mutex<Vec<Vec<u8>>>>,
+        /// (instance, request id) logged when a job is taken, before the gate.
+        taken: Option<(usize, TakenLog)>,
     }
 
     impl Runtime for Gated {
@@ -245,6 +249,9 @@ mod tests {
             &self.io
         }
         fn run(&mut self, inputs: &[InputBatch<'_>], _: &[String]) -> std::result::Result<Vec<Tensor>, RuntimeError> {
+            if let Some((instance, taken)) = &self.taken {
+                taken.lock().unwrap().push((*instance, inputs[0].parts[0][0]));
+            }
             self.gate
                 .recv()
                 .map_err(|_| RuntimeError::Execution("gate closed".into()))?;
@@ -286,6 +293,7 @@ mod tests {
             io,
             gate: rx,
             log: Arc::clone(&log),
+            taken: None,
         };
         let stats = Arc::new(VersionStats::new("gated", 1));
         let config = SchedulerConfig {
@@ -518,5 +526,72 @@ mod tests {
             h.scheduler.admit(None, Some(1)).unwrap().1,
             Some(Duration::from_millis(5))
         );
+    }
+
+    #[test]
+    fn preserve_ordering_answers_in_queue_order_across_instances() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![-1, 1],
+        };
+        let io = ModelIo {
+            inputs: vec![spec.clone()],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                ..spec
+            }],
+        };
+        let mut gates = Vec::new();
+        let mut runtimes: Vec<Box<dyn Runtime>> = Vec::new();
+        for instance in 0..2 {
+            let (gate, rx) = mpsc::channel();
+            gates.push(gate);
+            let taken = Some((instance, Arc::clone(&taken)));
+            runtimes.push(Box::new(Gated {
+                io: io.clone(),
+                gate: rx,
+                log: Arc::clone(&log),
+                taken,
+            }));
+        }
+        let config = SchedulerConfig {
+            queue: QueueConfig {
+                capacity: 8,
+                levels: vec![QueuePolicy::default()],
+                default_level: 0,
+                batching: None,
+            },
+            preserve_ordering: true,
+        };
+        let stats = Arc::new(VersionStats::new("ordered", 1));
+        let scheduler = Scheduler::start("ordered", runtimes, config, stats).unwrap();
+        let (first, r1) = job(1, 0, None);
+        let (second, mut r2) = job(2, 0, None);
+        scheduler.submit(first).unwrap();
+        scheduler.submit(second).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while taken.lock().unwrap().len() < 2 {
+            assert!(Instant::now() < deadline, "both instances should have taken a job");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let holder_of = |id: u8| taken.lock().unwrap().iter().find(|(_, j)| *j == id).unwrap().0;
+        // Let the second request finish first: its answer must wait for the first's.
+        gates[holder_of(2)].send(()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while log.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            r2.try_recv().is_err(),
+            "the second request was answered before the first"
+        );
+        gates[holder_of(1)].send(()).unwrap();
+        assert_eq!(r1.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[1]);
+        assert_eq!(r2.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[2]);
     }
 }

@@ -259,6 +259,11 @@ impl JobQueue {
                     }
                     let ticket = st.next_ticket;
                     st.next_ticket += 1;
+                    if st.len > 0 {
+                        // Work is left: pass the wake-up on to another idle
+                        // instance, or it would wait for the next arrival.
+                        self.arrived.notify_one();
+                    }
                     return Some(Taken { ticket, jobs });
                 }
                 Decision::Wait(d) => {
