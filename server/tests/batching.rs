@@ -104,13 +104,7 @@ async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::ta
 async fn statistics_extension_over_rest_and_grpc() {
     let s = TestServer::demo().await;
     for _ in 0..3 {
-        let r = s
-            .client
-            .post(s.url("/v2/models/add_sub/infer"))
-            .json(&add_sub_json())
-            .send()
-            .await
-            .unwrap();
+        let r = s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await;
         assert_eq!(r.status(), 200);
     }
     let bad = s
@@ -121,15 +115,7 @@ async fn statistics_extension_over_rest_and_grpc() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
-    let stats: Value = s
-        .client
-        .get(s.url("/v2/models/add_sub/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: Value = s.get_json("/v2/models/add_sub/stats").await;
     let m = &stats["model_stats"][0];
     assert_eq!(m["name"], "add_sub");
     assert_eq!(m["version"], "1");
@@ -140,15 +126,7 @@ async fn statistics_extension_over_rest_and_grpc() {
     assert_eq!(m["batch_stats"][0]["batch_size"], 1);
     assert_eq!(m["batch_stats"][0]["compute_infer"]["count"], 3);
     assert!(m["inference_stats"]["compute_infer"]["ns"].as_u64().unwrap() > 0);
-    let all: Value = s
-        .client
-        .get(s.url("/v2/models/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = s.get_json("/v2/models/stats").await;
     assert_eq!(all["model_stats"].as_array().unwrap().len(), 9);
     let missing = s
         .client
@@ -185,12 +163,11 @@ async fn statistics_extension_over_rest_and_grpc() {
 async fn prometheus_metrics_have_triton_names_and_histograms() {
     let s = TestServer::demo().await;
     let r = s
-        .client
-        .post(s.url("/v2/models/text_greet/infer"))
-        .json(&serde_json::json!({"inputs":[{"name":"name","shape":[1],"datatype":"BYTES","data":["m"]}]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v2/models/text_greet/infer",
+            &serde_json::json!({"inputs":[{"name":"name","shape":[1],"datatype":"BYTES","data":["m"]}]}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let mut client = s.grpc_client().await;
     client

@@ -30,12 +30,8 @@ async fn health_metadata_config_and_index() {
     assert_eq!(c["dynamic_batching"]["preferred_batch_size"], json!([16, 32]));
     assert_eq!(c["parameters"]["intra_op_thread_count"]["string_value"], "1");
     let index: Value = s
-        .client
-        .post(s.url("/v2/repository/index"))
-        .json(&json!({"ready": true}))
-        .send()
+        .post_json("/v2/repository/index", &json!({"ready": true}))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -51,16 +47,7 @@ async fn health_metadata_config_and_index() {
 async fn json_infer_with_and_without_version() {
     let s = TestServer::demo().await;
     for path in ["/v2/models/add_sub/infer", "/v2/models/add_sub/versions/1/infer"] {
-        let r: Value = s
-            .client
-            .post(s.url(path))
-            .json(&add_sub_json())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Value = s.post_json(path, &add_sub_json()).await.json().await.unwrap();
         assert_eq!(r["model_name"], "add_sub");
         assert_eq!(r["model_version"], "1");
         assert_eq!(r["id"], "t");
@@ -117,13 +104,7 @@ async fn request_level_binary_data_output() {
     let s = TestServer::demo().await;
     let mut req = add_sub_json();
     req["parameters"] = json!({"binary_data_output": true});
-    let r = s
-        .client
-        .post(s.url("/v2/models/add_sub/infer"))
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_json("/v2/models/add_sub/infer", &req).await;
     let n: usize = r.headers()["inference-header-content-length"]
         .to_str()
         .unwrap()
@@ -231,13 +212,7 @@ async fn body_limits_hold_before_and_after_inflation() {
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("4096-byte limit"), "{e}");
     // And it still serves.
-    let r = s
-        .client
-        .post(s.url("/v2/models/add_sub/infer"))
-        .json(&add_sub_json())
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await;
     assert_eq!(r.status(), 200);
     s.stop().await;
 }

@@ -275,13 +275,7 @@ async fn malformed_http_requests() {
             .unwrap_or_else(|| panic!("{what}: no error field: {text}"));
         assert!(msg.contains(needle), "{what}: '{msg}' does not mention '{needle}'");
         // The server keeps serving everyone else.
-        let ok = s
-            .client
-            .post(s.url("/v2/models/add_sub/infer"))
-            .json(&add_sub_json())
-            .send()
-            .await
-            .unwrap();
+        let ok = s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await;
         assert_eq!(ok.status(), 200, "after {what}");
     }
     s.stop().await;

@@ -126,15 +126,7 @@ async fn failures_are_reported_and_the_rest_serve() {
             .status(),
         503
     );
-    let meta: Value = s
-        .client
-        .get(s.url("/v2/models/multi"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta: Value = s.get_json("/v2/models/multi").await;
     assert_eq!(meta["versions"], json!(["2", "3"]));
     let r: Value = infer("/v2/models/good/infer".into())
         .await
@@ -155,15 +147,7 @@ async fn config_less_fixed_shape_model_does_not_batch() {
     copy_model("all_types", &repo.join("all_types"));
     std::fs::remove_file(repo.join("all_types/config.pbtxt")).unwrap();
     let s = TestServer::start(config(&repo)).await;
-    let c: Value = s
-        .client
-        .get(s.url("/v2/models/all_types/config"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c: Value = s.get_json("/v2/models/all_types/config").await;
     assert_eq!(c["max_batch_size"], 4);
     assert_eq!(c["input"].as_array().unwrap().len(), 13);
     let bytes_input = c["input"]

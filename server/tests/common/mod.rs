@@ -46,6 +46,23 @@ impl TestServer {
         format!("{}{path}", self.http)
     }
 
+    /// GET `path` and parse the JSON answer.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// POST `body` as JSON to `path`.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.unwrap()
+    }
+
     pub async fn grpc_client(&self) -> GrpcInferenceServiceClient<Channel> {
         GrpcInferenceServiceClient::connect(self.grpc.clone())
             .await

@@ -95,22 +95,23 @@ fn has_any(c: &InferTensorContents) -> bool {
 fn pack(name: &str, datatype: DataType, c: InferTensorContents) -> Result<Bytes> {
     let err = |m: String| Error::invalid(format!("input '{name}': {m}"));
     let mut out = Vec::new();
-    let ints = |values: &[i128], out: &mut Vec<u8>| -> Result<()> {
+    // Narrow each value straight into the output, range-checked.
+    let ints = |values: &mut dyn ExactSizeIterator<Item = i128>, out: &mut Vec<u8>| -> Result<()> {
         out.reserve(values.len() * datatype.size().unwrap_or(1));
-        values
-            .iter()
-            .try_for_each(|&v| elements::push_int(datatype, v, out).map_err(err))
+        for v in values {
+            elements::push_int(datatype, v, out).map_err(err)?;
+        }
+        Ok(())
     };
     match datatype {
         DataType::Bool => out.extend(c.bool_contents.iter().map(|&b| b as u8)),
         DataType::Int8 | DataType::Int16 | DataType::Int32 => {
-            ints(&c.int_contents.iter().map(|&v| v as i128).collect::<Vec<_>>(), &mut out)?
+            ints(&mut c.int_contents.iter().map(|&v| v as i128), &mut out)?
         }
         DataType::Int64 => out.extend(c.int64_contents.iter().flat_map(|v| v.to_le_bytes())),
-        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => ints(
-            &c.uint_contents.iter().map(|&v| v as i128).collect::<Vec<_>>(),
-            &mut out,
-        )?,
+        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 => {
+            ints(&mut c.uint_contents.iter().map(|&v| v as i128), &mut out)?
+        }
         DataType::Uint64 => out.extend(c.uint64_contents.iter().flat_map(|v| v.to_le_bytes())),
         DataType::Fp32 => out.extend(c.fp32_contents.iter().flat_map(|v| v.to_le_bytes())),
         DataType::Fp64 => out.extend(c.fp64_contents.iter().flat_map(|v| v.to_le_bytes())),
