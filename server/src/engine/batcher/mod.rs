@@ -180,7 +180,12 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
             stats.dequeued(*q);
         }
         let mut timing = batch::Timing::default();
-        let results = execute(&mut *runtime, &jobs, &mut timing);
+        // A runtime that panics fails its batch, not the instance: the thread
+        // lives on to serve the next batch (and preserve_ordering's turn passes).
+        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            execute(&mut *runtime, &jobs, &mut timing)
+        }))
+        .unwrap_or_else(|_| Err(Error::internal("the model's runtime panicked while running this batch")));
         let rows: usize = jobs.iter().map(|j| j.rows).sum();
         // Recorded before answering, so a client that reads the statistics
         // after its answer sees its own execution.
@@ -593,5 +598,66 @@ mod tests {
         gates[holder_of(1)].send(()).unwrap();
         assert_eq!(r1.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[1]);
         assert_eq!(r2.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[2]);
+    }
+
+    /// Panics on its first run, then echoes.
+    struct PanicsOnce {
+        io: ModelIo,
+        panicked: bool,
+    }
+
+    impl Runtime for PanicsOnce {
+        fn io(&self) -> &ModelIo {
+            &self.io
+        }
+        fn run(&mut self, inputs: &[InputBatch<'_>], _: &[String]) -> std::result::Result<Vec<Tensor>, RuntimeError> {
+            if !self.panicked {
+                self.panicked = true;
+                panic!("runtime bug");
+            }
+            let data: Vec<u8> = inputs[0].parts.concat();
+            Ok(vec![Tensor {
+                name: "y".into(),
+                datatype: DataType::Uint8,
+                shape: inputs[0].shape.clone(),
+                data: data.into(),
+            }])
+        }
+    }
+
+    #[test]
+    fn a_panicking_runtime_fails_the_batch_and_the_instance_serves_on() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![-1, 1],
+        };
+        let io = ModelIo {
+            inputs: vec![spec.clone()],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                ..spec
+            }],
+        };
+        let config = SchedulerConfig {
+            queue: QueueConfig {
+                capacity: 8,
+                levels: vec![QueuePolicy::default()],
+                default_level: 0,
+                batching: None,
+            },
+            preserve_ordering: true,
+        };
+        let stats = Arc::new(VersionStats::new("panicky", 1));
+        let runtime = PanicsOnce { io, panicked: false };
+        let scheduler = Scheduler::start("panicky", vec![Box::new(runtime)], config, stats).unwrap();
+        let (first, r1) = job(1, 0, None);
+        scheduler.submit(first).unwrap();
+        let e = answer(r1).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal);
+        assert!(e.message.contains("panicked"), "{}", e.message);
+        let (second, r2) = job(2, 0, None);
+        scheduler.submit(second).unwrap();
+        assert_eq!(answer(r2).unwrap().outputs[0].data.as_ref(), &[2]);
     }
 }
