@@ -160,3 +160,17 @@ def test_errors_reach_the_client_with_the_reason(http, grpc):
     case = GOLDEN["add_sub"]
     result = http.infer("add_sub", http_inputs(case, True))
     assert_matches(case["outputs"][1], result.as_numpy("OUTPUT1"))
+
+
+def test_inference_statistics_through_tritonclient(http, grpc):
+    case = GOLDEN["fraud_mlp"]
+    before = http.get_inference_statistics("fraud_mlp")["model_stats"][0]["inference_count"]
+    http.infer("fraud_mlp", http_inputs(case, True))
+    stats = http.get_inference_statistics("fraud_mlp")["model_stats"][0]
+    assert stats["name"] == "fraud_mlp" and stats["version"] == "1"
+    assert stats["inference_count"] == before + 3  # the golden request has 3 rows
+    assert stats["inference_stats"]["success"]["count"] >= 1
+    assert stats["batch_stats"], "batch statistics are reported"
+    g = grpc.get_inference_statistics("fraud_mlp", as_json=True)["model_stats"][0]
+    assert int(g["inference_count"]) == before + 3
+    assert "statistics" in http.get_server_metadata()["extensions"]
