@@ -247,3 +247,35 @@ async fn shutdown_reports_not_ready_first_and_keeps_serving_while_draining() {
         "still accepting after the drain"
     );
 }
+
+#[tokio::test]
+async fn large_json_bodies_are_decoded_and_encoded_off_the_io_runtime() {
+    // 4 images of 3x64x64 as JSON numbers: about 600 kB of text, over the
+    // inline threshold, so decoding and the gzip-compressed answer take the
+    // blocking-thread path.
+    let s = TestServer::demo().await;
+    let data: Vec<f32> = (0..4 * 3 * 64 * 64).map(|i| ((i % 255) as f32) / 255.0 - 0.5).collect();
+    let body = json!({"inputs": [{"name": "image", "shape": [4, 3, 64, 64], "datatype": "FP32", "data": data}]});
+    assert!(body.to_string().len() > 256 * 1024);
+    let r = s
+        .client
+        .post(s.url("/v2/models/conv_net/infer"))
+        .header("Accept-Encoding", "gzip")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(&r.bytes().await.unwrap()[..])
+        .read_to_string(&mut text)
+        .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["outputs"][0]["shape"], json!([4, 10]));
+    let p: Vec<f64> = serde_json::from_value(v["outputs"][0]["data"].clone()).unwrap();
+    for row in p.chunks(10) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{row:?}");
+    }
+    s.stop().await;
+}

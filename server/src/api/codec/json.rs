@@ -340,7 +340,7 @@ impl Serialize for DataJson<'_> {
 }
 
 /// How the client asked for outputs to be encoded.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct OutputEncoding {
     /// Request-level `binary_data_output`.
     pub binary_by_default: bool,

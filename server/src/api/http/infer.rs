@@ -13,8 +13,19 @@ use crate::error::{Error, Result};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
-/// Bodies above this size are inflated on a blocking thread, not on the I/O runtime.
-const INLINE_INFLATE_BYTES: usize = 256 * 1024;
+/// Codec work on more than this many bytes (inflating, parsing JSON data,
+/// writing JSON numbers, compressing) runs on a blocking thread, so one large
+/// request cannot stall the I/O runtime for everyone else.
+const INLINE_WORK_BYTES: usize = 256 * 1024;
+
+async fn cpu_bound<T: Send + 'static>(bytes: usize, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    if bytes <= INLINE_WORK_BYTES {
+        return work();
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::internal(format!("a codec task failed: {e}")))?
+}
 
 pub async fn infer(State(s): State<HttpState>, Path(p): Path<ModelPath>, headers: HeaderMap, body: Bytes) -> Response {
     match run(&s, p, &headers, body).await {
@@ -36,22 +47,24 @@ fn header_str(headers: &HeaderMap, name: impl header::AsHeaderName) -> Result<Op
 async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> Result<Response> {
     let body = match compression::content_coding(header_str(headers, header::CONTENT_ENCODING)?)? {
         None => body,
-        Some(coding) if body.len() <= INLINE_INFLATE_BYTES => compression::inflate(coding, &body, s.max_body_bytes)?,
         Some(coding) => {
             let limit = s.max_body_bytes;
-            tokio::task::spawn_blocking(move || compression::inflate(coding, &body, limit))
-                .await
-                .map_err(|e| Error::internal(format!("inflating the body failed: {e}")))??
+            cpu_bound(body.len(), move || compression::inflate(coding, &body, limit)).await?
         }
     };
-    let version = p.version.as_deref();
     let (req, encoding) = match binary::split(body, header_str(headers, HEADER_LENGTH)?)? {
         Framing::Json { header, binary } => {
-            let req = json::decode_request(&header, binary, &p.model, version)?;
-            let encoding = OutputEncoding::of(&req);
-            (req, encoding)
+            let (model, version) = (p.model, p.version);
+            // Blobs are sliced, not parsed: only the JSON text counts as work.
+            cpu_bound(header.len(), move || {
+                let req = json::decode_request(&header, binary, &model, version.as_deref())?;
+                let encoding = OutputEncoding::of(&req);
+                Ok((req, encoding))
+            })
+            .await?
         }
         Framing::Raw(raw) => {
+            let version = p.version.as_deref();
             let model = s.engine.registry().resolve(&p.model, version)?;
             (
                 binary::raw_request(raw, &model.spec, version)?,
@@ -60,9 +73,18 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
         }
     };
     let resp = s.engine.infer(req).await?;
-    let encoded = json::encode_response(&resp, &encoding);
     let accept = compression::accepted_coding(header_str(headers, header::ACCEPT_ENCODING)?);
-    Ok(respond(encoded, accept))
+    let output_bytes: usize = resp.outputs.iter().map(|t| t.data.len()).sum();
+    // Binary outputs without compression are one memcpy: not worth a thread hop.
+    let work = if accept.is_none() && encoding == OutputEncoding::all_binary() {
+        0
+    } else {
+        output_bytes
+    };
+    cpu_bound(work, move || {
+        Ok(respond(json::encode_response(&resp, &encoding), accept))
+    })
+    .await
 }
 
 fn respond(encoded: json::EncodedResponse, accept: Option<Coding>) -> Response {
