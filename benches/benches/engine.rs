@@ -16,6 +16,7 @@ fn engine(c: &mut Criterion) {
         default_max_batch_size: 64,
         intra_op_threads: 1,
         queue_capacity: 4096,
+        model_name: None,
     };
     let engine = Arc::new(Engine::new("unused".into(), options));
     let io = ModelIo {

@@ -16,6 +16,7 @@ pub struct Config {
     #[arg(
         long,
         visible_alias = "model-store",
+        alias = "model_dir",
         env = "QUIVER_MODEL_REPOSITORY",
         default_value = "models"
     )]
@@ -25,12 +26,19 @@ pub struct Config {
     #[arg(long, env = "QUIVER_HOST", default_value = "0.0.0.0")]
     pub host: IpAddr,
 
+    /// KServe custom runtimes pass `--model_name={{.Name}}`. When the repository
+    /// folder is itself one model (it holds numeric version folders, as the
+    /// storage initializer lays out /mnt/models), that model is served under
+    /// this name; otherwise every model of the repository is served.
+    #[arg(long, alias = "model_name", env = "QUIVER_MODEL_NAME")]
+    pub model_name: Option<String>,
+
     /// HTTP/REST port (0 picks a free port; the start-up log prints it).
-    #[arg(long, env = "QUIVER_HTTP_PORT", default_value_t = 8080)]
+    #[arg(long, alias = "http_port", env = "QUIVER_HTTP_PORT", default_value_t = 8080)]
     pub http_port: u16,
 
     /// gRPC port (0 picks a free port).
-    #[arg(long, env = "QUIVER_GRPC_PORT", default_value_t = 8081)]
+    #[arg(long, alias = "grpc_port", env = "QUIVER_GRPC_PORT", default_value_t = 8081)]
     pub grpc_port: u16,
 
     /// Prometheus metrics port, serving /metrics (0 picks a free port).

@@ -46,6 +46,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         default_max_batch_size: config.default_max_batch_size,
         intra_op_threads: config.intra_op_threads,
         queue_capacity: config.queue_capacity,
+        model_name: config.model_name.clone(),
     };
     let engine = Arc::new(Engine::new(config.model_repository.clone(), options));
     let loader = Arc::clone(&engine);

@@ -183,3 +183,32 @@ fn missing_onnxruntime_library_exits_saying_how_to_get_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn kserve_single_model_folder_with_its_flags() {
+    // KServe's storage initializer puts one model's files in /mnt/models and
+    // the runtime gets --model_name, --model_dir and --http_port.
+    let dir = temp_dir("kserve-single");
+    copy_model("fraud_mlp", &dir);
+    std::fs::remove_file(dir.join("config.pbtxt")).unwrap();
+    let mut c = config(&root().join("models"));
+    let parsed = <quiver_server::config::Config as clap::Parser>::try_parse_from([
+        "quiver",
+        "--model_name=fraud",
+        &format!("--model_dir={}", dir.display()),
+        "--http_port=0",
+        "--grpc_port=0",
+    ])
+    .unwrap();
+    c.model_repository = parsed.model_repository;
+    c.model_name = parsed.model_name;
+    assert_eq!(parsed.http_port, 0);
+    let s = TestServer::start(c).await;
+    let index: Vec<Value> = serde_json::from_value(s.get_json("/v2/models/fraud").await["versions"].clone()).unwrap();
+    assert_eq!(index, vec![json!("1")]);
+    let body = json!({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": vec![0.5f32; 32]}]});
+    let r = s.post_json("/v2/models/fraud/infer", &body).await;
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

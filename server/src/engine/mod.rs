@@ -78,7 +78,7 @@ impl Engine {
     /// Loads every model of the repository (blocking: run it off the async
     /// runtime). Models that fail are recorded as UNAVAILABLE with the reason.
     pub fn load_repository(&self) -> std::io::Result<()> {
-        let dirs = repository::model_dirs(&self.repository)?;
+        let dirs = repository::model_dirs(&self.repository, self.options.model_name.as_deref())?;
         let entries: Vec<_> = dirs
             .iter()
             .map(|(name, dir)| repository::load_model(name, dir, &self.options))

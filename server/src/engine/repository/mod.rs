@@ -23,10 +23,19 @@ pub struct LoadOptions {
     pub default_max_batch_size: i32,
     pub intra_op_threads: usize,
     pub queue_capacity: usize,
+    /// `--model-name`: serve a repository folder that is one model under this name.
+    pub model_name: Option<String>,
 }
 
 /// The model folders of a repository, sorted by name. Hidden folders are skipped.
-pub fn model_dirs(root: &Path) -> std::io::Result<Vec<(String, PathBuf)>> {
+/// With `single_model`, a root that is itself a model folder (it holds numeric
+/// version folders) is served as that one model.
+pub fn model_dirs(root: &Path, single_model: Option<&str>) -> std::io::Result<Vec<(String, PathBuf)>> {
+    if let Some(name) = single_model
+        && !version_dirs(root)?.is_empty()
+    {
+        return Ok(vec![(name.to_owned(), root.to_owned())]);
+    }
     let mut dirs = Vec::new();
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
