@@ -253,9 +253,20 @@ impl Engine {
         };
         model.scheduler.submit(job)?;
         model.stats.enqueued();
-        let Answer { outputs, .. } = answer
+        let Answer { outputs, queued, batch_rows } = answer
             .await
             .map_err(|_| Error::internal(format!("model '{}' stopped before answering", model.name())))??;
+        // One event per request, at debug level: free unless asked for
+        // (--log quiver_server=debug).
+        tracing::debug!(
+            model = model.name(),
+            version = model.version,
+            id = %req.id,
+            queue_us = queued.as_micros() as u64,
+            batch_rows,
+            total_us = enqueued.elapsed().as_micros() as u64,
+            "answered"
+        );
         Ok(InferResponse {
             model_name: model.name().to_owned(),
             model_version: model.version.to_string(),
