@@ -253,7 +253,11 @@ impl Engine {
         };
         model.scheduler.submit(job)?;
         model.stats.enqueued();
-        let Answer { outputs, queued, batch_rows } = answer
+        let Answer {
+            outputs,
+            queued,
+            batch_rows,
+        } = answer
             .await
             .map_err(|_| Error::internal(format!("model '{}' stopped before answering", model.name())))??;
         // One event per request, at debug level: free unless asked for
