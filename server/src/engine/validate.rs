@@ -6,9 +6,9 @@ use super::repository::model_config::ModelSpec;
 use super::request::InferRequest;
 use crate::error::{Error, Result};
 
-/// Checks that a tensor's bytes match its datatype and shape. Codecs call this
-/// as soon as a tensor is decoded; the engine calls it again for every input,
-/// so no front end can forget it.
+/// Checks that a tensor's bytes match its datatype and shape. The codecs only
+/// slice or pack bytes; this runs once per input, in [`check_request`], on the
+/// one path every front end takes to a runtime.
 pub fn check_data(t: &Tensor) -> Result<()> {
     let count = element_count(&t.shape).ok_or_else(|| {
         Error::invalid(format!(
@@ -81,6 +81,12 @@ pub fn check_request(spec: &ModelSpec, req: &InferRequest) -> Result<Vec<String>
                 expected.join(", ")
             )));
         };
+        if input.shape.iter().any(|&d| d < 0) {
+            return Err(Error::invalid(format!(
+                "input '{}': shape {:?} has a negative dimension",
+                input.name, input.shape
+            )));
+        }
         if input.datatype != io.datatype {
             return Err(Error::invalid(format!(
                 "input '{}': datatype {} does not match the model's {}",

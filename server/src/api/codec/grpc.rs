@@ -10,7 +10,6 @@ use quiver_runtimes::{DataType, Tensor};
 
 use super::elements;
 use crate::engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
-use crate::engine::validate::check_data;
 use crate::error::{Error, Result};
 
 fn parameters(map: std::collections::HashMap<String, InferParameter>) -> Parameters {
@@ -60,7 +59,6 @@ pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
             shape: input.shape,
             data,
         };
-        check_data(&tensor)?;
         inputs.push(tensor);
     }
     Ok(InferRequest {
@@ -203,6 +201,8 @@ mod tests {
             },
             vec![2],
         ))
+        .map(|r| crate::engine::validate::check_data(&r.inputs[0]))
+        .unwrap()
         .unwrap_err();
         assert!(e.message.contains("4 bytes"), "{}", e.message);
     }

@@ -18,7 +18,6 @@ use serde_json::{Map, Value};
 
 use super::elements::{self, Element};
 use crate::engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
-use crate::engine::validate::check_data;
 use crate::error::{Error, Result};
 
 #[derive(Deserialize)]
@@ -129,7 +128,6 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
             shape: input.shape,
             data,
         };
-        check_data(&tensor)?;
         inputs.push(tensor);
     }
     if !binary.is_empty() {
