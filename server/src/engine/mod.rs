@@ -135,12 +135,7 @@ impl Engine {
         };
         Ok(ModelMetadata {
             name: spec.name.clone(),
-            versions: entry
-                .versions
-                .iter()
-                .filter(|(_, s)| matches!(s, VersionSlot::Ready(_)))
-                .map(|(v, _)| v.to_string())
-                .collect(),
+            versions: entry.ready().map(|m| m.version.to_string()).collect(),
             platform: spec.platform.clone(),
             inputs: spec.inputs.iter().map(meta).collect(),
             outputs: spec.outputs.iter().map(meta).collect(),
@@ -157,26 +152,12 @@ impl Engine {
         let of = |m: &ModelVersion| m.stats.snapshot(m.name(), m.version);
         match (name, version.filter(|v| !v.is_empty())) {
             (Some(n), Some(_)) => Ok(vec![of(&*self.registry.resolve(n, version)?)]),
-            (Some(n), None) => {
-                let entry = self.registry.entry(n)?;
-                Ok(entry
-                    .versions
-                    .values()
-                    .filter_map(|s| match s {
-                        VersionSlot::Ready(m) => Some(of(m)),
-                        VersionSlot::Unavailable(_) => None,
-                    })
-                    .collect())
-            }
+            (Some(n), None) => Ok(self.registry.entry(n)?.ready().map(|m| of(m)).collect()),
             (None, _) => Ok(self
                 .registry
                 .snapshot()
                 .values()
-                .flat_map(|e| e.versions.values())
-                .filter_map(|s| match s {
-                    VersionSlot::Ready(m) => Some(of(m)),
-                    VersionSlot::Unavailable(_) => None,
-                })
+                .flat_map(|e| e.ready().map(|m| of(m)))
                 .collect()),
         }
     }

@@ -27,12 +27,17 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
-    /// The highest ready version.
-    pub fn latest_ready(&self) -> Option<&Arc<ModelVersion>> {
-        self.versions.values().rev().find_map(|s| match s {
+    /// The ready versions, lowest first.
+    pub fn ready(&self) -> impl DoubleEndedIterator<Item = &Arc<ModelVersion>> {
+        self.versions.values().filter_map(|s| match s {
             VersionSlot::Ready(v) => Some(v),
             VersionSlot::Unavailable(_) => None,
         })
+    }
+
+    /// The highest ready version.
+    pub fn latest_ready(&self) -> Option<&Arc<ModelVersion>> {
+        self.ready().next_back()
     }
 }
 
