@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // message buffer instead of copying every blob into a Vec.
         .bytes(".inference.ModelInferRequest.raw_input_contents")
         .bytes(".inference.ModelInferResponse.raw_output_contents")
+        .bytes(".inference.ModelRepositoryParameter.bytes_param")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

@@ -17,6 +17,9 @@ fn engine(c: &mut Criterion) {
         intra_op_threads: 1,
         queue_capacity: 4096,
         model_name: None,
+        default_warmup: false,
+        control: quiver_server::engine::lifecycle::ControlMode::None,
+        parallel_loads: 1,
     };
     let engine = Arc::new(Engine::new("unused".into(), options));
     let io = ModelIo {

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+pub use crate::engine::lifecycle::ControlMode;
+
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "quiver",
@@ -92,6 +94,35 @@ pub struct Config {
     #[arg(long, env = "QUIVER_SHUTDOWN_DRAIN_SECONDS", default_value_t = 5)]
     pub shutdown_drain_seconds: u64,
 
+    /// How the set of served models may change while running (Triton's
+    /// names): none (load everything at start-up), poll (follow the
+    /// repository), explicit (load/unload through the repository API).
+    #[arg(long, env = "QUIVER_MODEL_CONTROL_MODE", value_enum, default_value = "none")]
+    pub model_control_mode: ControlMode,
+
+    /// Seconds between two scans of the repository in poll mode. A change is
+    /// loaded once the model's files have held still for one whole interval.
+    #[arg(long, env = "QUIVER_REPOSITORY_POLL_SECS", default_value_t = 15)]
+    pub repository_poll_secs: u64,
+
+    /// Explicit mode: a model to load at start-up (repeatable; `*` loads all).
+    #[arg(long, env = "QUIVER_LOAD_MODEL", value_delimiter = ',')]
+    pub load_model: Vec<String>,
+
+    /// Model loads that may run at once (loads of one model always take turns).
+    #[arg(long, env = "QUIVER_MODEL_LOAD_THREADS", default_value_t = 2)]
+    pub model_load_threads: usize,
+
+    /// Do not warm a model that has no `model_warmup` with one run on zeros
+    /// before it becomes READY.
+    #[arg(long, env = "QUIVER_NO_DEFAULT_WARMUP")]
+    pub no_default_warmup: bool,
+
+    /// After the drain, how long in-flight requests get to finish before open
+    /// connections and streams are closed and quiver exits anyway.
+    #[arg(long, env = "QUIVER_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "quiver_server=debug".
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     pub log: String,
@@ -127,6 +158,15 @@ impl Config {
         if self.queue_capacity == 0 {
             return Err("--queue-capacity must be at least 1".into());
         }
+        if self.model_load_threads == 0 {
+            return Err("--model-load-threads must be at least 1".into());
+        }
+        if self.model_control_mode == ControlMode::Poll && self.repository_poll_secs == 0 {
+            return Err("--repository-poll-secs must be at least 1".into());
+        }
+        if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {
+            return Err("--load-model needs --model-control-mode=explicit (the other modes load every model)".into());
+        }
         if self.worker_threads == 0 {
             return Err("--worker-threads must be at least 1".into());
         }
@@ -148,6 +188,7 @@ impl Config {
         c.grpc_port = 0;
         c.metrics_port = 0;
         c.shutdown_drain_seconds = 0;
+        c.shutdown_grace_seconds = 5;
         c
     }
 }

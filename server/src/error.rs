@@ -17,6 +17,9 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// A protocol feature quiver does not implement.
     Unimplemented,
+    /// Allowed by the protocol, not by how this server was started (model
+    /// load/unload outside explicit model control mode).
+    NotAllowed,
     /// The runtime failed while executing.
     Internal,
 }
@@ -32,6 +35,7 @@ impl ErrorKind {
             ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::NotAllowed => StatusCode::CONFLICT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -44,6 +48,7 @@ impl ErrorKind {
             ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
+            ErrorKind::NotAllowed => tonic::Code::FailedPrecondition,
             ErrorKind::Internal => tonic::Code::Internal,
         }
     }
@@ -105,6 +110,7 @@ mod tests {
             (ErrorKind::ResourceExhausted, 429, tonic::Code::ResourceExhausted),
             (ErrorKind::DeadlineExceeded, 504, tonic::Code::DeadlineExceeded),
             (ErrorKind::Unimplemented, 501, tonic::Code::Unimplemented),
+            (ErrorKind::NotAllowed, 409, tonic::Code::FailedPrecondition),
             (ErrorKind::Internal, 500, tonic::Code::Internal),
         ];
         for (kind, http, grpc) in rows {

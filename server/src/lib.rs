@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use config::Config;
+use config::{Config, ControlMode};
 use engine::Engine;
 use engine::repository::LoadOptions;
 
@@ -33,6 +33,8 @@ pub struct Server {
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// How long in-flight work gets after the listeners stop.
+    grace: Duration,
 }
 
 /// Loads ONNX Runtime and every model of the repository, then binds the
@@ -47,12 +49,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         intra_op_threads: config.intra_op_threads,
         queue_capacity: config.queue_capacity,
         model_name: config.model_name.clone(),
+        default_warmup: !config.no_default_warmup,
+        control: config.model_control_mode,
+        parallel_loads: config.model_load_threads,
     };
     let engine = Arc::new(Engine::new(config.model_repository.clone(), options));
-    let loader = Arc::clone(&engine);
-    tokio::task::spawn_blocking(move || loader.load_repository())
+    let startup = match config.model_control_mode {
+        ControlMode::Explicit if !config.load_model.iter().any(|m| m == "*") => Some(config.load_model.clone()),
+        _ => None,
+    };
+    engine
+        .load_many(startup)
         .await
-        .context("model loading panicked")?
         .with_context(|| format!("cannot read model repository {}", config.model_repository.display()))?;
 
     let bind = |port: u16| {
@@ -69,13 +77,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let (http_addr, grpc_addr, metrics_addr) = (http.local_addr()?, grpc.local_addr()?, metrics_listener.local_addr()?);
 
     let (stop, stopped) = watch::channel(false);
+    let stop_signal = stopped.clone();
     let until_stopped = move || {
-        let mut rx = stopped.clone();
+        let mut rx = stop_signal.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
     let mut tasks = Vec::new();
+    if config.model_control_mode == ControlMode::Poll {
+        let every = Duration::from_secs(config.repository_poll_secs);
+        tasks.push(tokio::spawn(engine::poller::run(
+            Arc::clone(&engine),
+            every,
+            stopped.clone(),
+        )));
+    }
 
     let state = api::http::HttpState {
         engine: Arc::clone(&engine),
@@ -115,9 +132,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .build_v1alpha()
         .context("cannot build gRPC reflection")?;
     let limit = config.grpc_max_message_bytes;
-    let inference = GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(Arc::clone(&engine)))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let inference =
+        GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(Arc::clone(&engine), stopped.clone()))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
     let shutdown = until_stopped();
     // tonic sets TCP_NODELAY only on sockets it accepts itself; these are ours.
     let incoming = TcpListenerStream::new(grpc).map(|conn| {
@@ -154,13 +172,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         health,
         stop,
         tasks,
+        grace: Duration::from_secs(config.shutdown_grace_seconds),
     })
 }
 
 impl Server {
     /// Graceful stop: report not-ready at once (HTTP ready, gRPC health), keep
     /// serving for `drain` so load balancers move traffic away, then stop
-    /// accepting, finish in-flight requests and return.
+    /// accepting, end open `ModelStreamInfer` streams (after the request each
+    /// is running), give in-flight requests up to the grace period, and
+    /// return even if a client holds a connection open past it.
     pub async fn shutdown(self, drain: Duration) {
         self.engine.set_ready(false);
         self.health
@@ -171,8 +192,21 @@ impl Server {
             .await;
         tokio::time::sleep(drain).await;
         let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let finished = tokio::time::timeout(self.grace, async {
+            for t in self.tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(
+                grace_seconds = self.grace.as_secs(),
+                "connections still open after the grace period; closing them"
+            );
+            for a in aborts {
+                a.abort();
+            }
         }
     }
 }

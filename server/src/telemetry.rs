@@ -34,11 +34,21 @@ pub const HTTP_REQUESTS: &str = "quiver_http_requests_total";
 pub const HTTP_SECONDS: &str = "quiver_http_request_duration_seconds";
 pub const GRPC_REQUESTS: &str = "quiver_grpc_requests_total";
 pub const GRPC_SECONDS: &str = "quiver_grpc_request_duration_seconds";
+// Model lifecycle, labelled by model.
+pub const MODEL_LOAD_SECONDS: &str = "quiver_model_load_duration_seconds";
+pub const MODEL_LOADS: &str = "quiver_model_loads_total";
+pub const MODEL_UNLOADS: &str = "quiver_model_unloads_total";
+pub const MODEL_SWAPS: &str = "quiver_model_swaps_total";
 
 /// Latency buckets from 50 µs to 10 s: the fast end resolves sub-millisecond
 /// tabular models, the slow end queueing under overload and large batches.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Load durations, 10 ms (a small ONNX file) to 5 minutes (a large model
+/// with warm-up).
+pub const LOAD_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 /// Batch sizes in rows: powers of two up to 1024.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
@@ -82,6 +92,8 @@ pub fn install() -> &'static PrometheusHandle {
         }
         builder = builder
             .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
+            .expect("buckets")
+            .set_buckets_for_metric(Matcher::Full(MODEL_LOAD_SECONDS.into()), LOAD_BUCKETS)
             .expect("buckets");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -184,6 +196,22 @@ impl VersionMetrics {
     pub fn cancelled(&self) {
         self.cancelled.increment(1);
     }
+}
+
+/// A load (or reload) of a model finished, ready or failed.
+pub fn model_loaded(model: &str, ok: bool, elapsed: Duration) {
+    histogram!(MODEL_LOAD_SECONDS, "model" => model.to_owned()).record(elapsed.as_secs_f64());
+    let outcome = if ok { "success" } else { "failure" };
+    counter!(MODEL_LOADS, "model" => model.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// A load replaced serving versions with new ones.
+pub fn model_swapped(model: &str) {
+    counter!(MODEL_SWAPS, "model" => model.to_owned()).increment(1);
+}
+
+pub fn model_unloaded(model: &str) {
+    counter!(MODEL_UNLOADS, "model" => model.to_owned()).increment(1);
 }
 
 /// Per-protocol request accounting (front ends call these).

@@ -1,12 +1,15 @@
 //! Everything between a decoded request and a runtime: the repository, the
 //! live registry, validation and the instance queues. No HTTP or gRPC types.
 pub mod batcher;
+pub mod lifecycle;
 pub mod model;
+pub mod poller;
 pub mod registry;
 pub mod repository;
 pub mod request;
 pub mod stats;
 pub mod validate;
+pub mod warmup;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,32 +62,29 @@ pub struct IndexEntry {
 }
 
 pub struct Engine {
-    registry: Registry,
+    registry: Arc<Registry>,
     ready: AtomicBool,
     repository: PathBuf,
     options: LoadOptions,
+    model_locks: lifecycle::ModelLocks,
+    /// Loads running at once, across models (`--model-load-threads`).
+    load_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
     pub fn new(repository: PathBuf, options: LoadOptions) -> Engine {
         Engine {
-            registry: Registry::default(),
+            registry: Arc::default(),
             ready: AtomicBool::new(false),
             repository,
+            load_slots: Arc::new(tokio::sync::Semaphore::new(options.parallel_loads.max(1))),
             options,
+            model_locks: Default::default(),
         }
     }
 
-    /// Loads every model of the repository (blocking: run it off the async
-    /// runtime). Models that fail are recorded as UNAVAILABLE with the reason.
-    pub fn load_repository(&self) -> std::io::Result<()> {
-        let dirs = repository::model_dirs(&self.repository, self.options.model_name.as_deref())?;
-        let entries: Vec<_> = dirs
-            .iter()
-            .map(|(name, dir)| repository::load_model(name, dir, &self.options))
-            .collect();
-        self.registry.replace_all(entries);
-        Ok(())
+    pub fn repository(&self) -> &std::path::Path {
+        &self.repository
     }
 
     /// Serves `runtimes` (one per instance) as version 1 of model `name`, with
@@ -99,10 +99,7 @@ impl Engine {
         let io = runtimes.first().ok_or("no runtime given")?.io().clone();
         let spec = repository::model_config::complete(&mut config, name, &io, self.options.default_max_batch_size)?;
         let version = repository::start_version(name, 1, config, spec, runtimes, &self.options)?;
-        let mut entry = registry::ModelEntry {
-            name: name.to_owned(),
-            ..Default::default()
-        };
+        let mut entry = registry::ModelEntry::new(name);
         entry.versions.insert(1, VersionSlot::Ready(Arc::new(version)));
         self.registry.insert(entry);
         Ok(())
@@ -124,9 +121,17 @@ impl Engine {
         self.registry.resolve(name, version).is_ok()
     }
 
+    /// The version that serves `name` at `version`: resolved once per
+    /// request, and carried by it to the end.
+    pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelVersion>> {
+        self.registry.resolve(name, version)
+    }
+
     pub fn model_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata> {
-        let model = self.registry.resolve(name, version)?;
+        // One snapshot of the entry: the versions listed and the version
+        // described come from the same moment, even during a swap.
         let entry = self.registry.entry(name)?;
+        let model = entry.resolve(version)?;
         let spec = &model.spec;
         let meta = |io: &repository::model_config::IoSpec| TensorMetadata {
             name: io.name.clone(),
@@ -143,7 +148,7 @@ impl Engine {
     }
 
     pub fn model_config(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelConfig>> {
-        Ok(Arc::clone(&self.registry.resolve(name, version)?.config))
+        Ok(Arc::clone(&self.resolve(name, version)?.config))
     }
 
     /// Statistics of every ready version of every model, of one model (all
@@ -151,7 +156,7 @@ impl Engine {
     pub fn statistics(&self, name: Option<&str>, version: Option<&str>) -> Result<Vec<stats::StatsSnapshot>> {
         let of = |m: &ModelVersion| m.stats.snapshot(m.name(), m.version);
         match (name, version.filter(|v| !v.is_empty())) {
-            (Some(n), Some(_)) => Ok(vec![of(&*self.registry.resolve(n, version)?)]),
+            (Some(n), Some(_)) => Ok(vec![of(&*self.resolve(n, version)?)]),
             (Some(n), None) => Ok(self.registry.entry(n)?.ready().map(|m| of(m)).collect()),
             (None, _) => Ok(self
                 .registry
@@ -174,10 +179,16 @@ impl Engine {
                 });
             }
             for (v, slot) in &entry.versions {
-                let (state, reason) = match slot {
-                    VersionSlot::Ready(_) => ("READY", String::new()),
-                    VersionSlot::Unavailable(r) => ("UNAVAILABLE", r.clone()),
+                let reason = match slot {
+                    VersionSlot::Unavailable(r) => r.clone(),
+                    VersionSlot::Ready(_) => entry
+                        .last_load_error
+                        .as_ref()
+                        .map(|e| format!("serving; the last load failed: {e}"))
+                        .unwrap_or_default(),
+                    _ => String::new(),
                 };
+                let state = slot.state();
                 rows.push(IndexEntry {
                     name: entry.name.clone(),
                     version: v.to_string(),
@@ -191,8 +202,14 @@ impl Engine {
 
     /// Runs one request: resolve the version, validate, queue, await the answer.
     pub async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
+        let model = self.resolve(&req.model_name, req.model_version.as_deref())?;
+        self.infer_on(model, req).await
+    }
+
+    /// Runs one request on the version the caller already resolved (a front
+    /// end that needed the version's spec to decode the request).
+    pub async fn infer_on(&self, model: Arc<ModelVersion>, req: InferRequest) -> Result<InferResponse> {
         let started = Instant::now();
-        let model: Arc<ModelVersion> = self.registry.resolve(&req.model_name, req.model_version.as_deref())?;
         let result = Self::run(&model, req, started).await;
         let outcome = match &result {
             Ok(_) => Ok(()),

@@ -9,6 +9,9 @@ use super::stats::VersionStats;
 
 pub struct ModelVersion {
     pub version: u64,
+    /// Content hash of the config and the version's files it was loaded
+    /// from: a reload keeps this version when the hash has not changed.
+    pub fingerprint: u64,
     /// The completed configuration, as the config endpoints report it.
     pub config: Arc<ModelConfig>,
     pub spec: ModelSpec,

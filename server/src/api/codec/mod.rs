@@ -5,3 +5,4 @@ pub mod grpc;
 pub mod json;
 #[cfg(test)]
 mod proptests;
+pub mod repository;

@@ -6,6 +6,7 @@ use quiver_proto::inference::grpc_inference_service_server::GrpcInferenceService
 use quiver_proto::inference::model_metadata_response::TensorMetadata as TensorMetadataProto;
 use quiver_proto::inference::repository_index_response::ModelIndex;
 use quiver_proto::inference::*;
+use tokio::sync::watch;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -18,11 +19,13 @@ use std::time::Instant;
 
 pub struct InferenceService {
     engine: Arc<Engine>,
+    /// Turns true when shutdown stops the listeners: open streams end then.
+    stopping: watch::Receiver<bool>,
 }
 
 impl InferenceService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        InferenceService { engine }
+    pub fn new(engine: Arc<Engine>, stopping: watch::Receiver<bool>) -> Self {
+        InferenceService { engine, stopping }
     }
 }
 
@@ -119,9 +122,15 @@ impl GrpcInferenceService for InferenceService {
         let mut incoming = r.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<StreamResult>(16);
         let engine = Arc::clone(&self.engine);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
             loop {
-                let msg = match incoming.message().await {
+                // Between requests only: one that was read is answered.
+                let next = tokio::select! {
+                    next = incoming.message() => next,
+                    _ = stopping.wait_for(|s| *s) => break,
+                };
+                let msg = match next {
                     Ok(Some(msg)) => msg,
                     Ok(None) => break,
                     Err(status) => {
@@ -221,21 +230,37 @@ impl GrpcInferenceService for InferenceService {
         Ok(Response::new(RepositoryIndexResponse { models }))
     }
 
+    /// Answers when the model is READY, or with the reason it failed.
     async fn repository_model_load(
         &self,
-        _: Request<RepositoryModelLoadRequest>,
+        r: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
-        Err(Status::unimplemented(
-            "model control (explicit load/unload) is not implemented yet",
-        ))
+        let started = Instant::now();
+        let r = r.into_inner();
+        let result = async {
+            let request = crate::api::codec::repository::load_request_from_grpc(r.parameters)?;
+            self.engine.api_load(&r.model_name, request).await
+        }
+        .await
+        .map(|()| Response::new(RepositoryModelLoadResponse {}))
+        .map_err(Status::from);
+        observe("RepositoryModelLoad", started, result)
     }
 
+    /// Answers once no new request can reach the model; it drains after.
+    /// `unload_dependents` is accepted: quiver has no ensembles to unload.
     async fn repository_model_unload(
         &self,
-        _: Request<RepositoryModelUnloadRequest>,
+        r: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
-        Err(Status::unimplemented(
-            "model control (explicit load/unload) is not implemented yet",
-        ))
+        let started = Instant::now();
+        let r = r.into_inner();
+        let result = self
+            .engine
+            .api_unload(&r.model_name)
+            .await
+            .map(|()| Response::new(RepositoryModelUnloadResponse {}))
+            .map_err(Status::from);
+        observe("RepositoryModelUnload", started, result)
     }
 }

@@ -52,6 +52,9 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
             cpu_bound(body.len(), move || compression::inflate(coding, &body, limit)).await?
         }
     };
+    // The raw form needs the model's spec to decode: the version resolved
+    // for that is the one the request runs on, even if a swap happens between.
+    let mut resolved = None;
     let (req, encoding) = match binary::split(body, header_str(headers, HEADER_LENGTH)?)? {
         Framing::Json { header, binary } => {
             let (model, version) = (p.model, p.version);
@@ -65,14 +68,16 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
         }
         Framing::Raw(raw) => {
             let version = p.version.as_deref();
-            let model = s.engine.registry().resolve(&p.model, version)?;
-            (
-                binary::raw_request(raw, &model.spec, version)?,
-                OutputEncoding::all_binary(),
-            )
+            let model = s.engine.resolve(&p.model, version)?;
+            let req = binary::raw_request(raw, &model.spec, version)?;
+            resolved = Some(model);
+            (req, OutputEncoding::all_binary())
         }
     };
-    let resp = s.engine.infer(req).await?;
+    let resp = match resolved {
+        Some(model) => s.engine.infer_on(model, req).await?,
+        None => s.engine.infer(req).await?,
+    };
     let accept = compression::accepted_coding(header_str(headers, header::ACCEPT_ENCODING)?);
     let output_bytes: usize = resp.outputs.iter().map(|t| t.data.len()).sum();
     // Binary outputs without compression are one memcpy: not worth a thread hop.

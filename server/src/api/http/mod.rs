@@ -55,6 +55,8 @@ pub fn router(state: HttpState) -> Router {
         .route("/v2/models/{model}/stats", get(statistics::model))
         .route("/v2/models/{model}/versions/{version}/stats", get(statistics::model))
         .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(observe))
         .layer(DefaultBodyLimit::max(max_body))

@@ -1,11 +1,13 @@
-//! The repository index: every model folder and version with its state.
+//! The repository extension: the index (every model folder and version with
+//! its state) and model control (load, unload).
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::HttpState;
+use crate::api::codec::repository::load_request_from_json;
 use crate::error::Error;
 
 #[derive(Deserialize, Default)]
@@ -34,4 +36,23 @@ pub async fn index(State(s): State<HttpState>, body: Bytes) -> Result<Json<Value
         })
         .collect();
     Ok(Json(Value::Array(rows)))
+}
+
+/// `POST /v2/repository/models/{m}/load`: answers 200 once the model is
+/// READY, or the error table's status with the reason it failed.
+pub async fn load(State(s): State<HttpState>, Path(model): Path<String>, body: Bytes) -> Result<Json<Value>, Error> {
+    let request = load_request_from_json(&body)?;
+    s.engine.api_load(&model, request).await?;
+    Ok(Json(json!({})))
+}
+
+/// `POST /v2/repository/models/{m}/unload`: answers once no new request can
+/// reach the model. The body's `unload_dependents` is accepted and ignored
+/// (quiver has no ensembles).
+pub async fn unload(State(s): State<HttpState>, Path(model): Path<String>, body: Bytes) -> Result<Json<Value>, Error> {
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::from_slice::<Value>(&body).map_err(|e| Error::invalid(format!("malformed unload request: {e}")))?;
+    }
+    s.engine.api_unload(&model).await?;
+    Ok(Json(json!({})))
 }

@@ -6,7 +6,6 @@ pub mod policy;
 pub mod queue;
 
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quiver_runtimes::{Runtime, Tensor};
@@ -48,10 +47,12 @@ pub struct SchedulerConfig {
 }
 
 /// The queue and instance threads of one version. Dropping it closes the
-/// queue: instances finish what is queued, then exit.
+/// queue and returns at once: the instances finish what is queued, drop their
+/// runtimes (the model's memory) on their own threads, and exit. The last
+/// `Arc` of a version may be dropped by a request on an I/O thread, so this
+/// must never wait for them.
 pub struct Scheduler {
     queue: Arc<JobQueue>,
-    threads: Vec<JoinHandle<()>>,
 }
 
 impl Scheduler {
@@ -64,18 +65,20 @@ impl Scheduler {
     ) -> std::io::Result<Scheduler> {
         let queue = Arc::new(JobQueue::new(config.queue));
         let turnstile = config.preserve_ordering.then(|| Arc::new(Turnstile::default()));
-        let mut threads = Vec::with_capacity(runtimes.len());
         for (i, runtime) in runtimes.into_iter().enumerate() {
-            let (queue, stats, turnstile) = (Arc::clone(&queue), Arc::clone(&stats), turnstile.clone());
+            let (shared, stats, turnstile) = (Arc::clone(&queue), Arc::clone(&stats), turnstile.clone());
             // Linux caps thread names at 15 bytes.
             let name: String = format!("q-{label}-{i}").chars().take(15).collect();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(name)
-                    .spawn(move || serve(runtime, &queue, &stats, turnstile))?,
-            );
+            // Detached: the thread ends by itself once the queue is closed and empty.
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || serve(runtime, &shared, &stats, turnstile));
+            if let Err(e) = spawned {
+                queue.close(); // lets the threads already started exit
+                return Err(e);
+            }
         }
-        Ok(Scheduler { queue, threads })
+        Ok(Scheduler { queue })
     }
 
     pub fn queue_config(&self) -> &QueueConfig {
@@ -126,9 +129,6 @@ impl Scheduler {
 impl Drop for Scheduler {
     fn drop(&mut self) {
         self.queue.close();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The model repository in Triton's layout:
 //! `<repo>/<model>/config.pbtxt` (optional) and numeric version folders
 //! holding `model.onnx` (or the config's `default_model_filename`).
+pub mod fingerprint;
 pub mod model_config;
 
 use std::path::{Path, PathBuf};
@@ -14,8 +15,8 @@ use super::batcher::policy::BatchingConfig;
 use super::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
 use super::batcher::{Scheduler, SchedulerConfig};
 use super::model::ModelVersion;
-use super::registry::{ModelEntry, VersionSlot};
 use super::stats::VersionStats;
+use super::warmup;
 
 /// Server-wide defaults a model's config can override.
 #[derive(Clone, Debug)]
@@ -25,6 +26,11 @@ pub struct LoadOptions {
     pub queue_capacity: usize,
     /// `--model-name`: serve a repository folder that is one model under this name.
     pub model_name: Option<String>,
+    /// Warm a model that has no `model_warmup` with one run on zeros.
+    pub default_warmup: bool,
+    pub control: super::lifecycle::ControlMode,
+    /// Model loads that may run at once.
+    pub parallel_loads: usize,
 }
 
 /// The model folders of a repository, sorted by name. Hidden folders are skipped.
@@ -48,62 +54,19 @@ pub fn model_dirs(root: &Path, single_model: Option<&str>) -> std::io::Result<Ve
     Ok(dirs)
 }
 
-/// Loads every version the model's policy selects. Failures are recorded in
-/// the entry (and logged), never propagated: one bad model must not keep the
-/// others from serving.
-pub fn load_model(name: &str, dir: &Path, options: &LoadOptions) -> ModelEntry {
-    let mut entry = ModelEntry {
-        name: name.to_owned(),
-        ..Default::default()
-    };
-    let config = match read_config(dir) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(model = name, reason = %e, "model failed to load");
-            entry.error = Some(e);
-            return entry;
-        }
-    };
-    let available = match version_dirs(dir) {
-        Ok(v) => v,
-        Err(e) => {
-            entry.error = Some(format!("cannot read {}: {e}", dir.display()));
-            return entry;
-        }
-    };
-    let selected = model_config::select_versions(config.version_policy.as_ref(), available);
-    if selected.is_empty() {
-        let e = "no version folder matches the version policy".to_string();
-        tracing::error!(model = name, reason = %e, "model failed to load");
-        entry.error = Some(e);
-        return entry;
-    }
-    for version in selected {
-        let slot = match load_version(name, dir, version, config.clone(), options) {
-            Ok(v) => {
-                tracing::info!(model = name, version, "model version ready");
-                VersionSlot::Ready(Arc::new(v))
-            }
-            Err(e) => {
-                tracing::error!(model = name, version, reason = %e, "model version failed to load");
-                VersionSlot::Unavailable(e)
-            }
-        };
-        entry.versions.insert(version, slot);
-    }
-    entry
-}
-
-fn read_config(dir: &Path) -> Result<ModelConfig, String> {
+/// A model's `config.pbtxt` (the default config when there is none) and its
+/// text, which is part of every version's fingerprint.
+pub fn read_config(dir: &Path) -> Result<(ModelConfig, String), String> {
     let path = dir.join("config.pbtxt");
     match std::fs::read_to_string(&path) {
-        Ok(text) => model_config::parse(&text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ModelConfig::default()),
+        Ok(text) => Ok((model_config::parse(&text)?, text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((ModelConfig::default(), String::new())),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }
 
-fn version_dirs(dir: &Path) -> std::io::Result<Vec<u64>> {
+/// The numeric version folders of a model folder, in no particular order.
+pub fn version_dirs(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut versions = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -116,11 +79,15 @@ fn version_dirs(dir: &Path) -> std::io::Result<Vec<u64>> {
     Ok(versions)
 }
 
-fn load_version(
+/// Loads one version: its instances' runtimes, the completed config, then
+/// warm-up on every instance, and only then its queue and instance threads.
+/// Blocking: runs on a loader thread, never on the async runtime.
+pub fn load_version(
     name: &str,
     dir: &Path,
     version: u64,
     mut config: ModelConfig,
+    fingerprint: u64,
     options: &LoadOptions,
 ) -> Result<ModelVersion, String> {
     let file = if config.default_model_filename.is_empty() {
@@ -151,7 +118,13 @@ fn load_version(
     for _ in 1..instances.max(1) {
         runtimes.push(Box::new(OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?));
     }
-    start_version(name, version, config, spec, runtimes, options)
+    let samples = warmup::samples(&config, &spec, &dir.join(version.to_string()), options.default_warmup)?;
+    for runtime in &mut runtimes {
+        warmup::run(runtime.as_mut(), &samples)?;
+    }
+    let mut loaded = start_version(name, version, config, spec, runtimes, options)?;
+    loaded.fingerprint = fingerprint;
+    Ok(loaded)
 }
 
 /// Starts serving a version whose config is complete and whose runtimes are
@@ -175,6 +148,7 @@ pub fn start_version(
     .map_err(|e| format!("cannot start instance threads: {e}"))?;
     Ok(ModelVersion {
         version,
+        fingerprint: 0,
         config: Arc::new(config),
         spec,
         stats,

@@ -56,6 +56,17 @@ pub fn parse(text: &str) -> Result<ModelConfig, String> {
         .map_err(|e| format!("config.pbtxt: {e}"))
 }
 
+/// Parses Triton's load parameter `config`: a `ModelConfig` as JSON, with
+/// proto field names (as the config endpoint prints it) or JSON names.
+pub fn from_json(text: &str) -> Result<ModelConfig, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let message = DynamicMessage::deserialize(descriptor(), &mut de).map_err(|e| format!("parameter 'config': {e}"))?;
+    de.end().map_err(|e| format!("parameter 'config': {e}"))?;
+    message
+        .transcode_to::<ModelConfig>()
+        .map_err(|e| format!("parameter 'config': {e}"))
+}
+
 /// Google's text-format parser (which Triton uses) accepts a list of
 /// messages without a colon, `input [ { ... } ]`, and almost every Triton
 /// config is written that way; prost-reflect's parser wants `input: [ ... ]`.
@@ -403,6 +414,16 @@ mod tests {
         assert!(complete(&mut c, "m", &io(), 4).unwrap_err().contains("'other'"));
         let mut c = parse(r#"name: "m" backend: "pytorch""#).unwrap();
         assert!(complete(&mut c, "m", &io(), 4).unwrap_err().contains("pytorch"));
+    }
+
+    #[test]
+    fn json_override_round_trips_the_config_endpoint() {
+        let c =
+            parse(r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]"#).unwrap();
+        let back = from_json(&to_json(&c).to_string()).unwrap();
+        assert_eq!(back, c);
+        let e = from_json(r#"{"name": "m", "max_batch_sise": 1}"#).unwrap_err();
+        assert!(e.contains("max_batch_sise"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,112 @@
+//! Triton's model load parameters, from gRPC and from JSON, into the engine's
+//! [`LoadRequest`]: `config` (a JSON `ModelConfig`) and `file:<path>` (a model
+//! file's bytes: `bytes_param` over gRPC, base64 text over REST). Other
+//! parameters (`unload_dependents`, ...) are accepted and ignored.
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use quiver_proto::inference::ModelRepositoryParameter;
+use quiver_proto::inference::model_repository_parameter::ParameterChoice;
+use serde_json::Value;
+
+use crate::engine::lifecycle::LoadRequest;
+use crate::error::{Error, Result};
+
+const FILE_PREFIX: &str = "file:";
+
+pub fn load_request_from_grpc(parameters: HashMap<String, ModelRepositoryParameter>) -> Result<LoadRequest> {
+    let mut request = LoadRequest::default();
+    for (key, value) in parameters {
+        let value = value.parameter_choice;
+        if key == "config" {
+            match value {
+                Some(ParameterChoice::StringParam(s)) => request.config = Some(s),
+                _ => {
+                    return Err(Error::invalid(
+                        "load parameter 'config' must be a string_param holding JSON",
+                    ));
+                }
+            }
+        } else if let Some(path) = key.strip_prefix(FILE_PREFIX) {
+            match value {
+                Some(ParameterChoice::BytesParam(b)) => request.files.push((path.to_owned(), b)),
+                _ => return Err(Error::invalid(format!("load parameter '{key}' must be a bytes_param"))),
+            }
+        }
+    }
+    request.files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(request)
+}
+
+/// The REST body: `{"parameters": {...}}`, or empty.
+pub fn load_request_from_json(body: &[u8]) -> Result<LoadRequest> {
+    let mut request = LoadRequest::default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(request);
+    }
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| Error::invalid(format!("malformed load request: {e}")))?;
+    let parameters = match body.get("parameters") {
+        None | Some(Value::Null) => return Ok(request),
+        Some(Value::Object(p)) => p,
+        Some(_) => return Err(Error::invalid("load request 'parameters' must be an object")),
+    };
+    for (key, value) in parameters {
+        if key == "config" {
+            let text = value
+                .as_str()
+                .ok_or_else(|| Error::invalid("load parameter 'config' must be a string holding JSON"))?;
+            request.config = Some(text.to_owned());
+        } else if let Some(path) = key.strip_prefix(FILE_PREFIX) {
+            let text = value
+                .as_str()
+                .ok_or_else(|| Error::invalid(format!("load parameter '{key}' must be a base64 string")))?;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .map_err(|e| Error::invalid(format!("load parameter '{key}' is not base64: {e}")))?;
+            request.files.push((path.to_owned(), Bytes::from(bytes)));
+        }
+    }
+    request.files.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_parameters_are_decoded() {
+        let r = load_request_from_json(
+            br#"{"parameters": {"config": "{\"max_batch_size\": 2}", "file:1/model.onnx": "aGk=", "unload_dependents": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.config.as_deref(), Some(r#"{"max_batch_size": 2}"#));
+        assert_eq!(r.files, vec![("1/model.onnx".to_owned(), Bytes::from_static(b"hi"))]);
+        assert!(load_request_from_json(b"").unwrap().config.is_none());
+        let e = load_request_from_json(br#"{"parameters": {"file:1/model.onnx": "***"}}"#).unwrap_err();
+        assert!(e.message.contains("file:1/model.onnx"), "{}", e.message);
+        let e = load_request_from_json(br#"{"parameters": {"config": 3}}"#).unwrap_err();
+        assert!(e.message.contains("'config'"), "{}", e.message);
+    }
+
+    #[test]
+    fn grpc_parameters_are_decoded() {
+        let p = |c| ModelRepositoryParameter {
+            parameter_choice: Some(c),
+        };
+        let map = HashMap::from([
+            ("config".to_owned(), p(ParameterChoice::StringParam("{}".into()))),
+            (
+                "file:1/model.onnx".to_owned(),
+                p(ParameterChoice::BytesParam(Bytes::from_static(b"x"))),
+            ),
+        ]);
+        let r = load_request_from_grpc(map).unwrap();
+        assert_eq!(r.config.as_deref(), Some("{}"));
+        assert_eq!(r.files.len(), 1);
+        let map = HashMap::from([("config".to_owned(), p(ParameterChoice::BoolParam(true)))]);
+        assert!(load_request_from_grpc(map).is_err());
+    }
+}

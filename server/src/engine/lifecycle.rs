@@ -1,0 +1,404 @@
+//! Changing what is served while serving: load, reload (hot swap) and unload.
+//!
+//! A load is **load → warm up → switch → drain**:
+//! 1. The versions the policy selects are fingerprinted (config text + file
+//!    bytes). A version already serving with the same fingerprint is kept.
+//! 2. The others load and warm up on a blocking thread while the versions
+//!    already serving keep serving. A version with nothing serving shows
+//!    LOADING meanwhile; one being replaced stays READY.
+//! 3. One atomic registry swap publishes the result: new versions READY,
+//!    replaced ones out, ones the policy no longer selects UNLOADING. Readiness
+//!    never drops: the old version is routable until the very swap that makes
+//!    the new one routable.
+//! 4. Retired versions drain: a request already holding one finishes on it.
+//!    When the last holder drops it, its queue closes and its instance threads
+//!    exit on their own, freeing the model's memory off the I/O threads. A
+//!    retiring thread watches that happen and then reports UNAVAILABLE
+//!    ("unloaded").
+//!
+//! A load that fails leaves every serving version serving and says why (the
+//! answer, the log, the index's reason, a failure counter). Loads of one model
+//! are serialised by that model's lock; loads of different models run in
+//! parallel up to `--model-load-threads`.
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Engine;
+use super::model::ModelVersion;
+use super::registry::{ModelEntry, VersionSlot};
+use super::repository::{self, fingerprint, model_config};
+use crate::error::{Error, ErrorKind, Result};
+use crate::telemetry;
+
+/// Triton's model control modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ControlMode {
+    /// Load every model at start-up; the repository API cannot change them.
+    None,
+    /// Load every model at start-up, then follow the repository's changes.
+    Poll,
+    /// Load what `--load-model` names; then load and unload through the API.
+    Explicit,
+}
+
+/// What a load takes besides the repository: Triton's load parameters.
+#[derive(Clone, Debug, Default)]
+pub struct LoadRequest {
+    /// `parameters.config`: a JSON `ModelConfig` used instead of `config.pbtxt`.
+    pub config: Option<String>,
+    /// `file:<path>` parameters: the model's files (e.g. `1/model.onnx`),
+    /// loaded instead of the repository's folder.
+    pub files: Vec<(String, Bytes)>,
+}
+
+/// How long a retired version is watched for its last request before the
+/// watcher lets go (the version still drains and frees itself after that).
+const DRAIN_WATCH: Duration = Duration::from_secs(120);
+
+impl Engine {
+    pub fn control_mode(&self) -> ControlMode {
+        self.options.control
+    }
+
+    fn control_allowed(&self) -> Result<()> {
+        match self.options.control {
+            ControlMode::Explicit => Ok(()),
+            mode => Err(Error::new(
+                ErrorKind::NotAllowed,
+                format!(
+                    "model load and unload are not allowed in model control mode '{}'; start quiver \
+                     with --model-control-mode=explicit to use them",
+                    format!("{mode:?}").to_ascii_lowercase()
+                ),
+            )),
+        }
+    }
+
+    /// The repository API's load: explicit mode only.
+    pub async fn api_load(self: &Arc<Self>, name: &str, request: LoadRequest) -> Result<()> {
+        self.control_allowed()?;
+        self.load(name, request).await
+    }
+
+    /// The repository API's unload: explicit mode only.
+    pub async fn api_unload(self: &Arc<Self>, name: &str) -> Result<()> {
+        self.control_allowed()?;
+        self.unload(name).await
+    }
+
+    fn model_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.model_locks.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(locks.entry(name.to_owned()).or_default())
+    }
+
+    /// Loads or reloads `name` and answers once every selected version is
+    /// READY or has failed. Runs as a task of its own, so a client that hangs
+    /// up does not cancel a load halfway.
+    pub async fn load(self: &Arc<Self>, name: &str, request: LoadRequest) -> Result<()> {
+        check_name(name)?;
+        let engine = Arc::clone(self);
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let _model = engine.model_lock(&name).lock_owned().await;
+            let _slot = Arc::clone(&engine.load_slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| Error::unavailable("the server is shutting down"))?;
+            let (loader, model) = (Arc::clone(&engine), name.clone());
+            let started = Instant::now();
+            let result = tokio::task::spawn_blocking(move || loader.load_versions(&model, &request))
+                .await
+                .map_err(|e| Error::internal(format!("a model load panicked: {e}")))?;
+            telemetry::model_loaded(&name, result.is_ok(), started.elapsed());
+            if let Err(e) = &result {
+                tracing::error!(model = name, reason = %e.message, "model load failed");
+            }
+            result
+        })
+        .await
+        .map_err(|e| Error::internal(format!("a model load panicked: {e}")))?
+    }
+
+    /// Takes every version of `name` out of routing and answers; the versions
+    /// drain in the background.
+    pub async fn unload(self: &Arc<Self>, name: &str) -> Result<()> {
+        check_name(name)?;
+        let _model = self.model_lock(name).lock_owned().await;
+        let mut entry = ModelEntry::clone(&*self.registry.entry(name)?);
+        let mut retired = Vec::new();
+        for slot in entry.versions.values_mut() {
+            *slot = match std::mem::replace(slot, VersionSlot::Unloading) {
+                VersionSlot::Ready(m) => {
+                    retired.push(m);
+                    VersionSlot::Unloading
+                }
+                VersionSlot::Unloading => VersionSlot::Unloading,
+                _ => VersionSlot::Unavailable("unloaded".into()),
+            };
+        }
+        entry.error = None;
+        entry.last_load_error = None;
+        self.registry.insert(entry);
+        tracing::info!(model = name, versions = retired.len(), "model unloaded");
+        telemetry::model_unloaded(name);
+        self.retire(name, retired);
+        Ok(())
+    }
+
+    /// Start-up: loads `names` (every model folder when `None`) in parallel
+    /// up to the load limit, and returns when each is READY or failed.
+    pub async fn load_many(self: &Arc<Self>, names: Option<Vec<String>>) -> std::io::Result<()> {
+        let names = match names {
+            Some(n) => n,
+            None => {
+                let (root, single) = (self.repository.clone(), self.options.model_name.clone());
+                tokio::task::spawn_blocking(move || repository::model_dirs(&root, single.as_deref()))
+                    .await
+                    .map_err(std::io::Error::other)??
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect()
+            }
+        };
+        let mut loads = tokio::task::JoinSet::new();
+        for name in names {
+            let engine = Arc::clone(self);
+            // Failures are recorded in the registry and logged.
+            loads.spawn(async move { engine.load(&name, LoadRequest::default()).await });
+        }
+        while loads.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// The folder a model is loaded from.
+    pub(crate) fn model_dir(&self, name: &str) -> PathBuf {
+        if self.options.model_name.as_deref() == Some(name)
+            && repository::version_dirs(&self.repository).is_ok_and(|v| !v.is_empty())
+        {
+            return self.repository.clone();
+        }
+        self.repository.join(name)
+    }
+
+    /// The blocking body of a load.
+    fn load_versions(&self, name: &str, request: &LoadRequest) -> Result<()> {
+        let inline = match request.files.is_empty() {
+            true => None,
+            false => Some(InlineFiles::write(name, &request.files).map_err(Error::invalid)?),
+        };
+        let dir = inline.as_ref().map_or_else(|| self.model_dir(name), |d| d.path.clone());
+        let config = match &request.config {
+            Some(json) => model_config::from_json(json).map(|c| (c, json.clone())),
+            None if !dir.is_dir() => Err(format!("no model folder '{name}' in the repository")),
+            None => repository::read_config(&dir),
+        };
+        let (config, config_text) = config.map_err(|e| self.model_failed(name, e))?;
+        let available = repository::version_dirs(&dir)
+            .map_err(|e| self.model_failed(name, format!("cannot read {}: {e}", dir.display())))?;
+        let selected = model_config::select_versions(config.version_policy.as_ref(), available);
+        if selected.is_empty() {
+            return Err(self.model_failed(name, "no version folder matches the version policy".into()));
+        }
+
+        // What must load: every selected version not already serving these bytes.
+        let current = self.registry.entry(name).ok();
+        let serving = |v: u64| match current.as_ref().and_then(|e| e.versions.get(&v)) {
+            Some(VersionSlot::Ready(m)) => Some(m.fingerprint),
+            _ => None,
+        };
+        let mut failures: BTreeMap<u64, String> = BTreeMap::new();
+        let mut plan = Vec::new();
+        for &v in &selected {
+            match fingerprint::content(config_text.as_bytes(), &dir.join(v.to_string())) {
+                Ok(fp) if serving(v) == Some(fp) => {}
+                Ok(fp) => plan.push((v, fp)),
+                Err(e) => {
+                    failures.insert(v, format!("cannot read version {v}: {e}"));
+                }
+            }
+        }
+        self.registry.update(name, |e| {
+            e.error = None;
+            for (v, _) in &plan {
+                if !matches!(e.versions.get(v), Some(VersionSlot::Ready(_))) {
+                    e.versions.insert(*v, VersionSlot::Loading);
+                }
+            }
+        });
+
+        let mut loaded = Vec::new();
+        for (v, fp) in plan {
+            match repository::load_version(name, &dir, v, config.clone(), fp, &self.options) {
+                Ok(m) => {
+                    tracing::info!(model = name, version = v, "model version ready");
+                    loaded.push(Arc::new(m));
+                }
+                Err(e) => {
+                    tracing::error!(model = name, version = v, reason = %e, "model version failed to load");
+                    failures.insert(v, e);
+                }
+            }
+        }
+
+        // The switch: this model's lock is held, so the entry read here is
+        // the one the swap replaces.
+        let mut entry = self
+            .registry
+            .entry(name)
+            .map_or_else(|_| ModelEntry::new(name), |e| ModelEntry::clone(&e));
+        let mut retired = Vec::new();
+        let swaps = loaded.len();
+        for m in loaded {
+            if let Some(VersionSlot::Ready(old)) = entry.versions.insert(m.version, VersionSlot::Ready(m)) {
+                retired.push(old);
+            }
+        }
+        for (v, why) in &failures {
+            if !matches!(entry.versions.get(v), Some(VersionSlot::Ready(_))) {
+                entry.versions.insert(*v, VersionSlot::Unavailable(why.clone()));
+            }
+        }
+        entry.versions.retain(|v, slot| {
+            if selected.contains(v) {
+                return true;
+            }
+            match std::mem::replace(slot, VersionSlot::Unloading) {
+                VersionSlot::Ready(old) => {
+                    retired.push(old);
+                    true
+                }
+                VersionSlot::Unloading => true,
+                _ => false,
+            }
+        });
+        let failed = (!failures.is_empty()).then(|| {
+            failures
+                .iter()
+                .map(|(v, why)| format!("version {v}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        entry.last_load_error = failed.clone().filter(|_| entry.latest_ready().is_some());
+        let had_ready = retired.len();
+        self.registry.insert(entry);
+        if swaps > 0 && had_ready > 0 {
+            telemetry::model_swapped(name);
+        }
+        self.retire(name, retired);
+        match failed {
+            None => Ok(()),
+            Some(why) => Err(Error::invalid(format!("failed to load '{name}': {why}"))),
+        }
+    }
+
+    /// A failure of the model as a whole (config, folder): the versions that
+    /// serve keep serving; a model with none reports the reason.
+    fn model_failed(&self, name: &str, why: String) -> Error {
+        self.registry.update(name, |e| {
+            if e.latest_ready().is_some() {
+                e.last_load_error = Some(why.clone());
+            } else {
+                e.error = Some(why.clone());
+                e.versions.retain(|_, s| matches!(s, VersionSlot::Unloading));
+            }
+        });
+        let kind = if why.starts_with("no model folder") {
+            ErrorKind::NotFound
+        } else {
+            ErrorKind::InvalidArgument
+        };
+        Error::new(kind, format!("failed to load '{name}': {why}"))
+    }
+
+    /// Drains retired versions off every request path: a thread watches for
+    /// the last request to let go of each, then reports it UNAVAILABLE.
+    fn retire(&self, name: &str, retired: Vec<Arc<ModelVersion>>) {
+        if retired.is_empty() {
+            return;
+        }
+        let registry = Arc::clone(&self.registry);
+        let lock = self.model_lock(name);
+        let name = name.to_owned();
+        let spawned = std::thread::Builder::new().name("q-retire".into()).spawn(move || {
+            let deadline = Instant::now() + DRAIN_WATCH;
+            let mut pause = Duration::from_millis(1);
+            let versions: Vec<u64> = retired.iter().map(|m| m.version).collect();
+            while retired.iter().any(|m| Arc::strong_count(m) > 1) && Instant::now() < deadline {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            // Ours is the last reference unless the watch gave up: the queue
+            // closes now and the instance threads exit once it is empty.
+            drop(retired);
+            // Under the model's lock: a load computing its switch meanwhile
+            // would otherwise write UNLOADING back over this.
+            let _model = lock.blocking_lock();
+            registry.update(&name, |e| {
+                for v in &versions {
+                    if let Some(slot @ VersionSlot::Unloading) = e.versions.get_mut(v) {
+                        *slot = VersionSlot::Unavailable("unloaded".into());
+                    }
+                }
+            });
+            tracing::info!(model = name, ?versions, "retired versions drained");
+        });
+        if let Err(e) = spawned {
+            // Dropping the versions here is still correct, only unobserved.
+            tracing::warn!(error = %e, "cannot start a thread to watch retired versions");
+        }
+    }
+}
+
+/// A model name from a client must name a folder inside the repository.
+fn check_name(name: &str) -> Result<()> {
+    let mut parts = Path::new(name).components();
+    match (parts.next(), parts.next()) {
+        (Some(Component::Normal(_)), None) if !name.starts_with('.') => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "'{name}' is not a model name (one folder name of the repository)"
+        ))),
+    }
+}
+
+/// `file:` parameters written to a private folder for one load, removed
+/// afterwards (ONNX Runtime has read the files by then).
+struct InlineFiles {
+    path: PathBuf,
+}
+
+impl InlineFiles {
+    fn write(name: &str, files: &[(String, Bytes)]) -> std::result::Result<InlineFiles, String> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("quiver-load-{}-{n}-{name}", std::process::id()));
+        let dir = InlineFiles { path };
+        for (rel, bytes) in files {
+            let safe = Path::new(rel).components().all(|c| matches!(c, Component::Normal(_)));
+            if !safe || rel.is_empty() {
+                return Err(format!(
+                    "parameter 'file:{rel}' must be a relative path inside the model folder"
+                ));
+            }
+            let to = dir.path.join(rel);
+            let written = to
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|_| std::fs::write(&to, bytes));
+            written.map_err(|e| format!("cannot write parameter 'file:{rel}': {e}"))?;
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for InlineFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Per-model locks, created on first use.
+pub(crate) type ModelLocks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;

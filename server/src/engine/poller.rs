@@ -1,0 +1,92 @@
+//! Poll mode: follows the repository's changes while serving.
+//!
+//! Every interval the poller takes each model folder's stat signature (paths,
+//! sizes, mtimes). A folder is loaded only once its signature has held still
+//! across two scans, so a model still being copied in is never loaded
+//! half-written. The load itself compares content fingerprints per version
+//! and swaps only what changed, so a `touch` costs a hash and nothing else.
+//!
+//! A failed load is not retried until the folder changes again, and each load
+//! runs as a task of its own: one slow or broken model never wedges the
+//! poller or delays the others. A folder that disappears is unloaded.
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::Engine;
+use super::lifecycle::LoadRequest;
+use super::repository::{self, fingerprint};
+
+/// What the poller remembers of one model folder.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    /// Signature at the last scan.
+    last: Option<u64>,
+    /// Signature the last load was started for.
+    loaded: Option<u64>,
+}
+
+/// One scan: every model folder's stat signature (`None` if unreadable).
+fn scan(root: PathBuf, single: Option<String>) -> Vec<(String, Option<u64>)> {
+    match repository::model_dirs(&root, single.as_deref()) {
+        Ok(dirs) => dirs
+            .into_iter()
+            .map(|(name, dir)| (name, fingerprint::stat_signature(&dir).ok()))
+            .collect(),
+        Err(e) => {
+            tracing::warn!(repository = %root.display(), error = %e, "cannot scan the model repository");
+            Vec::new()
+        }
+    }
+}
+
+/// Polls until `stop` turns true. Start it after the start-up load: what is
+/// on disk at the first scan counts as loaded.
+pub async fn run(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let root = engine.repository().to_path_buf();
+    let single = engine.options.model_name.clone();
+    let mut seen: HashMap<String, Seen> = HashMap::new();
+    let mut first = true;
+    loop {
+        let (root, single) = (root.clone(), single.clone());
+        let Ok(folders) = tokio::task::spawn_blocking(move || scan(root, single)).await else {
+            continue;
+        };
+        let present: HashSet<&String> = folders.iter().map(|(n, _)| n).collect();
+        for (name, signature) in &folders {
+            let Some(signature) = *signature else { continue };
+            let s = seen.entry(name.clone()).or_default();
+            let still = s.last == Some(signature);
+            s.last = Some(signature);
+            if first {
+                s.loaded = Some(signature);
+                continue;
+            }
+            if !still || s.loaded == Some(signature) {
+                continue;
+            }
+            s.loaded = Some(signature);
+            tracing::info!(model = name, "model folder changed; loading");
+            let (engine, name) = (Arc::clone(&engine), name.clone());
+            // The outcome is logged, counted and shown in the index by the load.
+            tokio::spawn(async move { engine.load(&name, LoadRequest::default()).await });
+        }
+        let gone: Vec<String> = seen.keys().filter(|n| !present.contains(n)).cloned().collect();
+        for name in gone {
+            seen.remove(&name);
+            if engine.registry.entry(&name).is_ok_and(|e| e.latest_ready().is_some()) {
+                tracing::info!(model = name, "model folder removed; unloading");
+                let engine = Arc::clone(&engine);
+                tokio::spawn(async move { engine.unload(&name).await });
+            }
+        }
+        first = false;
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
