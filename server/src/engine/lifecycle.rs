@@ -262,8 +262,11 @@ impl Engine {
                 entry.versions.insert(*v, VersionSlot::Unavailable(why.clone()));
             }
         }
+        // Versions the policy no longer selects retire, unless part of this
+        // load failed: then what served keeps serving until a load succeeds.
+        let keep_serving = !failures.is_empty();
         entry.versions.retain(|v, slot| {
-            if selected.contains(v) {
+            if selected.contains(v) || (keep_serving && matches!(slot, VersionSlot::Ready(_))) {
                 return true;
             }
             match std::mem::replace(slot, VersionSlot::Unloading) {

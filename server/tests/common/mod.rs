@@ -120,3 +120,26 @@ pub fn temp_dir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+pub mod versions;
+
+/// A test config over `repository` in explicit model control mode.
+pub fn explicit(repository: &Path, load: &[&str]) -> Config {
+    let mut c = config(repository);
+    c.model_control_mode = quiver_server::config::ControlMode::Explicit;
+    c.load_model = load.iter().map(|s| s.to_string()).collect();
+    c
+}
+
+/// Polls `check` every 20 ms until it holds or `secs` pass.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
