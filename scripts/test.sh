@@ -37,5 +37,5 @@ wait "$venv_triton"
 wait "$venv_kserve"
 export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
 cd tests/python
-"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py
+"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py
