@@ -7,6 +7,7 @@ mod cpu;
 mod inprocess;
 mod report;
 mod run;
+mod swap;
 mod workload;
 
 use std::path::PathBuf;
@@ -72,6 +73,22 @@ struct Args {
     /// Tokio worker threads of the generator.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Hot-swap scenario: the model repository the server serves in explicit
+    /// model control mode. Versions of `y = x * K` are written there and
+    /// loaded one after another while REST and gRPC clients (half each, the
+    /// first --concurrency in total) drive the model; --duration is the
+    /// steady window measured before the swaps.
+    #[arg(long)]
+    swap_repository: Option<PathBuf>,
+    /// Versions to publish in the hot-swap scenario.
+    #[arg(long, default_value_t = 100)]
+    swaps: u64,
+    /// Seconds between two published versions.
+    #[arg(long, default_value_t = 0.5)]
+    swap_every: f64,
+    /// The `y = x * K` template model (see tests/fixtures/generate.py).
+    #[arg(long, default_value = "tests/fixtures/scale.onnx")]
+    swap_template: PathBuf,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long)]
@@ -122,6 +139,20 @@ async fn counts(args: &Args) -> Option<(u64, u64)> {
 async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
+    if let Some(repository) = &args.swap_repository {
+        return swap::run(swap::Scenario {
+            model: &args.model,
+            http: &args.http,
+            grpc: &args.grpc,
+            repository,
+            template: &args.swap_template,
+            swaps: args.swaps,
+            every: Duration::from_secs_f64(args.swap_every),
+            concurrency: args.concurrency.first().copied().unwrap_or(16).max(2),
+            steady: duration,
+        })
+        .await;
+    }
     if let Some(model) = &args.in_process {
         let meter = cpu::CpuMeter::start(None);
         let m = inprocess::run(

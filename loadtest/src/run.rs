@@ -29,7 +29,7 @@ impl Measured {
         }
     }
 
-    fn merge(&mut self, other: Measured) {
+    pub fn merge(&mut self, other: Measured) {
         let _ = self.latencies.add(&other.latencies);
         self.ok += other.ok;
         for (k, v) in other.errors {

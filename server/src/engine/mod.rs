@@ -37,6 +37,8 @@ pub const EXTENSIONS: &[&str] = &[
     "model_configuration",
     "statistics",
     "schedule_policy",
+    "model_repository",
+    "model_repository(unload_dependents)",
 ];
 
 pub struct TensorMetadata {
