@@ -359,6 +359,18 @@ async fn poll_mode_follows_the_repository_and_survives_broken_versions() {
     })
     .await;
 
+    // A broken config while version 2 serves: it keeps serving, and the
+    // index says why the change did not apply.
+    let good_config = std::fs::read_to_string(repo.join("polled/config.pbtxt")).unwrap();
+    write(&repo.join("polled/config.pbtxt"), "name: \"polled\" max_batch_size: [");
+    eventually(15, "the config failure reported", || async {
+        state(&s, "polled", "2")
+            .await
+            .is_some_and(|(st, why)| st == "READY" && why.contains("config.pbtxt"))
+    })
+    .await;
+    assert_eq!(ask(&s, "polled").await.unwrap(), (2, scaled(2.0)));
+    write(&repo.join("polled/config.pbtxt"), &good_config);
     // A broken version 3: version 2 keeps serving and 3 reports why.
     write(&repo.join("polled/3/model.onnx"), "garbage");
     eventually(15, "version 3 reported", || async {
@@ -369,7 +381,7 @@ async fn poll_mode_follows_the_repository_and_survives_broken_versions() {
     .await;
     assert_eq!(ask(&s, "polled").await.unwrap(), (2, scaled(2.0)));
     // It is not retried while its files stay the same...
-    let failures = |m: String| m.contains("quiver_model_loads_total{model=\"polled\",outcome=\"failure\"} 1");
+    let failures = |m: String| m.contains("quiver_model_loads_total{model=\"polled\",outcome=\"failure\"} 2");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(failures(metrics(&s).await), "{}", metrics(&s).await);
     // ...and is when they change.
@@ -536,4 +548,42 @@ async fn shutdown_closes_an_idle_stream_and_returns() {
         "the stream was not closed: {end:?}"
     );
     drop(tx);
+}
+
+/// Two slow-loading models (conv_net warmed up 150 times) loaded at once:
+/// with one load slot they take turns, with two they load side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loads_of_different_models_run_in_parallel_up_to_the_limit() {
+    for slots in [1usize, 2] {
+        let repo = temp_dir(&format!("parallel-{slots}"));
+        for name in ["slow_a", "slow_b"] {
+            copy_model("conv_net", &repo.join(name));
+            let config = std::fs::read_to_string(repo.join(name).join("config.pbtxt")).unwrap();
+            let warmup = "model_warmup [ { name: \"slow\" batch_size: 1 count: 150 inputs { key: \"image\" \
+                          value: { data_type: TYPE_FP32 dims: [ 3, 64, 64 ] zero_data: true } } } ]";
+            let config = format!("{}\n{warmup}\n", config.replace("\"conv_net\"", &format!("\"{name}\"")));
+            write(&repo.join(name).join("config.pbtxt"), &config);
+        }
+        let mut c = explicit(&repo, &[]);
+        c.model_load_threads = slots;
+        let s = Arc::new(TestServer::start(c).await);
+        let mut loads = tokio::task::JoinSet::new();
+        for name in ["slow_a", "slow_b"] {
+            let s = Arc::clone(&s);
+            loads.spawn(async move { control(&s, "load", name, json!({})).await.0 });
+        }
+        let mut most_loading = 0;
+        let mut done = 0;
+        while done < 2 {
+            let loading = index(&s).await.iter().filter(|r| r["state"] == "LOADING").count();
+            most_loading = most_loading.max(loading);
+            while let Some(status) = loads.try_join_next() {
+                assert_eq!(status.unwrap(), 200);
+                done += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(most_loading, slots, "with {slots} load slot(s)");
+        Arc::into_inner(s).unwrap().stop().await;
+    }
 }
