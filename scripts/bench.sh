@@ -7,16 +7,9 @@
 # Output: target/bench/*.json and *.md, and the combined tables on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root="$PWD"
 duration="${DURATION:-5}"
-out="$root/target/bench"
+source scripts/bench-env.sh
 repo="$out/repository"
-mkdir -p "$out"
-./scripts/fetch-onnxruntime.sh
-export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
-export XDG_CACHE_HOME="$root/.cache/xdg"
-cargo build --release --locked --bin quiver --bin quiver-loadtest
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 # The benchmark repository: the demo models, plus variants for the
 # batching-off comparison and the overload test.
@@ -39,16 +32,7 @@ variant("conv_net", "conv_net_bounded", lambda t: re.sub(
     t.replace("max_batch_size: 16", "max_batch_size: 1")))
 PY
 
-taskset -c 0 "$bin/quiver" --model-repository "$repo" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
-  --worker-threads 1 --shutdown-drain-seconds 0 --log info 2> "$out/server.log" &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  grep -q "metrics listening" "$out/server.log" && break
-  sleep 0.2
-done
-http="http://$(grep -o 'HTTP listening address=[^ ]*' "$out/server.log" | cut -d= -f2)"
-grpc="http://$(grep -o 'gRPC listening address=[^ ]*' "$out/server.log" | cut -d= -f2)"
+start_quiver "$out/server.log" --model-repository "$repo"
 
 load() { taskset -c 1 "$bin/quiver-loadtest" --http "$http" --grpc "$grpc" --server-pid "$server" \
   --duration "$duration" --warmup 1 "$@"; }

@@ -7,15 +7,8 @@
 # Output: target/bench/swap.json, swap.md and the summary on stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root="$PWD"
-out="$root/target/bench"
+source scripts/bench-env.sh
 repo="$out/swap-repository"
-mkdir -p "$out"
-./scripts/fetch-onnxruntime.sh
-export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
-export XDG_CACHE_HOME="$root/.cache/xdg"
-cargo build --release --locked --bin quiver --bin quiver-loadtest
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 rm -rf "$repo" && mkdir -p "$repo/scale"
 cat > "$repo/scale/config.pbtxt" <<'CFG'
@@ -26,16 +19,7 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 4 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 100 }
 CFG
 
-taskset -c 0 "$bin/quiver" --model-repository "$repo" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
-  --worker-threads 1 --shutdown-drain-seconds 0 --model-control-mode explicit --log info 2> "$out/swap-server.log" &
-server=$!
-trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  grep -q "metrics listening" "$out/swap-server.log" && break
-  sleep 0.2
-done
-http="http://$(grep -o 'HTTP listening address=[^ ]*' "$out/swap-server.log" | cut -d= -f2)"
-grpc="http://$(grep -o 'gRPC listening address=[^ ]*' "$out/swap-server.log" | cut -d= -f2)"
+start_quiver "$out/swap-server.log" --model-repository "$repo" --model-control-mode explicit
 
 taskset -c 1 "$bin/quiver-loadtest" --model scale --http "$http" --grpc "$grpc" \
   --swap-repository "$repo" --swaps "${SWAPS:-100}" --swap-every "${SWAP_EVERY:-0.5}" \

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -88,11 +87,6 @@ fn grpc_params(pairs: Vec<(&str, ParameterChoice)>) -> HashMap<String, ModelRepo
             )
         })
         .collect()
-}
-
-fn write(path: &Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
 }
 
 #[tokio::test]
@@ -291,15 +285,7 @@ async fn a_broken_new_version_never_takes_down_the_serving_one_explicit() {
     assert_eq!(state1, "READY");
     assert!(reason1.contains("last load failed"), "{reason1}");
     assert_eq!(state(&s, "broken", "2").await.unwrap().0, "UNAVAILABLE");
-    assert_eq!(
-        s.client
-            .get(s.url("/v2/models/broken/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(s.get_status("/v2/models/broken/ready").await, 200);
 
     // A bad config.
     std::fs::remove_dir_all(repo.join("broken/2")).unwrap();

@@ -5,11 +5,6 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 
-fn write(path: &std::path::Path, text: &str) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, text).unwrap();
-}
-
 fn add_sub_config(name: &str, extra: &str) -> String {
     let base = std::fs::read_to_string(root().join("models/add_sub/config.pbtxt")).unwrap();
     format!(
@@ -48,10 +43,7 @@ async fn failures_are_reported_and_the_rest_serve() {
     write(&repo.join("no_versions/config.pbtxt"), "name: \"no_versions\"");
 
     let s = TestServer::start(config(&repo)).await;
-    assert_eq!(
-        s.client.get(s.url("/v2/health/ready")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(s.get_status("/v2/health/ready").await, 200);
     let index: Vec<Value> = s
         .client
         .post(s.url("/v2/repository/index"))
@@ -117,15 +109,7 @@ async fn failures_are_reported_and_the_rest_serve() {
     assert_eq!(r.status(), 503);
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("has no ready version"), "{e}");
-    assert_eq!(
-        s.client
-            .get(s.url("/v2/models/broken/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(s.get_status("/v2/models/broken/ready").await, 503);
     let meta: Value = s.get_json("/v2/models/multi").await;
     assert_eq!(meta["versions"], json!(["2", "3"]));
     let r: Value = infer("/v2/models/good/infer".into())

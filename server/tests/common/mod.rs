@@ -58,6 +58,11 @@ impl TestServer {
             .unwrap()
     }
 
+    /// GET `path` and return the status.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.client.get(self.url(path)).send().await.unwrap().status().as_u16()
+    }
+
     /// POST `body` as JSON to `path`.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.unwrap()
@@ -108,6 +113,12 @@ fn copy_dir(src: &Path, dest: &Path) {
             std::fs::copy(entry.path(), to).unwrap();
         }
     }
+}
+
+/// Writes `text` to `path`, creating its folders.
+pub fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
 }
 
 /// A fresh, empty directory under the target dir, unique per test.

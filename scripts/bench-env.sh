@@ -1,0 +1,26 @@
+# Sourced by the benchmark scripts: ONNX Runtime, a release build, and
+# start_quiver LOG ARGS... which starts the server on core 0 with every port
+# picked by the OS and sets $server (pid), $http and $grpc (base URLs).
+root="$PWD"
+out="$root/target/bench"
+mkdir -p "$out"
+./scripts/fetch-onnxruntime.sh
+export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
+export XDG_CACHE_HOME="$root/.cache/xdg"
+cargo build --release --locked --bin quiver --bin quiver-loadtest
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+
+start_quiver() {
+  local log="$1"
+  shift
+  taskset -c 0 "$bin/quiver" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
+    --worker-threads 1 --shutdown-drain-seconds 0 --log info "$@" 2> "$log" &
+  server=$!
+  trap 'kill $server 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    grep -q "metrics listening" "$log" && break
+    sleep 0.2
+  done
+  http="http://$(grep -o 'HTTP listening address=[^ ]*' "$log" | cut -d= -f2)"
+  grpc="http://$(grep -o 'gRPC listening address=[^ ]*' "$log" | cut -d= -f2)"
+}
