@@ -164,6 +164,13 @@ impl Config {
         if self.model_control_mode == ControlMode::Poll && self.repository_poll_secs == 0 {
             return Err("--repository-poll-secs must be at least 1".into());
         }
+        if let Some(bad) = self
+            .load_model
+            .iter()
+            .find(|m| m.is_empty() || m.contains('/') || m.starts_with('.'))
+        {
+            return Err(format!("--load-model '{bad}' is not a model folder name"));
+        }
         if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {
             return Err("--load-model needs --model-control-mode=explicit (the other modes load every model)".into());
         }
@@ -190,5 +197,50 @@ impl Config {
         c.shutdown_drain_seconds = 0;
         c.shutdown_grace_seconds = 5;
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        Config::parse_from(std::iter::once("quiver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn model_control_flags_are_checked_together() {
+        assert!(
+            parse(&[
+                "--model-control-mode",
+                "explicit",
+                "--load-model",
+                "a,b",
+                "--load-model",
+                "*"
+            ])
+            .validate()
+            .is_ok()
+        );
+        let c = parse(&[
+            "--model-control-mode",
+            "explicit",
+            "--load-model",
+            "a",
+            "--load-model",
+            "b",
+        ]);
+        assert_eq!(c.load_model, vec!["a", "b"]);
+        let e = parse(&["--load-model", "a"]).validate().unwrap_err();
+        assert!(e.contains("--model-control-mode=explicit"), "{e}");
+        let e = parse(&["--model-control-mode", "explicit", "--load-model", "../a"])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("'../a'"), "{e}");
+        let e = parse(&["--model-control-mode", "poll", "--repository-poll-secs", "0"])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("--repository-poll-secs"), "{e}");
+        assert!(Config::try_parse_from(["quiver", "--model-control-mode", "sometimes"]).is_err());
     }
 }
