@@ -92,10 +92,10 @@ fn codecs(c: &mut Criterion) {
         });
         let resp = response(n);
         g.bench_function("json_encode", |b| {
-            b.iter(|| json::encode_response(&resp, &json::OutputEncoding::default()))
+            b.iter(|| json::encode_response(&resp, &json::OutputEncoding::default()).unwrap())
         });
         g.bench_function("binary_encode", |b| {
-            b.iter(|| json::encode_response(&resp, &json::OutputEncoding::all_binary()))
+            b.iter(|| json::encode_response(&resp, &json::OutputEncoding::all_binary()).unwrap())
         });
         g.bench_function("grpc_encode", |b| {
             b.iter(|| grpc::encode_response(resp.clone()).encode_to_vec())

@@ -13,6 +13,8 @@ pub enum ErrorKind {
     Unavailable,
     /// Queue full: rejected at once instead of queueing without bound.
     ResourceExhausted,
+    /// A request body over the configured limit.
+    PayloadTooLarge,
     /// The request's queue timeout passed before it ran.
     DeadlineExceeded,
     /// A protocol feature quiver does not implement.
@@ -33,6 +35,7 @@ impl ErrorKind {
             // Triton answers 503 here; 429 is what load balancers and clients
             // treat as "back off and retry", which users asked for.
             ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::NotAllowed => StatusCode::CONFLICT,
@@ -46,6 +49,8 @@ impl ErrorKind {
             ErrorKind::NotFound => tonic::Code::NotFound,
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
+            // gRPC's own answer to a message over the limit.
+            ErrorKind::PayloadTooLarge => tonic::Code::ResourceExhausted,
             ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
             ErrorKind::NotAllowed => tonic::Code::FailedPrecondition,
@@ -108,6 +113,7 @@ mod tests {
             (ErrorKind::NotFound, 404, tonic::Code::NotFound),
             (ErrorKind::Unavailable, 503, tonic::Code::Unavailable),
             (ErrorKind::ResourceExhausted, 429, tonic::Code::ResourceExhausted),
+            (ErrorKind::PayloadTooLarge, 413, tonic::Code::ResourceExhausted),
             (ErrorKind::DeadlineExceeded, 504, tonic::Code::DeadlineExceeded),
             (ErrorKind::Unimplemented, 501, tonic::Code::Unimplemented),
             (ErrorKind::NotAllowed, 409, tonic::Code::FailedPrecondition),

@@ -114,7 +114,7 @@ async fn statistics_extension_over_rest_and_grpc() {
         .send()
         .await
         .unwrap();
-    assert_eq!(bad.status(), 400);
+    expect_error(bad, 400, "INPUT0").await;
     let stats: Value = s.get_json("/v2/models/add_sub/stats").await;
     let m = &stats["model_stats"][0];
     assert_eq!(m["name"], "add_sub");
@@ -134,7 +134,7 @@ async fn statistics_extension_over_rest_and_grpc() {
         .send()
         .await
         .unwrap();
-    assert_eq!(missing.status(), 404);
+    expect_error(missing, 404, "unknown version '5'").await;
     let mut client = s.grpc_client().await;
     let grpc = client
         .model_statistics(quiver_proto::inference::ModelStatisticsRequest {

@@ -25,7 +25,12 @@ async fn health_metadata_config_and_index() {
         json!({"name": "INPUT1", "datatype": "INT32", "shape": [-1, 16]})
     );
     assert_eq!(get("/v2/models/add_sub/ready").await.unwrap().status(), 200);
-    assert_eq!(get("/v2/models/add_sub/versions/2/ready").await.unwrap().status(), 404);
+    expect_error(
+        get("/v2/models/add_sub/versions/2/ready").await.unwrap(),
+        404,
+        "unknown version '2'",
+    )
+    .await;
     let c: Value = get("/v2/models/fraud_mlp/config").await.unwrap().json().await.unwrap();
     assert_eq!(c["dynamic_batching"]["preferred_batch_size"], json!([16, 32]));
     assert_eq!(c["parameters"]["intra_op_thread_count"]["string_value"], "1");
@@ -194,7 +199,7 @@ async fn body_limits_hold_before_and_after_inflation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 413);
+    expect_error(r, 413, "over the limit of 4096 bytes").await;
     // 100 kB of spaces gzip to a few hundred bytes: the limit applies after inflation.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&vec![b' '; 100_000]).unwrap();
@@ -233,6 +238,7 @@ async fn shutdown_reports_not_ready_first_and_keeps_serving_while_draining() {
     }
     let ready = client.get(format!("{url}/v2/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["ready"], false);
     // ...but still answering inference during the drain window.
     let r = client
         .post(format!("{url}/v2/models/add_sub/infer"))

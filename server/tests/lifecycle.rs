@@ -155,7 +155,7 @@ async fn explicit_mode_loads_swaps_and_unloads_over_rest_and_grpc() {
     let (status, error) = ask(&s, "scale").await.unwrap_err();
     assert_eq!(status, 503, "{error}");
     let ready = s.client.get(s.url("/v2/models/scale/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 503);
+    expect_error(ready, 503, "has no ready version").await;
     eventually(10, "version 2 unloaded", || async {
         state(&s, "scale", "2").await == Some(("UNAVAILABLE".into(), "unloaded".into()))
     })

@@ -98,13 +98,12 @@ async fn failures_are_reported_and_the_rest_serve() {
         .await
         .unwrap();
     assert_eq!(r["model_version"], "2");
-    assert_eq!(
-        infer("/v2/models/multi/versions/1/infer".into())
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    expect_error(
+        infer("/v2/models/multi/versions/1/infer".into()).await.unwrap(),
+        404,
+        "unknown version '1'",
+    )
+    .await;
     let r = infer("/v2/models/broken/infer".into()).await.unwrap();
     assert_eq!(r.status(), 503);
     let e: Value = r.json().await.unwrap();

@@ -81,6 +81,20 @@ impl TestServer {
     }
 }
 
+/// Checks an error answer: its status, and a JSON body whose `error`
+/// message contains `needle`.
+pub async fn expect_error(r: reqwest::Response, status: u16, needle: &str) {
+    let got = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    let body: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not a JSON error body: {text}"));
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error field: {text}"));
+    assert!(message.contains(needle), "'{message}' does not mention '{needle}'");
+}
+
 /// A request to add_sub with INPUT0 = 0..16 and INPUT1 = 1 everywhere.
 pub fn add_sub_json() -> serde_json::Value {
     serde_json::json!({

@@ -378,7 +378,9 @@ impl OutputEncoding {
 }
 
 /// Encodes a response: outputs chosen as binary go after the JSON header.
-pub fn encode_response(resp: &InferResponse, encoding: &OutputEncoding) -> EncodedResponse {
+/// Fails (and the client gets a 500, never a 200 with an error inside) only
+/// if an output cannot be written as JSON.
+pub fn encode_response(resp: &InferResponse, encoding: &OutputEncoding) -> Result<EncodedResponse> {
     let mut blobs: Vec<&Bytes> = Vec::new();
     let outputs = resp
         .outputs
@@ -407,23 +409,23 @@ pub fn encode_response(resp: &InferResponse, encoding: &OutputEncoding) -> Encod
     };
     let blob_len: usize = blobs.iter().map(|b| b.len()).sum();
     let mut body = Vec::with_capacity(256 + blob_len);
-    if let Err(e) = serde_json::to_writer(&mut body, &json) {
-        // Only malformed BYTES output data can fail here; answer with the reason.
-        body.clear();
-        let _ = serde_json::to_writer(&mut body, &serde_json::json!({ "error": e.to_string() }));
-        return EncodedResponse { body, header_len: None };
-    }
+    serde_json::to_writer(&mut body, &json).map_err(|e| {
+        Error::internal(format!(
+            "cannot encode the answer of model '{}' as JSON: {e}",
+            resp.model_name
+        ))
+    })?;
     if blobs.is_empty() {
-        return EncodedResponse { body, header_len: None };
+        return Ok(EncodedResponse { body, header_len: None });
     }
     let header_len = body.len();
     for b in blobs {
         body.extend_from_slice(b);
     }
-    EncodedResponse {
+    Ok(EncodedResponse {
         body,
         header_len: Some(header_len),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -546,14 +548,14 @@ mod tests {
             binary_by_default: false,
             per_output: vec![("b".into(), true)],
         };
-        let out = encode_response(&resp, &enc);
+        let out = encode_response(&resp, &enc).unwrap();
         let n = out.header_len.unwrap();
         let header: Value = serde_json::from_slice(&out.body[..n]).unwrap();
         assert_eq!(header["id"], "7");
         assert_eq!(header["outputs"][0]["data"], serde_json::json!([0.1, 2.0]));
         assert_eq!(header["outputs"][1]["parameters"]["binary_data_size"], 4);
         assert_eq!(&out.body[n..], &3.0f32.to_le_bytes());
-        let plain = encode_response(&resp, &OutputEncoding::default());
+        let plain = encode_response(&resp, &OutputEncoding::default()).unwrap();
         assert!(plain.header_len.is_none());
     }
 }

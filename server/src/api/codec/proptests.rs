@@ -99,7 +99,7 @@ proptest! {
     #[test]
     fn binary_output_round_trips_as_input(t in tensor()) {
         let resp = InferResponse { model_name: "m".into(), model_version: "1".into(), id: String::new(), outputs: vec![t.clone()] };
-        let encoded = json::encode_response(&resp, &json::OutputEncoding::all_binary());
+        let encoded = json::encode_response(&resp, &json::OutputEncoding::all_binary()).unwrap();
         let n = encoded.header_len.expect("binary outputs");
         let header: serde_json::Value = serde_json::from_slice(&encoded.body[..n]).unwrap();
         let out = &header["outputs"][0];
@@ -122,7 +122,7 @@ proptest! {
     #[test]
     fn json_output_round_trips_as_input(t in tensor()) {
         let resp = InferResponse { model_name: "m".into(), model_version: "1".into(), id: String::new(), outputs: vec![t.clone()] };
-        let encoded = json::encode_response(&resp, &json::OutputEncoding::default());
+        let encoded = json::encode_response(&resp, &json::OutputEncoding::default()).unwrap();
         let header: serde_json::Value = serde_json::from_slice(&encoded.body).unwrap();
         let out = &header["outputs"][0];
         let request = serde_json::json!({"inputs": [{"name": "t", "shape": out["shape"], "datatype": out["datatype"], "data": out["data"]}]});

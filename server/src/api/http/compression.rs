@@ -77,7 +77,7 @@ pub fn inflate(coding: Coding, body: &[u8], limit: usize) -> Result<Bytes> {
 }
 
 /// Compresses a response body. A fast level: the point is the wire, not the ratio.
-pub fn deflate(coding: Coding, body: &[u8]) -> Vec<u8> {
+pub fn deflate(coding: Coding, body: &[u8]) -> Result<Vec<u8>> {
     let out = Vec::with_capacity(body.len() / 2 + 64);
     let result = match coding {
         Coding::Gzip => {
@@ -89,8 +89,9 @@ pub fn deflate(coding: Coding, body: &[u8]) -> Vec<u8> {
             e.write_all(body).and_then(|_| e.finish())
         }
     };
-    // Writing into a Vec cannot fail.
-    result.unwrap_or_default()
+    // Writing into a Vec does not fail, but an encoder error must never
+    // become an empty 200.
+    result.map_err(|e| Error::internal(format!("cannot compress the answer with {}: {e}", coding.name())))
 }
 
 #[cfg(test)]
@@ -101,7 +102,7 @@ mod tests {
     fn round_trips_and_limits() {
         let body = vec![7u8; 10_000];
         for c in [Coding::Gzip, Coding::Deflate] {
-            let packed = deflate(c, &body);
+            let packed = deflate(c, &body).unwrap();
             assert!(packed.len() < body.len());
             assert_eq!(inflate(c, &packed, 10_000).unwrap().as_ref(), body.as_slice());
             assert!(

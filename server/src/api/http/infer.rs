@@ -86,13 +86,10 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
     } else {
         output_bytes
     };
-    cpu_bound(work, move || {
-        Ok(respond(json::encode_response(&resp, &encoding), accept))
-    })
-    .await
+    cpu_bound(work, move || respond(json::encode_response(&resp, &encoding)?, accept)).await
 }
 
-fn respond(encoded: json::EncodedResponse, accept: Option<Coding>) -> Response {
+fn respond(encoded: json::EncodedResponse, accept: Option<Coding>) -> Result<Response> {
     let mut headers = HeaderMap::new();
     match encoded.header_len {
         Some(n) => {
@@ -109,9 +106,9 @@ fn respond(encoded: json::EncodedResponse, accept: Option<Coding>) -> Response {
     let body = match accept {
         Some(coding) => {
             headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(coding.name()));
-            compression::deflate(coding, &encoded.body)
+            compression::deflate(coding, &encoded.body)?
         }
         None => encoded.body,
     };
-    (headers, Body::from(body)).into_response()
+    Ok((headers, Body::from(body)).into_response())
 }

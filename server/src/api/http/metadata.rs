@@ -40,5 +40,5 @@ pub async fn model_ready(State(s): State<HttpState>, Path(p): Path<ModelPath>) -
 
 pub async fn model_config(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Result<Json<Value>, Error> {
     let config = s.engine.model_config(&p.model, p.version.as_deref())?;
-    Ok(Json(model_config::to_json(&config)))
+    Ok(Json(model_config::to_json(&config).map_err(Error::internal)?))
 }

@@ -1,5 +1,6 @@
 //! The REST front end (axum on hyper): one module per endpoint group.
 mod compression;
+mod guard;
 mod health;
 mod infer;
 mod metadata;
@@ -58,8 +59,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(max_body, guard::limit_body))
+        // The guard has applied the limit; extractors must not apply axum's 2 MB default.
+        .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(observe))
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
 }
 

@@ -124,7 +124,7 @@ fn colon_before_lists(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The configuration as JSON, the way Triton's config endpoint prints it:
 /// proto field names, every field present, 64-bit integers as numbers.
-pub fn to_json(config: &ModelConfig) -> serde_json::Value {
+pub fn to_json(config: &ModelConfig) -> Result<serde_json::Value, String> {
     let mut message = DynamicMessage::new(descriptor());
     message
         .transcode_from(config)
@@ -135,7 +135,7 @@ pub fn to_json(config: &ModelConfig) -> serde_json::Value {
         .stringify_64_bit_integers(false);
     message
         .serialize_with_options(serde_json::value::Serializer, &options)
-        .unwrap_or(serde_json::Value::Null)
+        .map_err(|e| format!("cannot write the config as JSON: {e}"))
 }
 
 fn datatype_of(code: i32, what: &str) -> Result<DataType, String> {
@@ -420,7 +420,7 @@ mod tests {
     fn json_override_round_trips_the_config_endpoint() {
         let c =
             parse(r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]"#).unwrap();
-        let back = from_json(&to_json(&c).to_string()).unwrap();
+        let back = from_json(&to_json(&c).unwrap().to_string()).unwrap();
         assert_eq!(back, c);
         let e = from_json(r#"{"name": "m", "max_batch_sise": 1}"#).unwrap_err();
         assert!(e.contains("max_batch_sise"), "{e}");
@@ -443,7 +443,7 @@ mod tests {
     fn json_uses_proto_names_and_numbers() {
         let c =
             parse(r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]"#).unwrap();
-        let j = to_json(&c);
+        let j = to_json(&c).unwrap();
         assert_eq!(j["max_batch_size"], 8);
         assert_eq!(j["input"][0]["data_type"], "TYPE_FP32");
         assert_eq!(j["input"][0]["dims"][0], 4);

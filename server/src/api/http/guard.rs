@@ -1,0 +1,129 @@
+//! Two middlewares that keep every HTTP answer honest.
+//!
+//! - [`limit_body`] buffers the request body under `--http-max-body-bytes`
+//!   before any handler runs, and answers 413 with the JSON error body when
+//!   it is over. A client that writes its whole body before reading (Python's
+//!   `http.client`, `requests`) would see a broken pipe if the server closed
+//!   on it, so the rest of the body is read and thrown away first, for a
+//!   bounded time and size, as nginx's lingering close does.
+//! - [`json_errors`] gives every error the framework answers by itself (405,
+//!   a path that does not decode, ...) the `{"error": "..."}` body that
+//!   quiver's own errors have.
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+
+use crate::error::{Error, ErrorKind};
+
+/// How long an over-limit body is read and discarded before the answer.
+const LINGER: Duration = Duration::from_secs(5);
+/// How much of an over-limit body is read and discarded: at least this, and
+/// at least four limits. Discarding costs bandwidth, not memory.
+const LINGER_BYTES: u64 = 1 << 30;
+
+fn too_large(max: usize) -> Response {
+    Error::new(
+        ErrorKind::PayloadTooLarge,
+        format!("the request body is over the limit of {max} bytes (--http-max-body-bytes)"),
+    )
+    .into_response()
+}
+
+/// Reads and discards what is left of `body`, up to `bytes` or [`LINGER`].
+async fn discard(mut body: Body, bytes: u64) {
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut left = bytes;
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            if n >= left {
+                break;
+            }
+            left -= n;
+        }
+    })
+    .await;
+}
+
+pub async fn limit_body(State(max): State<usize>, request: Request, next: Next) -> Response {
+    let (parts, mut body) = request.into_parts();
+    let linger = (max as u64).saturating_mul(4).max(LINGER_BYTES);
+    // A client waiting for `100 Continue` has sent nothing yet: answer at once.
+    let expects_continue = parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let declared: Option<u64> = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        if !expects_continue {
+            discard(body, declared.unwrap_or(0).min(linger)).await;
+        }
+        return too_large(max);
+    }
+    // Chunks are kept as they come (memory grows with what was received, not
+    // with what was declared) and joined once at the end.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => return Error::invalid(format!("cannot read the request body: {e}")).into_response(),
+        };
+        let Ok(chunk) = frame.into_data() else { continue };
+        total += chunk.len();
+        if total > max {
+            discard(body, linger).await;
+            return too_large(max);
+        }
+        chunks.push(chunk);
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => {
+            let mut joined = Vec::with_capacity(total);
+            for c in &chunks {
+                joined.extend_from_slice(c);
+            }
+            Bytes::from(joined)
+        }
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
+}
+
+/// The largest framework error body kept as the message.
+const MESSAGE_LIMIT: usize = 4096;
+
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MESSAGE_LIMIT).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let message = match (status, text.trim()) {
+        (StatusCode::METHOD_NOT_ALLOWED, _) => format!("method {method} is not allowed on {path}"),
+        (_, "") => format!("{path}: {}", status.canonical_reason().unwrap_or("error")),
+        (_, t) => format!("{path}: {t}"),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({ "error": message })).unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, Body::from(body))
+}
