@@ -279,6 +279,10 @@ impl Runtime for OnnxModel {
         &self.io
     }
 
+    fn utf8_strings(&self) -> bool {
+        true
+    }
+
     fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
         let values = inputs
             .iter()

@@ -68,4 +68,11 @@ pub trait Runtime: Send {
     /// Runs the model on `inputs` and returns the outputs named in `outputs`
     /// (all outputs when empty), in the order asked for.
     fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError>;
+
+    /// Whether BYTES inputs must be valid UTF-8 (ONNX string tensors must).
+    /// The engine checks it on each request before the request can join a
+    /// batch, so one client's bad string never fails the others'.
+    fn utf8_strings(&self) -> bool {
+        false
+    }
 }

@@ -98,8 +98,10 @@ impl Engine {
         mut config: ModelConfig,
         runtimes: Vec<Box<dyn quiver_runtimes::Runtime>>,
     ) -> std::result::Result<(), String> {
-        let io = runtimes.first().ok_or("no runtime given")?.io().clone();
-        let spec = repository::model_config::complete(&mut config, name, &io, self.options.default_max_batch_size)?;
+        let first = runtimes.first().ok_or("no runtime given")?;
+        let io = first.io().clone();
+        let mut spec = repository::model_config::complete(&mut config, name, &io, self.options.default_max_batch_size)?;
+        spec.utf8_strings = first.utf8_strings();
         let version = repository::start_version(name, 1, config, spec, runtimes, &self.options)?;
         let mut entry = registry::ModelEntry::new(name);
         entry.versions.insert(1, VersionSlot::Ready(Arc::new(version)));

@@ -6,10 +6,11 @@ use super::repository::model_config::ModelSpec;
 use super::request::InferRequest;
 use crate::error::{Error, Result};
 
-/// Checks that a tensor's bytes match its datatype and shape. The codecs only
-/// slice or pack bytes; this runs once per input, in [`check_request`], on the
-/// one path every front end takes to a runtime.
-pub fn check_data(t: &Tensor) -> Result<()> {
+/// Checks that a tensor's bytes match its datatype and shape (and, with
+/// `utf8`, that BYTES elements are UTF-8). The codecs only slice or pack
+/// bytes; this runs once per input, in [`check_request`], on the one path
+/// every front end takes to a runtime, before the request can join a batch.
+pub fn check_data(t: &Tensor, utf8: bool) -> Result<()> {
     let count = element_count(&t.shape).ok_or_else(|| {
         Error::invalid(format!(
             "input '{}': shape {:?} has a negative or too large dimension",
@@ -42,12 +43,18 @@ pub fn check_data(t: &Tensor) -> Result<()> {
         None => {
             let mut n = 0usize;
             for item in bytes_elements(&t.data) {
-                item.map_err(|i| {
+                let element = item.map_err(|i| {
                     Error::invalid(format!(
                         "input '{}': BYTES element {i} runs past the end of the data",
                         t.name
                     ))
                 })?;
+                if utf8 && std::str::from_utf8(element).is_err() {
+                    return Err(Error::invalid(format!(
+                        "input '{}': BYTES element {n} is not valid UTF-8, which this model's string tensors require",
+                        t.name
+                    )));
+                }
                 n += 1;
             }
             if n != count {
@@ -129,7 +136,7 @@ pub fn check_request(spec: &ModelSpec, req: &InferRequest) -> Result<Vec<String>
                 spec.metadata_shape(io)
             )));
         }
-        check_data(input)?;
+        check_data(input, spec.utf8_strings)?;
     }
     if let Some(missing) = spec
         .inputs
@@ -183,6 +190,7 @@ mod tests {
             max_batch_size: 8,
             inputs: vec![io("INPUT0"), io("INPUT1")],
             outputs: vec![io("OUTPUT0"), io("OUTPUT1")],
+            utf8_strings: false,
         }
     }
 
@@ -249,20 +257,32 @@ mod tests {
             shape: vec![2],
             data: vec![1, 0, 0, 0, b'a'].into(),
         };
-        assert!(check_data(&t).unwrap_err().message.contains("1 BYTES elements"));
+        assert!(check_data(&t, false).unwrap_err().message.contains("1 BYTES elements"));
         let t = Tensor {
             name: "s".into(),
             datatype: DataType::Bytes,
             shape: vec![1],
             data: vec![9, 0, 0, 0, b'a'].into(),
         };
-        assert!(check_data(&t).unwrap_err().message.contains("past the end"));
+        assert!(check_data(&t, false).unwrap_err().message.contains("past the end"));
         let t = Tensor {
             name: "b".into(),
             datatype: DataType::Bool,
             shape: vec![2],
             data: vec![1, 2].into(),
         };
-        assert!(check_data(&t).unwrap_err().message.contains("not 0 or 1"));
+        assert!(check_data(&t, false).unwrap_err().message.contains("not 0 or 1"));
+        let t = Tensor {
+            name: "s".into(),
+            datatype: DataType::Bytes,
+            shape: vec![2],
+            data: vec![1, 0, 0, 0, b'a', 1, 0, 0, 0, 0xff].into(),
+        };
+        assert!(
+            check_data(&t, false).is_ok(),
+            "bytes are bytes unless the model needs strings"
+        );
+        let e = check_data(&t, true).unwrap_err().message;
+        assert!(e.contains("input 's': BYTES element 1 is not valid UTF-8"), "{e}");
     }
 }

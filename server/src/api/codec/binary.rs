@@ -135,12 +135,13 @@ mod tests {
                 optional: false,
             }],
             outputs: vec![],
+            utf8_strings: false,
         };
         let req = raw_request(Bytes::from(vec![0u8; 24]), &spec, None).unwrap();
         assert_eq!(req.inputs[0].shape, vec![1, 3, 2]);
         // 20 bytes do not make whole rows of 2: validation refuses what the codec built.
         let req = raw_request(Bytes::from(vec![0u8; 20]), &spec, None).unwrap();
-        let e = crate::engine::validate::check_data(&req.inputs[0]).unwrap_err();
+        let e = crate::engine::validate::check_data(&req.inputs[0], false).unwrap_err();
         assert!(e.message.contains("20 bytes"), "{}", e.message);
     }
 }

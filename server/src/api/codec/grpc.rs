@@ -201,7 +201,7 @@ mod tests {
             },
             vec![2],
         ))
-        .map(|r| crate::engine::validate::check_data(&r.inputs[0]))
+        .map(|r| crate::engine::validate::check_data(&r.inputs[0], false))
         .unwrap()
         .unwrap_err();
         assert!(e.message.contains("4 bytes"), "{}", e.message);

@@ -180,12 +180,7 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
             stats.dequeued(*q);
         }
         let mut timing = batch::Timing::default();
-        // A runtime that panics fails its batch, not the instance: the thread
-        // lives on to serve the next batch (and preserve_ordering's turn passes).
-        let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            execute(&mut *runtime, &jobs, &mut timing)
-        }))
-        .unwrap_or_else(|_| Err(Error::internal("the model's runtime panicked while running this batch")));
+        let results = execute(&mut *runtime, &jobs, &mut timing);
         let rows: usize = jobs.iter().map(|j| j.rows).sum();
         // Recorded before answering, so a client that reads the statistics
         // after its answer sees its own execution.
@@ -193,21 +188,12 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
         if let Some(t) = &turnstile {
             t.wait_for(ticket);
         }
-        match results {
-            Ok(outputs) => {
-                for ((job, outputs), queued) in jobs.into_iter().zip(outputs).zip(queued) {
-                    let _ = job.reply.send(Ok(Answer {
-                        outputs,
-                        queued,
-                        batch_rows: rows,
-                    }));
-                }
-            }
-            Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(e.clone()));
-                }
-            }
+        for ((job, result), queued) in jobs.into_iter().zip(results).zip(queued) {
+            let _ = job.reply.send(result.map(|outputs| Answer {
+                outputs,
+                queued,
+                batch_rows: rows,
+            }));
         }
         if let Some(t) = &turnstile {
             t.done();
@@ -215,16 +201,35 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
     }
 }
 
-/// Runs a batch, or each request alone in the (astronomically unlikely) case
-/// that two requests with different shapes collided on their shape key.
-fn execute(runtime: &mut dyn Runtime, jobs: &[Job], timing: &mut batch::Timing) -> Result<Vec<Vec<Tensor>>> {
+/// Runs a batch and returns each request's own result. When a batch of
+/// several fails, its requests run again one by one, so only a request at
+/// fault fails (everything that can be checked per request already was,
+/// before it joined). Requests also run alone in the (astronomically
+/// unlikely) case that two with different shapes collided on their shape key.
+fn execute(runtime: &mut dyn Runtime, jobs: &[Job], timing: &mut batch::Timing) -> Vec<Result<Vec<Tensor>>> {
     let first = &jobs[0];
     if jobs[1..].iter().all(|j| batch::same_shape(&first.inputs, &j.inputs)) {
-        return batch::run(runtime, jobs, timing);
+        match run_guarded(runtime, jobs, timing) {
+            Ok(outputs) => return outputs.into_iter().map(Ok).collect(),
+            Err(e) if jobs.len() == 1 => return vec![Err(e)],
+            Err(e) => {
+                tracing::debug!(requests = jobs.len(), error = %e.message, "batch failed; running its requests one by one")
+            }
+        }
     }
     jobs.iter()
-        .map(|j| batch::run(runtime, std::slice::from_ref(j), timing).map(|mut v| v.remove(0)))
+        .map(|j| run_guarded(runtime, std::slice::from_ref(j), timing).map(|mut v| v.remove(0)))
         .collect()
+}
+
+/// A runtime that panics fails the run, not the instance: the thread lives
+/// on to serve the next batch (and preserve_ordering's turn passes).
+fn run_guarded(runtime: &mut dyn Runtime, jobs: &[Job], timing: &mut batch::Timing) -> Result<Vec<Vec<Tensor>>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| batch::run(runtime, jobs, timing))).unwrap_or_else(|_| {
+        Err(Error::internal(
+            "the model's runtime panicked while running this request",
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -598,6 +603,79 @@ mod tests {
         gates[holder_of(1)].send(()).unwrap();
         assert_eq!(r1.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[1]);
         assert_eq!(r2.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[2]);
+    }
+
+    /// Fails any run that holds a request whose id (first byte) is 13.
+    struct FailsOn13 {
+        io: ModelIo,
+    }
+
+    impl Runtime for FailsOn13 {
+        fn io(&self) -> &ModelIo {
+            &self.io
+        }
+        fn run(&mut self, inputs: &[InputBatch<'_>], _: &[String]) -> std::result::Result<Vec<Tensor>, RuntimeError> {
+            if inputs[0].parts.iter().any(|p| p[0] == 13) {
+                return Err(RuntimeError::Execution("request 13 is poison".into()));
+            }
+            Ok(vec![Tensor {
+                name: "y".into(),
+                datatype: DataType::Uint8,
+                shape: inputs[0].shape.clone(),
+                data: inputs[0].parts.concat().into(),
+            }])
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_is_retried_one_by_one_so_only_the_bad_request_fails() {
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![-1, 1],
+        };
+        let io = ModelIo {
+            inputs: vec![spec.clone()],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                ..spec
+            }],
+        };
+        let config = SchedulerConfig {
+            queue: QueueConfig {
+                capacity: 16,
+                levels: vec![QueuePolicy::default()],
+                default_level: 0,
+                // Runs only once all four are queued.
+                batching: Some(BatchingConfig {
+                    max_batch_size: 4,
+                    preferred: vec![4],
+                    max_queue_delay: Duration::from_secs(30),
+                }),
+            },
+            preserve_ordering: false,
+        };
+        let stats = Arc::new(VersionStats::new("poison", 1));
+        let scheduler = Scheduler::start("poison", vec![Box::new(FailsOn13 { io })], config, stats).unwrap();
+        let receivers: Vec<_> = [11u8, 12, 13, 14]
+            .into_iter()
+            .map(|id| {
+                let (j, r) = job(id, 0, None);
+                scheduler.submit(j).unwrap();
+                r
+            })
+            .collect();
+        let answers: Vec<_> = receivers.into_iter().map(answer).collect();
+        for (id, a) in [11u8, 12, 13, 14].iter().zip(&answers) {
+            match a {
+                Ok(a) => assert_eq!(a.outputs[0].data.as_ref(), &[*id]),
+                Err(e) => {
+                    assert_eq!(*id, 13, "request {id} failed: {}", e.message);
+                    assert!(e.message.contains("poison"), "{}", e.message);
+                }
+            }
+        }
+        assert_eq!(answers.iter().filter(|a| a.is_err()).count(), 1);
     }
 
     /// Panics on its first run, then echoes.

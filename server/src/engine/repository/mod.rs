@@ -113,7 +113,8 @@ pub fn load_version(
     }
     let onnx = onnx_options(&config, options)?;
     let first = OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?;
-    let spec = model_config::complete(&mut config, name, first.io(), options.default_max_batch_size)?;
+    let mut spec = model_config::complete(&mut config, name, first.io(), options.default_max_batch_size)?;
+    spec.utf8_strings = first.utf8_strings();
     let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(first)];
     for _ in 1..instances.max(1) {
         runtimes.push(Box::new(OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?));

@@ -28,6 +28,8 @@ pub struct ModelSpec {
     pub max_batch_size: usize,
     pub inputs: Vec<IoSpec>,
     pub outputs: Vec<IoSpec>,
+    /// BYTES inputs must be valid UTF-8 (the runtime's string tensors need it).
+    pub utf8_strings: bool,
 }
 
 impl ModelSpec {
@@ -194,6 +196,7 @@ pub fn complete(
         }
     }
     let batch = config.max_batch_size > 0;
+    let max_batch = config.max_batch_size;
     let strip = |spec: &TensorSpec| -> Vec<i64> {
         if batch {
             spec.shape.iter().skip(1).copied().collect()
@@ -250,7 +253,7 @@ pub fn complete(
                 dims: c.dims.clone(),
                 optional: c.optional,
             };
-            check_against_model(&spec, io.inputs.iter().find(|t| t.name == c.name), batch, &what)?;
+            check_against_model(&spec, io.inputs.iter().find(|t| t.name == c.name), max_batch, &what)?;
             Ok(spec)
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -270,7 +273,7 @@ pub fn complete(
                 dims: c.dims.clone(),
                 optional: false,
             };
-            check_against_model(&spec, io.outputs.iter().find(|t| t.name == c.name), batch, &what)?;
+            check_against_model(&spec, io.outputs.iter().find(|t| t.name == c.name), max_batch, &what)?;
             Ok(spec)
         })
         .collect::<Result<Vec<_>, String>>()?;
@@ -280,11 +283,25 @@ pub fn complete(
         max_batch_size: config.max_batch_size as usize,
         inputs,
         outputs,
+        utf8_strings: false,
     })
 }
 
-fn check_against_model(spec: &IoSpec, model: Option<&TensorSpec>, batch: bool, what: &str) -> Result<(), String> {
+fn check_against_model(spec: &IoSpec, model: Option<&TensorSpec>, max_batch: i32, what: &str) -> Result<(), String> {
     let model = model.ok_or_else(|| format!("{what} in config.pbtxt is not in the model file"))?;
+    let batch = max_batch > 0;
+    // A batch dimension the model file fixes would fail whole batches at run
+    // time; refuse it at load instead (a fixed 1 is fine with batches of 1).
+    if batch
+        && let Some(&d0) = model.shape.first()
+        && d0 >= 0
+        && !(d0 == 1 && max_batch == 1)
+    {
+        return Err(format!(
+            "{what}: the model file fixes the first dimension at {d0}, so it cannot be a batch dimension \
+             (max_batch_size {max_batch}); set max_batch_size: 0 and give the full shape in dims"
+        ));
+    }
     if model.datatype != spec.datatype {
         return Err(format!(
             "{what}: config.pbtxt says {}, the model file says {}",
@@ -424,6 +441,29 @@ mod tests {
         assert_eq!(back, c);
         let e = from_json(r#"{"name": "m", "max_batch_sise": 1}"#).unwrap_err();
         assert!(e.contains("max_batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn a_fixed_first_dimension_cannot_batch() {
+        let mut io = io();
+        io.inputs[0].shape = vec![2, 4];
+        let mut c =
+            parse(r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]"#).unwrap();
+        let e = complete(&mut c, "m", &io, 4).unwrap_err();
+        assert!(
+            e.contains("input 'x'") && e.contains("fixes the first dimension at 2"),
+            "{e}"
+        );
+        io.inputs[0].shape = vec![1, 4];
+        io.outputs[0].shape = vec![1, 3];
+        let mut c = parse(r#"name: "m" max_batch_size: 1"#).unwrap();
+        c.input = vec![ModelInput {
+            name: "x".into(),
+            data_type: 11,
+            dims: vec![4],
+            ..Default::default()
+        }];
+        assert!(complete(&mut c, "m", &io, 4).is_ok(), "a fixed 1 with batches of 1");
     }
 
     #[test]
