@@ -20,6 +20,7 @@ fn engine(c: &mut Criterion) {
         default_warmup: false,
         control: quiver_server::engine::lifecycle::ControlMode::None,
         parallel_loads: 1,
+        strict_readiness: false,
     };
     let engine = Arc::new(Engine::new("unused".into(), options));
     let io = ModelIo {

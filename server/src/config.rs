@@ -123,12 +123,25 @@ pub struct Config {
     #[arg(long, env = "QUIVER_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
 
+    /// Server readiness (`/v2/health/ready`, ServerReady) says 503/false
+    /// unless every model that should serve has a READY version. Default: on
+    /// when serving one model (`--model-name`), as KServe's servers do; off
+    /// otherwise, where one broken model should not take the others out of
+    /// a load balancer.
+    #[arg(long, env = "QUIVER_STRICT_READINESS", num_args = 0..=1, default_missing_value = "true")]
+    pub strict_readiness: Option<bool>,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "quiver_server=debug".
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     pub log: String,
 }
 
 impl Config {
+    /// `--strict-readiness`, or its default for how the server is used.
+    pub fn strict_readiness(&self) -> bool {
+        self.strict_readiness.unwrap_or(self.model_name.is_some())
+    }
+
     /// The ONNX Runtime library to load, following the documented search order.
     pub fn onnxruntime_library(&self) -> PathBuf {
         if let Some(p) = self.onnxruntime_lib.clone().or_else(|| self.ort_dylib_path.clone()) {

@@ -52,6 +52,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         default_warmup: !config.no_default_warmup,
         control: config.model_control_mode,
         parallel_loads: config.model_load_threads,
+        strict_readiness: config.strict_readiness(),
     };
     let engine = Arc::new(Engine::new(config.model_repository.clone(), options));
     let startup = match config.model_control_mode {

@@ -195,3 +195,39 @@ async fn kserve_single_model_folder_with_its_flags() {
     s.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn strict_readiness_waits_for_every_model_that_should_serve() {
+    let repo = temp_dir("strict");
+    copy_model("add_sub", &repo.join("add_sub"));
+    write(&repo.join("broken/1/model.onnx"), "not onnx");
+    let mut c = config(&repo);
+    c.strict_readiness = Some(true);
+    let s = TestServer::start(c).await;
+    let ready = s.client.get(s.url("/v2/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["ready"], false);
+    let mut grpc = s.grpc_client().await;
+    let r = grpc
+        .server_ready(quiver_proto::inference::ServerReadyRequest {})
+        .await
+        .unwrap();
+    assert!(!r.into_inner().ready);
+    // The model that loaded serves all the same.
+    assert_eq!(
+        s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await.status(),
+        200
+    );
+    s.stop().await;
+
+    // In explicit mode a model unloaded on request is no longer waited for.
+    std::fs::remove_dir_all(repo.join("broken")).unwrap();
+    let mut c = explicit(&repo, &["add_sub"]);
+    c.strict_readiness = Some(true);
+    let s = TestServer::start(c).await;
+    assert_eq!(s.get_status("/v2/health/ready").await, 200);
+    let r = s.post_json("/v2/repository/models/add_sub/unload", &json!({})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.get_status("/v2/health/ready").await, 200);
+    s.stop().await;
+}

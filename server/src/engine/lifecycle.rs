@@ -142,6 +142,7 @@ impl Engine {
         }
         entry.error = None;
         entry.last_load_error = None;
+        entry.unloaded = true;
         self.registry.insert(entry);
         tracing::info!(model = name, versions = retired.len(), "model unloaded");
         telemetry::model_unloaded(name);
@@ -223,6 +224,7 @@ impl Engine {
         }
         self.registry.update(name, |e| {
             e.error = None;
+            e.unloaded = false;
             for (v, _) in &plan {
                 if !matches!(e.versions.get(v), Some(VersionSlot::Ready(_))) {
                     e.versions.insert(*v, VersionSlot::Loading);
@@ -302,6 +304,7 @@ impl Engine {
     /// serve keep serving; a model with none reports the reason.
     fn model_failed(&self, name: &str, why: String) -> Error {
         self.registry.update(name, |e| {
+            e.unloaded = false;
             if e.latest_ready().is_some() {
                 e.last_load_error = Some(why.clone());
             } else {

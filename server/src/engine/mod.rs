@@ -113,8 +113,16 @@ impl Engine {
         &self.registry
     }
 
+    /// Server readiness. With strict readiness, also every model that should
+    /// serve (loaded or asked for, not unloaded) has a READY version.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+            && (!self.options.strict_readiness
+                || self
+                    .registry
+                    .snapshot()
+                    .values()
+                    .all(|e| e.unloaded || e.latest_ready().is_some()))
     }
 
     pub fn set_ready(&self, ready: bool) {

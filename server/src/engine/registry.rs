@@ -47,6 +47,9 @@ pub struct ModelEntry {
     /// Why the last load failed while older versions kept serving: shown as
     /// the reason of the model's READY rows until a load succeeds.
     pub last_load_error: Option<String>,
+    /// Unloaded on request (or its folder removed in poll mode): strict
+    /// readiness does not wait for it.
+    pub unloaded: bool,
 }
 
 impl ModelEntry {

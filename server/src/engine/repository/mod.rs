@@ -3,6 +3,7 @@
 //! holding `model.onnx` (or the config's `default_model_filename`).
 pub mod fingerprint;
 pub mod model_config;
+pub mod unsupported;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct LoadOptions {
     pub control: super::lifecycle::ControlMode,
     /// Model loads that may run at once.
     pub parallel_loads: usize,
+    /// Server readiness waits for every model that should serve.
+    pub strict_readiness: bool,
 }
 
 /// The model folders of a repository, sorted by name. Hidden folders are skipped.
@@ -96,16 +99,17 @@ pub fn load_version(
         &config.default_model_filename
     };
     let path = dir.join(version.to_string()).join(file);
+    let ignored = unsupported::review(&config)?;
+    if !ignored.is_empty() {
+        tracing::warn!(
+            model = name,
+            version,
+            ignored = ignored.join("; "),
+            "config fields ignored (harmless)"
+        );
+    }
     let mut instances = 0usize;
     for group in &config.instance_group {
-        // KIND_GPU = 1. This build runs ONNX Runtime's CPU provider only; a
-        // config that demands a GPU fails loudly instead of silently running on CPU.
-        if group.kind == 1 {
-            return Err(format!(
-                "instance_group '{}' asks for KIND_GPU; this build runs models on the CPU (use KIND_CPU or KIND_AUTO)",
-                group.name
-            ));
-        }
         if group.count < 0 {
             return Err(format!("instance_group '{}' has count {}", group.name, group.count));
         }
