@@ -62,9 +62,29 @@ pub struct Config {
     #[arg(long, env = "QUIVER_HTTP_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub http_max_body_bytes: usize,
 
-    /// Largest gRPC message, in bytes, in either direction (Triton allows up to 2 GiB).
-    #[arg(long, env = "QUIVER_GRPC_MAX_MESSAGE_BYTES", default_value_t = i32::MAX as usize)]
+    /// Largest gRPC message, in bytes, in either direction. The same as the
+    /// HTTP body limit by default (Triton allows up to 2 GiB: raise both
+    /// together, with --max-inflight-bytes, for models that need it).
+    #[arg(long, env = "QUIVER_GRPC_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub grpc_max_message_bytes: usize,
+
+    /// Request bytes in flight across the server (received, queued or
+    /// running) before new requests are refused with 429 /
+    /// RESOURCE_EXHAUSTED. Default: a quarter of the memory this process may
+    /// use (its cgroup limit, address-space limit or the machine's memory,
+    /// whichever is smallest), leaving room for each request's copies.
+    #[arg(long, env = "QUIVER_MAX_INFLIGHT_BYTES")]
+    pub max_inflight_bytes: Option<usize>,
+
+    /// Requests in flight across the server (HTTP and gRPC calls, streams
+    /// counted once) before new ones are refused with 429 / RESOURCE_EXHAUSTED.
+    #[arg(long, env = "QUIVER_MAX_INFLIGHT_REQUESTS", default_value_t = 4096)]
+    pub max_inflight_requests: usize,
+
+    /// Threads for codec work on large bodies and for model loads (tokio's
+    /// blocking pool), so a burst cannot grow it to hundreds of threads.
+    #[arg(long, env = "QUIVER_MAX_BLOCKING_THREADS", default_value_t = 16)]
+    pub max_blocking_threads: usize,
 
     /// max_batch_size given to a model whose config is completed from the model
     /// file and whose inputs and outputs all start with a variable dimension
@@ -137,6 +157,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// `--max-inflight-bytes`, or a quarter of the memory this process may use.
+    pub fn max_inflight_bytes(&self) -> usize {
+        self.max_inflight_bytes.unwrap_or_else(|| {
+            let limit = crate::engine::admission::memory_limit().unwrap_or(4 << 30);
+            usize::try_from(limit / 4).unwrap_or(usize::MAX)
+        })
+    }
+
     /// `--strict-readiness`, or its default for how the server is used.
     pub fn strict_readiness(&self) -> bool {
         self.strict_readiness.unwrap_or(self.model_name.is_some())
@@ -186,6 +214,18 @@ impl Config {
         }
         if !self.load_model.is_empty() && self.model_control_mode != ControlMode::Explicit {
             return Err("--load-model needs --model-control-mode=explicit (the other modes load every model)".into());
+        }
+        if self.max_inflight_requests == 0 || self.max_blocking_threads == 0 {
+            return Err("--max-inflight-requests and --max-blocking-threads must be at least 1".into());
+        }
+        if self.max_inflight_bytes() < self.http_max_body_bytes.max(self.grpc_max_message_bytes) {
+            return Err(format!(
+                "--max-inflight-bytes ({}) is below the largest request allowed (--http-max-body-bytes {}, \
+                 --grpc-max-message-bytes {}): such a request could never be admitted",
+                self.max_inflight_bytes(),
+                self.http_max_body_bytes,
+                self.grpc_max_message_bytes
+            ));
         }
         if self.worker_threads == 0 {
             return Err("--worker-threads must be at least 1".into());

@@ -95,9 +95,16 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         )));
     }
 
+    let admission = engine::admission::Admission::new(config.max_inflight_bytes(), config.max_inflight_requests);
+    tracing::info!(
+        max_inflight_bytes = config.max_inflight_bytes(),
+        max_inflight_requests = config.max_inflight_requests,
+        "admission budgets"
+    );
     let state = api::http::HttpState {
         engine: Arc::clone(&engine),
         max_body_bytes: config.http_max_body_bytes,
+        admission: Arc::clone(&admission),
     };
     let app = api::http::router(state).merge(telemetry::router());
     let shutdown = until_stopped();
@@ -147,6 +154,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(api::grpc::admission::AdmissionLayer { admission })
             .add_service(inference)
             .add_service(health_service)
             .add_service(reflection)

@@ -13,6 +13,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
+        .max_blocking_threads(config.max_blocking_threads)
         .thread_name("quiver-io")
         .enable_all()
         .build()

@@ -39,6 +39,11 @@ pub const MODEL_LOAD_SECONDS: &str = "quiver_model_load_duration_seconds";
 pub const MODEL_LOADS: &str = "quiver_model_loads_total";
 pub const MODEL_UNLOADS: &str = "quiver_model_unloads_total";
 pub const MODEL_SWAPS: &str = "quiver_model_swaps_total";
+// Admission control: what is in flight against the server-wide budgets.
+pub const ADMISSION_BYTES: &str = "quiver_admission_bytes_in_flight";
+pub const ADMISSION_BYTES_LIMIT: &str = "quiver_admission_bytes_limit";
+pub const ADMISSION_REQUESTS: &str = "quiver_admission_requests_in_flight";
+pub const ADMISSION_REQUESTS_LIMIT: &str = "quiver_admission_requests_limit";
 
 /// Latency buckets from 50 µs to 10 s: the fast end resolves sub-millisecond
 /// tabular models, the slow end queueing under overload and large batches.
@@ -196,6 +201,13 @@ impl VersionMetrics {
     pub fn cancelled(&self) {
         self.cancelled.increment(1);
     }
+}
+
+/// The in-flight gauges (bytes, requests), with the limits exported beside them.
+pub fn admission_gauges(max_bytes: usize, max_requests: usize) -> (Gauge, Gauge) {
+    gauge!(ADMISSION_BYTES_LIMIT).set(max_bytes as f64);
+    gauge!(ADMISSION_REQUESTS_LIMIT).set(max_requests as f64);
+    (gauge!(ADMISSION_BYTES), gauge!(ADMISSION_REQUESTS))
 }
 
 /// A load (or reload) of a model finished, ready or failed.

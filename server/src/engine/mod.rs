@@ -1,5 +1,6 @@
 //! Everything between a decoded request and a runtime: the repository, the
 //! live registry, validation and the instance queues. No HTTP or gRPC types.
+pub mod admission;
 pub mod batcher;
 pub mod lifecycle;
 pub mod model;

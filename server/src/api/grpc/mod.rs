@@ -1,5 +1,6 @@
 //! The gRPC front end (tonic): `inference.GRPCInferenceService`, the standard
 //! `grpc.health.v1.Health` (Kubernetes gRPC probes) and server reflection.
+pub mod admission;
 mod service;
 
 pub use service::InferenceService;

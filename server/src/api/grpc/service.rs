@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::codec::grpc as codec;
+use crate::engine::admission::Ticket;
 use crate::engine::{EXTENSIONS, Engine, SERVER_NAME, SERVER_VERSION, TensorMetadata};
 use crate::error::Error;
 use crate::telemetry;
@@ -37,6 +38,11 @@ fn tensors(list: Vec<TensorMetadata>) -> Vec<TensorMetadataProto> {
             shape: t.shape,
         })
         .collect()
+}
+
+/// The admission ticket the gRPC layer put in the request's extensions.
+fn ticket<T>(r: &Request<T>) -> Option<Arc<Ticket>> {
+    r.extensions().get::<Arc<Ticket>>().cloned()
 }
 
 /// Records a finished call in the per-protocol metrics and passes its result on.
@@ -104,6 +110,8 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_infer(&self, r: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
         let started = Instant::now();
+        // The request's bytes stay counted until it is answered.
+        let _ticket = ticket(&r);
         let result = infer(&self.engine, r.into_inner())
             .await
             .map(Response::new)
@@ -119,6 +127,7 @@ impl GrpcInferenceService for InferenceService {
         &self,
         r: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let ticket = ticket(&r);
         let mut incoming = r.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel::<StreamResult>(16);
         let engine = Arc::clone(&self.engine);
@@ -139,7 +148,12 @@ impl GrpcInferenceService for InferenceService {
                     }
                 };
                 let started = Instant::now();
+                let size = prost::Message::encoded_len(&msg) + 5;
                 let result = infer(&engine, msg).await;
+                // Answered: its bytes no longer count against the budget.
+                if let Some(t) = &ticket {
+                    t.shrink(size);
+                }
                 telemetry::grpc_request(
                     "ModelStreamInfer",
                     result.as_ref().map_or_else(|e| e.kind.grpc_code(), |_| tonic::Code::Ok),
@@ -236,6 +250,7 @@ impl GrpcInferenceService for InferenceService {
         r: Request<RepositoryModelLoadRequest>,
     ) -> Result<Response<RepositoryModelLoadResponse>, Status> {
         let started = Instant::now();
+        let _ticket = ticket(&r);
         let r = r.into_inner();
         let result = async {
             let request = crate::api::codec::repository::load_request_from_grpc(r.parameters)?;

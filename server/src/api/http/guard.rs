@@ -1,8 +1,10 @@
 //! Two middlewares that keep every HTTP answer honest.
 //!
-//! - [`limit_body`] buffers the request body under `--http-max-body-bytes`
-//!   before any handler runs, and answers 413 with the JSON error body when
-//!   it is over. A client that writes its whole body before reading (Python's
+//! - [`limit_body`] admits the request against the server-wide budgets
+//!   (`engine::admission`) and buffers its body under `--http-max-body-bytes`
+//!   before any handler runs: 429 when the budget has no room (checked on the
+//!   declared length before a byte is read, then on every chunk), 413 when the
+//!   body is over the limit, both with the JSON error body. A client that writes its whole body before reading (Python's
 //!   `http.client`, `requests`) would see a broken pipe if the server closed
 //!   on it, so the rest of the body is read and thrown away first, for a
 //!   bounded time and size, as nginx's lingering close does.
@@ -18,7 +20,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
+use crate::engine::admission::Admission;
 use crate::error::{Error, ErrorKind};
+
+/// What [`limit_body`] needs.
+#[derive(Clone)]
+pub struct Limits {
+    pub max_body: usize,
+    pub admission: std::sync::Arc<Admission>,
+}
 
 /// How long an over-limit body is read and discarded before the answer.
 const LINGER: Duration = Duration::from_secs(5);
@@ -49,7 +59,8 @@ async fn discard(mut body: Body, bytes: u64) {
     .await;
 }
 
-pub async fn limit_body(State(max): State<usize>, request: Request, next: Next) -> Response {
+pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+    let max = limits.max_body;
     let (parts, mut body) = request.into_parts();
     let linger = (max as u64).saturating_mul(4).max(LINGER_BYTES);
     // A client waiting for `100 Continue` has sent nothing yet: answer at once.
@@ -67,6 +78,18 @@ pub async fn limit_body(State(max): State<usize>, request: Request, next: Next) 
         }
         return too_large(max);
     }
+    // Held until the handler has answered: queued and running requests keep
+    // their bytes counted.
+    let ticket = match limits.admission.admit(declared.unwrap_or(0) as usize) {
+        Ok(t) => t,
+        Err(e) => {
+            if !expects_continue {
+                discard(body, declared.unwrap_or(linger).min(linger)).await;
+            }
+            return e.into_response();
+        }
+    };
+    let granted = declared.unwrap_or(0) as usize;
     // Chunks are kept as they come (memory grows with what was received, not
     // with what was declared) and joined once at the end.
     let mut chunks: Vec<Bytes> = Vec::new();
@@ -82,6 +105,13 @@ pub async fn limit_body(State(max): State<usize>, request: Request, next: Next) 
             discard(body, linger).await;
             return too_large(max);
         }
+        // A body without a declared length is admitted as it arrives.
+        if total > granted
+            && let Err(e) = ticket.grow(total - granted.max(total - chunk.len()))
+        {
+            discard(body, linger).await;
+            return e.into_response();
+        }
         chunks.push(chunk);
     }
     let bytes = match chunks.len() {
@@ -95,7 +125,9 @@ pub async fn limit_body(State(max): State<usize>, request: Request, next: Next) 
             Bytes::from(joined)
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    drop(ticket);
+    response
 }
 
 /// The largest framework error body kept as the message.

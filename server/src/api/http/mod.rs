@@ -23,6 +23,7 @@ pub struct HttpState {
     pub engine: Arc<Engine>,
     /// Body limit, applied again after gzip/deflate inflation.
     pub max_body_bytes: usize,
+    pub admission: Arc<crate::engine::admission::Admission>,
 }
 
 /// `{model}` and optional `{version}` from the path.
@@ -59,7 +60,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(max_body, guard::limit_body))
+        .layer(axum::middleware::from_fn_with_state(
+            guard::Limits {
+                max_body,
+                admission: Arc::clone(&state.admission),
+            },
+            guard::limit_body,
+        ))
         // The guard has applied the limit; extractors must not apply axum's 2 MB default.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn(observe))
