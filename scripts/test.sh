@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: fetches ONNX Runtime, builds,
 # checks formatting and lints, runs the Rust tests (unit, codec properties,
-# the real server over HTTP and gRPC), then the Python suites with the clients
+# the real server over HTTP and gRPC), a short fuzz run of the decoders
+# (AFL++ via cargo-afl, installed on first use), then the Python suites with the clients
 # users run: tritonclient and the KServe SDK, each in its own virtualenv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked --bins
 cargo test --workspace --locked
+# A short coverage-guided run of every decoder (scripts/fuzz.sh; longer runs
+# are for finding bugs, this one keeps the targets building and honest).
+./scripts/fuzz.sh "${FUZZ_SECONDS:-15}"
 
 wait "$venv_triton"
 wait "$venv_kserve"

@@ -5,6 +5,8 @@ pub mod api;
 pub mod config;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod telemetry;
 
 use std::net::SocketAddr;

@@ -129,8 +129,13 @@ pub fn run(runtime: &mut dyn Runtime, samples: &[Sample]) -> Result<(), String> 
     Ok(())
 }
 
+/// The largest warm-up input, in bytes: a config asking for more is a mistake.
+pub const MAX_SAMPLE_BYTES: usize = 1 << 30;
+
 fn elements(name: &str, shape: &[i64]) -> Result<usize, String> {
-    element_count(shape).ok_or_else(|| format!("warm-up input '{name}': shape {shape:?} is too large"))
+    element_count(shape)
+        .filter(|n| n.saturating_mul(8) <= MAX_SAMPLE_BYTES)
+        .ok_or_else(|| format!("warm-up input '{name}': shape {shape:?} is too large"))
 }
 
 fn tensor(name: &str, datatype: DataType, shape: Vec<i64>, data: Vec<u8>) -> Tensor {
