@@ -151,6 +151,23 @@ pub struct Config {
     #[arg(long, env = "QUIVER_STRICT_READINESS", num_args = 0..=1, default_missing_value = "true")]
     pub strict_readiness: Option<bool>,
 
+    /// Data-plane tokens (inference, metadata, statistics, index): clients
+    /// send `Authorization: Bearer <token>` or `X-API-Key: <token>`. Prefer
+    /// the environment variable (comma-separated) to keep tokens out of `ps`.
+    /// No token configured at all: no auth.
+    #[arg(long, env = "QUIVER_DATA_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub data_token: Vec<String>,
+
+    /// Control-plane tokens: model load and unload, and everything a data
+    /// token may do.
+    #[arg(long, env = "QUIVER_CONTROL_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub control_token: Vec<String>,
+
+    /// Require a token on health (`/v2/health/*`, gRPC health) and on
+    /// `/metrics` of the HTTP port too. The metrics port stays open.
+    #[arg(long, env = "QUIVER_AUTH_HEALTH")]
+    pub auth_health: bool,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "quiver_server=debug".
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     pub log: String,

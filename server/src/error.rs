@@ -24,6 +24,10 @@ pub enum ErrorKind {
     NotAllowed,
     /// The runtime failed while executing.
     Internal,
+    /// No token, or a token the server does not know.
+    Unauthenticated,
+    /// A valid token without the scope the call needs.
+    PermissionDenied,
 }
 
 impl ErrorKind {
@@ -40,6 +44,8 @@ impl ErrorKind {
             ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorKind::NotAllowed => StatusCode::CONFLICT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
         }
     }
 
@@ -55,6 +61,8 @@ impl ErrorKind {
             ErrorKind::Unimplemented => tonic::Code::Unimplemented,
             ErrorKind::NotAllowed => tonic::Code::FailedPrecondition,
             ErrorKind::Internal => tonic::Code::Internal,
+            ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
         }
     }
 }
@@ -118,6 +126,8 @@ mod tests {
             (ErrorKind::Unimplemented, 501, tonic::Code::Unimplemented),
             (ErrorKind::NotAllowed, 409, tonic::Code::FailedPrecondition),
             (ErrorKind::Internal, 500, tonic::Code::Internal),
+            (ErrorKind::Unauthenticated, 401, tonic::Code::Unauthenticated),
+            (ErrorKind::PermissionDenied, 403, tonic::Code::PermissionDenied),
         ];
         for (kind, http, grpc) in rows {
             assert_eq!(kind.http_status().as_u16(), http, "{kind:?}");

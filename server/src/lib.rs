@@ -2,6 +2,7 @@
 //! models. `main` parses the config and calls [`start`]; tests call the same
 //! function on `127.0.0.1:0`.
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -97,6 +98,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         )));
     }
 
+    let auth = Arc::new(auth::Auth::new(
+        &config.data_token,
+        &config.control_token,
+        config.auth_health,
+    ));
     let admission = engine::admission::Admission::new(config.max_inflight_bytes(), config.max_inflight_requests);
     tracing::info!(
         max_inflight_bytes = config.max_inflight_bytes(),
@@ -107,8 +113,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         engine: Arc::clone(&engine),
         max_body_bytes: config.http_max_body_bytes,
         admission: Arc::clone(&admission),
+        auth: Arc::clone(&auth),
     };
-    let app = api::http::router(state).merge(telemetry::router());
+    let app = api::http::router(state);
     let shutdown = until_stopped();
     // Small answers must leave at once: without TCP_NODELAY, Nagle's algorithm
     // and the client's delayed ACK add up to 40 ms to a response.
@@ -156,6 +163,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     tasks.push(tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .layer(api::grpc::auth::AuthLayer { auth })
             .layer(api::grpc::admission::AdmissionLayer { admission })
             .add_service(inference)
             .add_service(health_service)

@@ -241,7 +241,8 @@ pub fn router() -> Router {
     Router::new().route("/metrics", get(render))
 }
 
-async fn render() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+/// `GET /metrics`: the Prometheus text exposition.
+pub async fn render() -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         install().render(),

@@ -130,6 +130,34 @@ pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Ne
     response
 }
 
+/// Checks the token a request carries against the scope of its route,
+/// before anything else is done for it.
+pub async fn authorize(
+    State(auth): State<std::sync::Arc<crate::auth::Auth>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let headers = request.headers();
+    let checked = auth.check(
+        crate::auth::http_scope(request.uri().path()),
+        headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+        headers.get("x-api-key").map(HeaderValue::as_bytes),
+    );
+    match checked {
+        Ok(()) => next.run(request).await,
+        Err(e) => {
+            let challenge = e.kind == ErrorKind::Unauthenticated;
+            let mut response = e.into_response();
+            if challenge {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            response
+        }
+    }
+}
+
 /// The largest framework error body kept as the message.
 const MESSAGE_LIMIT: usize = 4096;
 

@@ -24,6 +24,7 @@ pub struct HttpState {
     /// Body limit, applied again after gzip/deflate inflation.
     pub max_body_bytes: usize,
     pub admission: Arc<crate::engine::admission::Admission>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 /// `{model}` and optional `{version}` from the path.
@@ -59,6 +60,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/v2/repository/index", post(repository::index))
         .route("/v2/repository/models/{model}/load", post(repository::load))
         .route("/v2/repository/models/{model}/unload", post(repository::unload))
+        .route("/metrics", get(crate::telemetry::render))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             guard::Limits {
@@ -69,6 +71,11 @@ pub fn router(state: HttpState) -> Router {
         ))
         // The guard has applied the limit; extractors must not apply axum's 2 MB default.
         .layer(DefaultBodyLimit::disable())
+        // Before admission and buffering: a caller without a token costs nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            guard::authorize,
+        ))
         .layer(axum::middleware::from_fn(observe))
         .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
