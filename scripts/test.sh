@@ -9,6 +9,10 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 
 ./scripts/fetch-onnxruntime.sh
+# The TLS tests make their certificates with the openssl command line.
+if ! command -v openssl > /dev/null; then
+  apt-get update -q && apt-get install -y -q openssl
+fi
 export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
 # ONNX Runtime's telemetry writes under XDG_CACHE_HOME; keep it out of $HOME.
 export XDG_CACHE_HOME="$root/.cache/xdg"
@@ -41,5 +45,5 @@ wait "$venv_triton"
 wait "$venv_kserve"
 export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
 cd tests/python
-"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py
+"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py

@@ -168,6 +168,19 @@ pub struct Config {
     #[arg(long, env = "QUIVER_AUTH_HEALTH")]
     pub auth_health: bool,
 
+    /// PEM certificate (chain) for TLS on the HTTP and gRPC listeners; with
+    /// --tls-key. Both files are read again when they change.
+    #[arg(long, env = "QUIVER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "QUIVER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Seconds between checks of the TLS files for a rotated certificate.
+    #[arg(long, env = "QUIVER_TLS_RELOAD_SECONDS", default_value_t = 10)]
+    pub tls_reload_seconds: u64,
+
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "quiver_server=debug".
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     pub log: String,

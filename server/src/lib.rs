@@ -9,6 +9,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,11 @@ pub struct Server {
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
     config.validate().map_err(anyhow::Error::msg)?;
     telemetry::install();
+    // A certificate that cannot be used stops start-up, before any loading.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(cert, key)?)),
+        _ => None,
+    };
     quiver_runtimes::onnx::init(&config.onnxruntime_library())?;
     let options = LoadOptions {
         default_max_batch_size: config.default_max_batch_size,
@@ -117,13 +123,29 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     };
     let app = api::http::router(state);
     let shutdown = until_stopped();
-    // Small answers must leave at once: without TCP_NODELAY, Nagle's algorithm
-    // and the client's delayed ACK add up to 40 ms to a response.
-    let http = http.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    if let Some(tls) = &tls {
+        let every = Duration::from_secs(config.tls_reload_seconds.max(1));
+        tasks.push(tokio::spawn(Arc::clone(tls).watch(every, stopped.clone())));
+    }
+    let http = match &tls {
+        Some(t) => {
+            let listener = tls::HttpsListener {
+                streams: tls::accept(http, t.http_acceptor()),
+                local: http_addr,
+            };
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await })
+        }
+        None => {
+            // Small answers must leave at once: without TCP_NODELAY, Nagle's
+            // algorithm and the client's delayed ACK add up to 40 ms to a response.
+            let http = http.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            tokio::spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await })
+        }
+    };
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(http, app).with_graceful_shutdown(shutdown).await {
+        if let Ok(Err(e)) = http.await {
             tracing::error!(error = %e, "HTTP server failed");
         }
     }));
@@ -154,23 +176,32 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
     let shutdown = until_stopped();
-    // tonic sets TCP_NODELAY only on sockets it accepts itself; these are ours.
-    let incoming = TcpListenerStream::new(grpc).map(|conn| {
-        conn.inspect(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        })
-    });
+    let grpc_acceptor = tls.as_ref().map(|t| t.grpc_acceptor());
     tasks.push(tokio::spawn(async move {
-        let served = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .layer(api::grpc::auth::AuthLayer { auth })
             .layer(api::grpc::admission::AdmissionLayer { admission })
             .add_service(inference)
             .add_service(health_service)
             .add_service(reflection)
-            .add_service(reflection_alpha)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await;
+            .add_service(reflection_alpha);
+        let served = match grpc_acceptor {
+            Some(acceptor) => {
+                let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(grpc, acceptor))
+                    .map(|(tls, _)| Ok::<_, std::io::Error>(tls));
+                router.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+            None => {
+                // tonic sets TCP_NODELAY only on sockets it accepts itself; these are ours.
+                let incoming = TcpListenerStream::new(grpc).map(|conn| {
+                    conn.inspect(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    })
+                });
+                router.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+        };
         if let Err(e) = served {
             tracing::error!(error = %e, "gRPC server failed");
         }

@@ -129,3 +129,181 @@ async fn tokens_guard_the_data_and_control_planes() {
     assert!(health.is_ok(), "gRPC health stays open: {health:?}");
     s.stop().await;
 }
+
+/// A CA and a certificate for localhost / 127.0.0.1 signed by it, made with
+/// the openssl command line. Returns (ca.pem, cert.pem, key.pem).
+fn certificates(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    if !dir.join("ca.pem").exists() {
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=quiver-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    }
+    let (cert, key) = (format!("{cn}.pem"), format!("{cn}.key"));
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-subj",
+        &format!("/CN={cn}"),
+        "-keyout",
+        &key,
+        "-out",
+        "server.csr",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        &cert,
+    ]);
+    (dir.join("ca.pem"), dir.join(cert), dir.join(key))
+}
+
+mod tls_client {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::crypto::ring;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    pub fn connector(ca: &std::path::Path, alpn: &[&[u8]]) -> TlsConnector {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// GET `path` over HTTPS/1.1; returns (the server's certificate, the answer).
+    pub async fn get(addr: &str, ca: &std::path::Path, path: &str) -> (Vec<u8>, String) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut tls = connector(ca, &[b"http/1.1"]).connect(name, tcp).await.unwrap();
+        let peer = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer).await.unwrap();
+        (peer, answer)
+    }
+}
+
+fn der_of(pem: &std::path::Path) -> Vec<u8> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(pem)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_both_listeners_and_certificate_rotation() {
+    let dir = temp_dir("tls");
+    let (ca, cert, key) = certificates(&dir, "first");
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    std::fs::copy(&cert, live.join("tls.crt")).unwrap();
+    std::fs::copy(&key, live.join("tls.key")).unwrap();
+    let mut c = config(&root().join("models"));
+    c.tls_cert = Some(live.join("tls.crt"));
+    c.tls_key = Some(live.join("tls.key"));
+    c.tls_reload_seconds = 1;
+    let s = TestServer::start(c).await;
+    let http = s.http.trim_start_matches("http://").to_owned();
+
+    let (peer, answer) = tls_client::get(&http, &ca, "/v2/health/ready").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(peer, der_of(&cert));
+    // Plain HTTP on the TLS port gets nothing useful.
+    let plain = s.client.get(s.url("/v2/health/ready")).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+
+    // gRPC over TLS (ALPN h2), through a tonic channel on our own connector.
+    let connector = tls_client::connector(&ca, &[b"h2"]);
+    let grpc_addr = s.grpc.trim_start_matches("http://").to_owned();
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let (connector, addr) = (connector.clone(), grpc_addr.clone());
+            async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await?;
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .unwrap();
+    let mut grpc = quiver_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+    assert!(grpc.server_live(ServerLiveRequest {}).await.unwrap().into_inner().live);
+    grpc.model_infer(infer_request()).await.unwrap();
+
+    // cert-manager rotates the Secret: new handshakes get the new certificate.
+    let (_, cert2, key2) = certificates(&dir, "second");
+    std::fs::copy(&key2, live.join("tls.key")).unwrap();
+    std::fs::copy(&cert2, live.join("tls.crt")).unwrap();
+    let second = der_of(&cert2);
+    eventually(15, "the rotated certificate is served", || {
+        let (http, ca) = (http.clone(), ca.clone());
+        let second = second.clone();
+        async move { tls_client::get(&http, &ca, "/v2/health/live").await.0 == second }
+    })
+    .await;
+    // The open gRPC connection keeps working across the rotation.
+    grpc.model_infer(infer_request()).await.unwrap();
+    s.stop().await;
+}
