@@ -47,7 +47,9 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
 }
 
 /// What a file looks like from outside: changes when it is rewritten.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &Path) -> Stamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
@@ -58,7 +60,8 @@ struct Reloading {
     cert: PathBuf,
     key: PathBuf,
     current: ArcSwap<CertifiedKey>,
-    stamps: Mutex<(Option<(SystemTime, u64)>, Option<(SystemTime, u64)>)>,
+    /// Certificate's and key's stamps when last loaded.
+    stamps: Mutex<(Stamp, Stamp)>,
 }
 
 impl ResolvesServerCert for Reloading {
