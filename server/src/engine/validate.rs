@@ -6,6 +6,12 @@ use super::repository::model_config::ModelSpec;
 use super::request::InferRequest;
 use crate::error::{Error, Result};
 
+/// Most BYTES elements one input may carry. On the wire an element costs 4
+/// bytes plus its text, but a runtime holds each as a string object (ONNX
+/// Runtime: ~56 bytes with quiver's copy), so 64 MiB of empty strings would
+/// take ~900 MiB: this bounds that blow-up at ~56 MiB per input.
+pub const MAX_BYTES_ELEMENTS: usize = 1 << 20;
+
 /// Checks that a tensor's bytes match its datatype and shape (and, with
 /// `utf8`, that BYTES elements are UTF-8). The codecs only slice or pack
 /// bytes; this runs once per input, in [`check_request`], on the one path
@@ -41,6 +47,12 @@ pub fn check_data(t: &Tensor, utf8: bool) -> Result<()> {
             }
         }
         None => {
+            if count > MAX_BYTES_ELEMENTS {
+                return Err(Error::invalid(format!(
+                    "input '{}': {count} BYTES elements for shape {:?}; at most {MAX_BYTES_ELEMENTS} per input",
+                    t.name, t.shape
+                )));
+            }
             let mut n = 0usize;
             for item in bytes_elements(&t.data) {
                 let element = item.map_err(|i| {
@@ -284,5 +296,13 @@ mod tests {
         );
         let e = check_data(&t, true).unwrap_err().message;
         assert!(e.contains("input 's': BYTES element 1 is not valid UTF-8"), "{e}");
+        let many = Tensor {
+            name: "s".into(),
+            datatype: DataType::Bytes,
+            shape: vec![MAX_BYTES_ELEMENTS as i64 + 1],
+            data: vec![0; 4 * (MAX_BYTES_ELEMENTS + 1)].into(),
+        };
+        let e = check_data(&many, false).unwrap_err().message;
+        assert!(e.contains("at most 1048576 per input"), "{e}");
     }
 }
