@@ -100,6 +100,7 @@ async fn explicit_mode_loads_swaps_and_unloads_over_rest_and_grpc() {
     // Only what --load-model named is loaded.
     let (status, error) = ask(&s, "scale").await.unwrap_err();
     assert_eq!(status, 404, "{error}");
+    assert!(error.contains("unknown model 'scale'"), "{error}");
     assert_eq!(
         s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await.status(),
         200
@@ -154,6 +155,7 @@ async fn explicit_mode_loads_swaps_and_unloads_over_rest_and_grpc() {
     assert_eq!(status, 200);
     let (status, error) = ask(&s, "scale").await.unwrap_err();
     assert_eq!(status, 503, "{error}");
+    assert!(error.contains("has no ready version"), "{error}");
     let ready = s.client.get(s.url("/v2/models/scale/ready")).send().await.unwrap();
     expect_error(ready, 503, "has no ready version").await;
     eventually(10, "version 2 unloaded", || async {
@@ -337,7 +339,9 @@ async fn poll_mode_follows_the_repository_and_survives_broken_versions() {
     let s = TestServer::start(c).await;
     assert_eq!(ask(&s, "polled").await.unwrap(), (1, scaled(1.0)));
     // Poll mode refuses the API, as Triton does.
-    assert_eq!(control(&s, "load", "polled", json!({})).await.0, 409);
+    let (status, body) = control(&s, "load", "polled", json!({})).await;
+    assert_eq!(status, 409);
+    assert!(body["error"].as_str().unwrap().contains("'poll'"), "{body}");
 
     write_version(&repo, "polled", 2, 2.0);
     eventually(15, "version 2 serves", || async {

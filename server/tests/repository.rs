@@ -108,7 +108,12 @@ async fn failures_are_reported_and_the_rest_serve() {
     assert_eq!(r.status(), 503);
     let e: Value = r.json().await.unwrap();
     assert!(e["error"].as_str().unwrap().contains("has no ready version"), "{e}");
-    assert_eq!(s.get_status("/v2/models/broken/ready").await, 503);
+    expect_error(
+        s.client.get(s.url("/v2/models/broken/ready")).send().await.unwrap(),
+        503,
+        "has no ready version",
+    )
+    .await;
     let meta: Value = s.get_json("/v2/models/multi").await;
     assert_eq!(meta["versions"], json!(["2", "3"]));
     let r: Value = infer("/v2/models/good/infer".into())
