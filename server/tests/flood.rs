@@ -47,9 +47,22 @@ struct Server {
     http: String,
     grpc: String,
     log: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Removed once the server is gone.
+    cgroup: Option<PathBuf>,
 }
 
-fn start(repo: &Path, cgroup: Option<&Path>) -> Server {
+/// The server and its cgroup go away even when an assertion fails.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self.cgroup {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn start(repo: &Path, cgroup: Option<(PathBuf, PathBuf)>) -> Server {
     let bin = env!("CARGO_BIN_EXE_quiver");
     let mut args: Vec<String> = [
         "--model-repository",
@@ -73,7 +86,7 @@ fn start(repo: &Path, cgroup: Option<&Path>) -> Server {
         args.push("--max-inflight-bytes".into());
         args.push((LIMIT / 4).to_string());
     }
-    let mut command = match cgroup {
+    let mut command = match cgroup.as_ref().map(|(_, procs)| procs) {
         Some(procs) => {
             let mut c = Command::new("sh");
             c.arg("-c")
@@ -119,6 +132,7 @@ fn start(repo: &Path, cgroup: Option<&Path>) -> Server {
         http: http.unwrap(),
         grpc: grpc.unwrap(),
         log,
+        cgroup: cgroup.map(|(dir, _)| dir),
     }
 }
 
@@ -148,9 +162,9 @@ async fn a_flood_of_large_requests_stays_within_memory_and_small_ones_still_pass
            output [ { name: "y" data_type: TYPE_FP32 dims: [ 1 ] } ]"#,
     );
     copy_model("add_sub", &repo.join("add_sub"));
-    let cgroup = memory_cgroup();
-    let mut server = start(&repo, cgroup.as_ref().map(|(_, procs)| procs.as_path()));
-    if cgroup.is_some() {
+    let server = start(&repo, memory_cgroup());
+    let limited = server.cgroup.is_some();
+    if limited {
         let log = server.log.lock().unwrap().join("\n");
         assert!(
             log.contains(&format!("max_inflight_bytes={}", LIMIT / 4)),
@@ -266,20 +280,17 @@ async fn a_flood_of_large_requests_stays_within_memory_and_small_ones_still_pass
     done.store(true, Ordering::Relaxed);
     let (answered, failed) = small.await.unwrap();
 
+    let mut server = server;
     let pid = server.child.id();
     assert!(server.child.try_wait().unwrap().is_none(), "the server died");
     let peak = peak_rss(pid);
-    let _ = server.child.kill();
-    let _ = server.child.wait();
-    if let Some((dir, _)) = &cgroup {
-        let _ = std::fs::remove_dir(dir);
-    }
+    drop(server);
     let ok = outcomes.iter().filter(|o| **o == "ok").count();
     let refused = outcomes.len() - ok;
     eprintln!(
         "flood: {ok} served, {refused} refused; small client {answered} answered; server peak RSS {} MiB; cgroup: {}",
         peak >> 20,
-        cgroup.is_some()
+        limited
     );
     assert!(failed.is_empty(), "small requests failed: {failed:?}");
     assert!(answered > 0);
