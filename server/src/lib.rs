@@ -180,8 +180,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     tasks.push(tokio::spawn(async move {
         let router = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .layer(api::grpc::auth::AuthLayer { auth })
-            .layer(api::grpc::admission::AdmissionLayer { admission })
+            .layer(api::grpc::guard::GuardLayer { auth, admission })
             .add_service(inference)
             .add_service(health_service)
             .add_service(reflection)

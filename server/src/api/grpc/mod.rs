@@ -1,7 +1,6 @@
 //! The gRPC front end (tonic): `inference.GRPCInferenceService`, the standard
 //! `grpc.health.v1.Health` (Kubernetes gRPC probes) and server reflection.
-pub mod admission;
-pub mod auth;
+pub mod guard;
 mod service;
 
 pub use service::InferenceService;

@@ -277,6 +277,22 @@ mod tests {
         }
     }
 
+    /// x UINT8 [-1, 1] -> y, the shape every test runtime here takes.
+    fn uint8_io() -> ModelIo {
+        let spec = TensorSpec {
+            name: "x".into(),
+            datatype: DataType::Uint8,
+            shape: vec![-1, 1],
+        };
+        ModelIo {
+            inputs: vec![spec.clone()],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                ..spec
+            }],
+        }
+    }
+
     struct Harness {
         scheduler: Scheduler,
         gate: mpsc::Sender<()>,
@@ -287,18 +303,7 @@ mod tests {
     fn harness(levels: Vec<QueuePolicy>, batching: Option<BatchingConfig>, capacity: usize) -> Harness {
         let (gate, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let spec = TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Uint8,
-            shape: vec![-1, 1],
-        };
-        let io = ModelIo {
-            inputs: vec![spec.clone()],
-            outputs: vec![TensorSpec {
-                name: "y".into(),
-                ..spec
-            }],
-        };
+        let io = uint8_io();
         let runtime = Gated {
             io,
             gate: rx,
@@ -542,18 +547,7 @@ mod tests {
     fn preserve_ordering_answers_in_queue_order_across_instances() {
         let log = Arc::new(Mutex::new(Vec::new()));
         let taken = Arc::new(Mutex::new(Vec::new()));
-        let spec = TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Uint8,
-            shape: vec![-1, 1],
-        };
-        let io = ModelIo {
-            inputs: vec![spec.clone()],
-            outputs: vec![TensorSpec {
-                name: "y".into(),
-                ..spec
-            }],
-        };
+        let io = uint8_io();
         let mut gates = Vec::new();
         let mut runtimes: Vec<Box<dyn Runtime>> = Vec::new();
         for instance in 0..2 {
@@ -629,18 +623,7 @@ mod tests {
 
     #[test]
     fn a_failed_batch_is_retried_one_by_one_so_only_the_bad_request_fails() {
-        let spec = TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Uint8,
-            shape: vec![-1, 1],
-        };
-        let io = ModelIo {
-            inputs: vec![spec.clone()],
-            outputs: vec![TensorSpec {
-                name: "y".into(),
-                ..spec
-            }],
-        };
+        let io = uint8_io();
         let config = SchedulerConfig {
             queue: QueueConfig {
                 capacity: 16,
@@ -705,18 +688,7 @@ mod tests {
 
     #[test]
     fn a_panicking_runtime_fails_the_batch_and_the_instance_serves_on() {
-        let spec = TensorSpec {
-            name: "x".into(),
-            datatype: DataType::Uint8,
-            shape: vec![-1, 1],
-        };
-        let io = ModelIo {
-            inputs: vec![spec.clone()],
-            outputs: vec![TensorSpec {
-                name: "y".into(),
-                ..spec
-            }],
-        };
+        let io = uint8_io();
         let config = SchedulerConfig {
             queue: QueueConfig {
                 capacity: 8,
