@@ -195,6 +195,11 @@ impl Config {
         })
     }
 
+    /// The largest request body or message the listeners accept.
+    pub fn largest_request(&self) -> usize {
+        self.http_max_body_bytes.max(self.grpc_max_message_bytes)
+    }
+
     /// `--strict-readiness`, or its default for how the server is used.
     pub fn strict_readiness(&self) -> bool {
         self.strict_readiness.unwrap_or(self.model_name.is_some())
@@ -248,13 +253,16 @@ impl Config {
         if self.max_inflight_requests == 0 || self.max_blocking_threads == 0 {
             return Err("--max-inflight-requests and --max-blocking-threads must be at least 1".into());
         }
-        if self.max_inflight_bytes() < self.http_max_body_bytes.max(self.grpc_max_message_bytes) {
+        // A large request may take 3/4 of the budget (the rest is kept for
+        // small ones): a budget set by hand must leave room for the largest.
+        if let Some(budget) = self.max_inflight_bytes
+            && budget / 4 * 3 < self.largest_request()
+        {
             return Err(format!(
-                "--max-inflight-bytes ({}) is below the largest request allowed (--http-max-body-bytes {}, \
-                 --grpc-max-message-bytes {}): such a request could never be admitted",
-                self.max_inflight_bytes(),
-                self.http_max_body_bytes,
-                self.grpc_max_message_bytes
+                "--max-inflight-bytes {budget} leaves large requests {} bytes, below the largest request \
+                 allowed ({} bytes: --http-max-body-bytes, --grpc-max-message-bytes): raise it or lower those",
+                budget / 4 * 3,
+                self.largest_request()
             ));
         }
         if self.worker_threads == 0 {
@@ -325,5 +333,8 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("--repository-poll-secs"), "{e}");
         assert!(Config::try_parse_from(["quiver", "--model-control-mode", "sometimes"]).is_err());
+        let e = parse(&["--max-inflight-bytes", "67108864"]).validate().unwrap_err();
+        assert!(e.contains("leaves large requests 50331648 bytes"), "{e}");
+        assert!(parse(&["--max-inflight-bytes", "100000000"]).validate().is_ok());
     }
 }

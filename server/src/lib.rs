@@ -115,6 +115,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         max_inflight_requests = config.max_inflight_requests,
         "admission budgets"
     );
+    if config.max_inflight_bytes() / 4 * 3 < config.largest_request() {
+        tracing::warn!(
+            max_inflight_bytes = config.max_inflight_bytes(),
+            largest_request = config.largest_request(),
+            "the memory limit leaves less room than the largest request allowed: requests that large will \
+             be refused with 429; lower --http-max-body-bytes / --grpc-max-message-bytes to match"
+        );
+    }
     let state = api::http::HttpState {
         engine: Arc::clone(&engine),
         max_body_bytes: config.http_max_body_bytes,
