@@ -168,10 +168,11 @@ fn decode_data(name: &str, datatype: DataType, shape: &[i64], raw: &RawValue, ba
             "input '{name}': shape {shape:?} has a negative or too large dimension"
         ))
     })?;
-    // Every element takes at least one character of JSON, so the text length
-    // bounds what the claimed shape may make us reserve.
+    // Every element takes at least two characters of JSON (a digit and a
+    // separator; the last one none), so the text bounds what the claimed
+    // shape may make us reserve: at most 4x the text, for FP64.
     let capacity = expected
-        .min(raw.get().len())
+        .min(raw.get().len().div_ceil(2))
         .saturating_mul(datatype.size().unwrap_or(4));
     let mut out = Vec::with_capacity(capacity);
     let mut count = 0usize;
