@@ -110,10 +110,6 @@ impl Engine {
         Ok(())
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// Server readiness. With strict readiness, also every model that should
     /// serve (loaded or asked for, not unloaded) has a READY version.
     pub fn is_ready(&self) -> bool {
