@@ -66,31 +66,33 @@ pub fn router(state: HttpState) -> Router {
             guard::Limits {
                 max_body,
                 admission: Arc::clone(&state.admission),
+                auth: Arc::clone(&state.auth),
             },
             guard::limit_body,
         ))
         // The guard has applied the limit; extractors must not apply axum's 2 MB default.
         .layer(DefaultBodyLimit::disable())
-        // Before admission and buffering: a caller without a token costs nothing.
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state.auth),
-            guard::authorize,
-        ))
         .layer(axum::middleware::from_fn(observe))
-        .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
 }
 
 /// Records every request in the per-protocol metrics, by route pattern (so
-/// model names do not explode the label set) and status.
+/// model names do not explode the label set) and status, and gives the
+/// framework's own errors their JSON body.
 async fn observe(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // Cheap clones (the URI shares its bytes), kept for an error message.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    crate::telemetry::http_request(route, response.status().as_u16(), started.elapsed());
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        response = guard::json_errors(&method, &uri, response).await;
+    }
+    crate::telemetry::http_request(route, status.as_u16(), started.elapsed());
     response
 }
 
