@@ -34,14 +34,15 @@ pub struct Limits {
 
 /// The token check, before anything else is done for a request: a caller
 /// without a valid token costs no admission and no buffering.
-fn authorize(auth: &crate::auth::Auth, request: &Request) -> Result<(), Response> {
+/// `Some(answer)` refuses the request.
+fn authorize(auth: &crate::auth::Auth, request: &Request) -> Option<Response> {
     let headers = request.headers();
     let checked = auth.check(
         crate::auth::http_scope(request.uri().path()),
         headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
         headers.get("x-api-key").map(HeaderValue::as_bytes),
     );
-    checked.map_err(|e| {
+    checked.err().map(|e| {
         let challenge = e.kind == ErrorKind::Unauthenticated;
         let mut response = e.into_response();
         if challenge {
@@ -83,7 +84,7 @@ async fn discard(mut body: Body, bytes: u64) {
 }
 
 pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    if let Err(refused) = authorize(&limits.auth, &request) {
+    if let Some(refused) = authorize(&limits.auth, &request) {
         return refused;
     }
     let max = limits.max_body;
