@@ -109,15 +109,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         &config.control_token,
         config.auth_health,
     ));
-    let admission = engine::admission::Admission::new(config.max_inflight_bytes(), config.max_inflight_requests);
+    // Read once: the default looks the memory limit up in /proc and /sys.
+    let budget = config.max_inflight_bytes();
+    let admission = engine::admission::Admission::new(budget, config.max_inflight_requests);
     tracing::info!(
-        max_inflight_bytes = config.max_inflight_bytes(),
+        max_inflight_bytes = budget,
         max_inflight_requests = config.max_inflight_requests,
         "admission budgets"
     );
-    if config.max_inflight_bytes() / 4 * 3 < config.largest_request() {
+    if budget / 4 * 3 < config.largest_request() {
         tracing::warn!(
-            max_inflight_bytes = config.max_inflight_bytes(),
+            max_inflight_bytes = budget,
             largest_request = config.largest_request(),
             "the memory limit leaves less room than the largest request allowed: requests that large will \
              be refused with 429; lower --http-max-body-bytes / --grpc-max-message-bytes to match"

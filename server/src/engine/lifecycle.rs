@@ -253,7 +253,7 @@ impl Engine {
             .entry(name)
             .map_or_else(|_| ModelEntry::new(name), |e| ModelEntry::clone(&e));
         let mut retired = Vec::new();
-        let swaps = loaded.len();
+        let swapped_in = !loaded.is_empty();
         for m in loaded {
             if let Some(VersionSlot::Ready(old)) = entry.versions.insert(m.version, VersionSlot::Ready(m)) {
                 retired.push(old);
@@ -264,9 +264,16 @@ impl Engine {
                 entry.versions.insert(*v, VersionSlot::Unavailable(why.clone()));
             }
         }
+        let failed = (!failures.is_empty()).then(|| {
+            failures
+                .iter()
+                .map(|(v, why)| format!("version {v}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
         // Versions the policy no longer selects retire, unless part of this
         // load failed: then what served keeps serving until a load succeeds.
-        let keep_serving = !failures.is_empty();
+        let keep_serving = failed.is_some();
         entry.versions.retain(|v, slot| {
             if selected.contains(v) || (keep_serving && matches!(slot, VersionSlot::Ready(_))) {
                 return true;
@@ -280,17 +287,10 @@ impl Engine {
                 _ => false,
             }
         });
-        let failed = (!failures.is_empty()).then(|| {
-            failures
-                .iter()
-                .map(|(v, why)| format!("version {v}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        });
         entry.last_load_error = failed.clone().filter(|_| entry.latest_ready().is_some());
-        let had_ready = retired.len();
         self.registry.insert(entry);
-        if swaps > 0 && had_ready > 0 {
+        // A swap: something new went live and something old left routing.
+        if swapped_in && !retired.is_empty() {
             telemetry::model_swapped(name);
         }
         self.retire(name, retired);

@@ -68,8 +68,12 @@ fn too_large(max: usize) -> Response {
     .into_response()
 }
 
-/// Reads and discards what is left of `body`, up to `bytes` or [`LINGER`].
-async fn discard(mut body: Body, bytes: u64) {
+/// Answers `response` after reading and discarding what is left of `body`,
+/// up to `bytes` (none: answer at once) or [`LINGER`].
+async fn refuse(mut body: Body, bytes: u64, response: Response) -> Response {
+    if bytes == 0 {
+        return response;
+    }
     let _ = tokio::time::timeout(LINGER, async {
         let mut left = bytes;
         while let Some(Ok(frame)) = body.frame().await {
@@ -81,6 +85,7 @@ async fn discard(mut body: Body, bytes: u64) {
         }
     })
     .await;
+    response
 }
 
 pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
@@ -99,22 +104,16 @@ pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Ne
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        if !expects_continue {
-            discard(body, declared.unwrap_or(0).min(linger)).await;
-        }
-        return too_large(max);
+    // How much of a refused body to read first (none for a client that waits).
+    let lingering = |rest: u64| if expects_continue { 0 } else { rest.min(linger) };
+    if let Some(n) = declared.filter(|&n| n > max as u64) {
+        return refuse(body, lingering(n), too_large(max)).await;
     }
     // Held until the handler has answered: queued and running requests keep
     // their bytes counted.
     let ticket = match limits.admission.admit(declared.unwrap_or(0) as usize) {
         Ok(t) => t,
-        Err(e) => {
-            if !expects_continue {
-                discard(body, declared.unwrap_or(linger).min(linger)).await;
-            }
-            return e.into_response();
-        }
+        Err(e) => return refuse(body, lingering(declared.unwrap_or(linger)), e.into_response()).await,
     };
     let granted = declared.unwrap_or(0) as usize;
     // Chunks are kept as they come (memory grows with what was received, not
@@ -129,15 +128,13 @@ pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Ne
         let Ok(chunk) = frame.into_data() else { continue };
         total += chunk.len();
         if total > max {
-            discard(body, linger).await;
-            return too_large(max);
+            return refuse(body, linger, too_large(max)).await;
         }
         // A body without a declared length is admitted as it arrives.
         if total > granted
             && let Err(e) = ticket.grow(total - granted.max(total - chunk.len()))
         {
-            discard(body, linger).await;
-            return e.into_response();
+            return refuse(body, linger, e.into_response()).await;
         }
         chunks.push(chunk);
     }
