@@ -125,6 +125,32 @@ pub struct Config {
     #[arg(long, env = "QUIVER_REPOSITORY_POLL_SECS", default_value_t = 15)]
     pub repository_poll_secs: u64,
 
+    /// Folder for what quiver downloads: the mirror of an object-store
+    /// repository and registry artifacts. Kept across restarts (only
+    /// changed objects are fetched again); quiver owns what is inside.
+    #[arg(long, env = "QUIVER_CACHE_DIR", default_value = "/tmp/quiver-cache")]
+    pub cache_dir: PathBuf,
+
+    /// Endpoint of an S3-compatible store (MinIO, Ceph) for an `s3://`
+    /// repository; AWS_ENDPOINT_URL works too. Plain http:// is allowed.
+    #[arg(long, env = "QUIVER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Serve a model that follows an MLflow Model Registry reference:
+    /// `<served name>=models:/<name>@<alias>`, `models:/<name>/<stage>`,
+    /// `models:/<name>/<version>` or `models:/<name>/latest` (repeatable).
+    /// Polled every --repository-poll-secs in every control mode.
+    #[arg(long, env = "QUIVER_REGISTRY_MODELS", value_delimiter = ',')]
+    pub registry_model: Vec<String>,
+
+    /// The MLflow tracking server that --registry-model references resolve on.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub mlflow_tracking_uri: Option<String>,
+
+    /// Bearer token for the MLflow tracking server (prefer the variable).
+    #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
+    pub mlflow_tracking_token: Option<String>,
+
     /// Explicit mode: a model to load at start-up (repeatable; `*` loads all).
     #[arg(long, env = "QUIVER_LOAD_MODEL", value_delimiter = ',')]
     pub load_model: Vec<String>,
@@ -237,7 +263,9 @@ impl Config {
         if self.model_load_threads == 0 {
             return Err("--model-load-threads must be at least 1".into());
         }
-        if self.model_control_mode == ControlMode::Poll && self.repository_poll_secs == 0 {
+        if (self.model_control_mode == ControlMode::Poll || !self.registry_model.is_empty())
+            && self.repository_poll_secs == 0
+        {
             return Err("--repository-poll-secs must be at least 1".into());
         }
         if let Some(bad) = self
@@ -264,6 +292,12 @@ impl Config {
                 budget / 4 * 3,
                 self.largest_request()
             ));
+        }
+        for flag in &self.registry_model {
+            crate::sources::mlflow::Follow::parse(flag)?;
+        }
+        if !self.registry_model.is_empty() && self.mlflow_tracking_uri.is_none() {
+            return Err("--registry-model needs --mlflow-tracking-uri (or MLFLOW_TRACKING_URI)".into());
         }
         if self.worker_threads == 0 {
             return Err("--worker-threads must be at least 1".into());

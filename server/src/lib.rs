@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod sources;
 pub mod telemetry;
 pub mod tls;
 
@@ -53,6 +54,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         _ => None,
     };
     quiver_runtimes::onnx::init(&config.onnxruntime_library())?;
+    // The registries' HTTPS clients use the same rustls provider as the
+    // listeners (ring); an error only means one is installed already.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let options = LoadOptions {
         default_max_batch_size: config.default_max_batch_size,
         intra_op_threads: config.intra_op_threads,
@@ -63,15 +67,43 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         parallel_loads: config.model_load_threads,
         strict_readiness: config.strict_readiness(),
     };
-    let engine = Arc::new(Engine::new(config.model_repository.clone(), options));
+    let sourced = sources::open(config, options)?;
+    let engine = Arc::new(sourced.engine);
+    // An object-store repository is mirrored before the first load: what
+    // the store holds now is what start-up serves. If it cannot be read, the
+    // mirror's copy from an earlier run serves and the sync is retried.
+    let mut synced = true;
+    if let Some(mirror) = engine.mirror() {
+        match mirror.sync(None).await {
+            Ok(report) => {
+                for (name, why) in &report.failed {
+                    engine.source_failed(Some(name), "object_store", why);
+                }
+            }
+            Err(e) => {
+                synced = false;
+                engine.source_failed(None, "object_store", &e);
+            }
+        }
+    }
     let startup = match config.model_control_mode {
         ControlMode::Explicit if !config.load_model.iter().any(|m| m == "*") => Some(config.load_model.clone()),
         _ => None,
     };
-    engine
-        .load_many(startup)
-        .await
-        .with_context(|| format!("cannot read model repository {}", config.model_repository.display()))?;
+    // Only registry models and no repository folder: nothing else to load.
+    let repository_needed = sourced.followers.is_empty() || engine.repository().is_dir();
+    if repository_needed {
+        engine
+            .load_many(startup)
+            .await
+            .with_context(|| format!("cannot read model repository {}", config.model_repository.display()))?;
+    }
+    let mut followers = sourced.followers;
+    for follower in &mut followers {
+        if let Err(e) = follower.start(&engine).await {
+            engine.source_failed(Some(follower.served()), "mlflow", &e);
+        }
+    }
 
     let bind = |port: u16| {
         let addr = SocketAddr::new(config.host, port);
@@ -95,13 +127,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }
     };
     let mut tasks = Vec::new();
+    let every = Duration::from_secs(config.repository_poll_secs.max(1));
     if config.model_control_mode == ControlMode::Poll {
-        let every = Duration::from_secs(config.repository_poll_secs);
         tasks.push(tokio::spawn(engine::poller::run(
             Arc::clone(&engine),
             every,
             stopped.clone(),
         )));
+    } else if !synced && config.model_control_mode == ControlMode::None {
+        tasks.push(tokio::spawn(engine::poller::sync_once(
+            Arc::clone(&engine),
+            every,
+            stopped.clone(),
+        )));
+    }
+    for follower in followers {
+        tasks.push(tokio::spawn(follower.run(Arc::clone(&engine), every, stopped.clone())));
     }
 
     let auth = Arc::new(auth::Auth::new(

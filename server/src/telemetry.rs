@@ -39,6 +39,12 @@ pub const MODEL_LOAD_SECONDS: &str = "quiver_model_load_duration_seconds";
 pub const MODEL_LOADS: &str = "quiver_model_loads_total";
 pub const MODEL_UNLOADS: &str = "quiver_model_unloads_total";
 pub const MODEL_SWAPS: &str = "quiver_model_swaps_total";
+// Model sources and the validation gate.
+pub const SOURCE_ERRORS: &str = "quiver_source_errors_total";
+pub const SOURCE_OBJECTS_FETCHED: &str = "quiver_source_objects_fetched_total";
+pub const SOURCE_BYTES_FETCHED: &str = "quiver_source_bytes_fetched_total";
+pub const VALIDATION_FAILURES: &str = "quiver_validation_failures_total";
+pub const VALIDATION_PASSES: &str = "quiver_validation_passes_total";
 // Admission control: what is in flight against the server-wide budgets.
 pub const ADMISSION_BYTES: &str = "quiver_admission_bytes_in_flight";
 pub const ADMISSION_BYTES_LIMIT: &str = "quiver_admission_bytes_limit";
@@ -224,6 +230,28 @@ pub fn model_swapped(model: &str) {
 
 pub fn model_unloaded(model: &str) {
     counter!(MODEL_UNLOADS, "model" => model.to_owned()).increment(1);
+}
+
+/// A source (`object_store`, `mlflow`) could not be read; `model` is empty
+/// for a whole repository. The message goes to the log, never a label.
+pub fn source_error(source: &'static str, model: &str) {
+    counter!(SOURCE_ERRORS, "source" => source, "model" => model.to_owned()).increment(1);
+}
+
+/// Objects a source downloaded (changed or new ones only) and their bytes.
+pub fn source_fetched(source: &'static str, objects: u64, bytes: u64) {
+    counter!(SOURCE_OBJECTS_FETCHED, "source" => source).increment(objects);
+    counter!(SOURCE_BYTES_FETCHED, "source" => source).increment(bytes);
+}
+
+/// A new version failed a check of the validation gate (`golden`,
+/// `latency`, `deviation`, `golden_set`) and was not switched in.
+pub fn validation_failed(model: &str, check: &'static str) {
+    counter!(VALIDATION_FAILURES, "model" => model.to_owned(), "check" => check).increment(1);
+}
+
+pub fn validation_passed(model: &str) {
+    counter!(VALIDATION_PASSES, "model" => model.to_owned()).increment(1);
 }
 
 /// Per-protocol request accounting (front ends call these).

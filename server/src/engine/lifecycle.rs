@@ -1,11 +1,14 @@
 //! Changing what is served while serving: load, reload (hot swap) and unload.
 //!
-//! A load is **load → warm up → switch → drain**:
+//! A load is **load → warm up → validate → switch → drain**:
 //! 1. The versions the policy selects are fingerprinted (config text + file
 //!    bytes). A version already serving with the same fingerprint is kept.
 //! 2. The others load and warm up on a blocking thread while the versions
 //!    already serving keep serving. A version with nothing serving shows
 //!    LOADING meanwhile; one being replaced stays READY.
+//!    Each new version then passes the model's validation gate (`gate.rs`),
+//!    if it ships one, on its own queue before any client can reach it; a
+//!    version that fails is dropped like one that failed to load.
 //! 3. One atomic registry swap publishes the result: new versions READY,
 //!    replaced ones out, ones the policy no longer selects UNLOADING. Readiness
 //!    never drops: the old version is routable until the very swap that makes
@@ -28,7 +31,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::Engine;
+use super::gate::Gate;
 use super::model::ModelVersion;
+use super::provenance;
 use super::registry::{ModelEntry, VersionSlot};
 use super::repository::{self, fingerprint, model_config};
 use crate::error::{Error, ErrorKind, Result};
@@ -81,6 +86,18 @@ impl Engine {
     /// The repository API's load: explicit mode only.
     pub async fn api_load(self: &Arc<Self>, name: &str, request: LoadRequest) -> Result<()> {
         self.control_allowed()?;
+        // A mirrored repository is brought up to date for this model first;
+        // if the store cannot be read, the mirror's copy loads.
+        if let Some(mirror) = self.mirror()
+            && request.files.is_empty()
+            && !self.is_external(name)
+        {
+            check_name(name)?;
+            match mirror.sync(Some(name)).await {
+                Ok(_) => self.source_recovered(Some(name)),
+                Err(e) => self.source_failed(Some(name), "object_store", &e),
+            }
+        }
         self.load(name, request).await
     }
 
@@ -162,6 +179,7 @@ impl Engine {
                     .map_err(std::io::Error::other)??
                     .into_iter()
                     .map(|(name, _)| name)
+                    .filter(|name| !self.is_external(name))
                     .collect()
             }
         };
@@ -177,6 +195,9 @@ impl Engine {
 
     /// The folder a model is loaded from.
     pub(crate) fn model_dir(&self, name: &str) -> PathBuf {
+        if let Some(dir) = self.external.get(name) {
+            return dir.clone();
+        }
         if self.options.model_name.as_deref() == Some(name)
             && repository::version_dirs(&self.repository).is_ok_and(|v| !v.is_empty())
         {
@@ -187,6 +208,9 @@ impl Engine {
 
     /// The blocking body of a load.
     fn load_versions(&self, name: &str, request: &LoadRequest) -> Result<()> {
+        // A blocking-pool thread of the runtime: the gate sends its runs
+        // through the new version's queue and awaits them here.
+        let runtime = tokio::runtime::Handle::current();
         let inline = match request.files.is_empty() {
             true => None,
             false => Some(InlineFiles::write(name, &request.files).map_err(Error::invalid)?),
@@ -235,8 +259,26 @@ impl Engine {
         let mut loaded = Vec::new();
         for (v, fp) in plan {
             match repository::load_version(name, &dir, v, config.clone(), fp, &self.options) {
-                Ok(m) => {
-                    tracing::info!(model = name, version = v, "model version ready");
+                Ok(mut m) => {
+                    m.provenance = provenance::of_version(&dir, v, fp);
+                    let serving = current.as_ref().and_then(|e| e.latest_ready()).cloned();
+                    match validate(&runtime, name, &dir, &m, serving.as_deref()) {
+                        Ok(Some(summary)) => {
+                            m.provenance.insert("validation".into(), summary);
+                        }
+                        Ok(None) => {}
+                        Err(why) => {
+                            failures.insert(v, why);
+                            continue;
+                        }
+                    }
+                    publish_provenance(&mut m);
+                    tracing::info!(
+                        model = name,
+                        version = v,
+                        source = m.provenance.get("uri").map(String::as_str),
+                        "model version ready"
+                    );
                     loaded.push(Arc::new(m));
                 }
                 Err(e) => {
@@ -300,6 +342,13 @@ impl Engine {
         }
     }
 
+    /// A failure found outside a load (a registry artifact that cannot be
+    /// served): recorded like a failed load.
+    pub fn record_load_failure(&self, name: &str, why: String) {
+        telemetry::model_loaded(name, false, Duration::ZERO);
+        let _ = self.model_failed(name, why);
+    }
+
     /// A failure of the model as a whole (config, folder): the versions that
     /// serve keep serving; a model with none reports the reason.
     fn model_failed(&self, name: &str, why: String) -> Error {
@@ -356,6 +405,62 @@ impl Engine {
             // Dropping the versions here is still correct, only unobserved.
             tracing::warn!(error = %e, "cannot start a thread to watch retired versions");
         }
+    }
+}
+
+/// Runs the version's validation gate, if its model ships one. `Ok(None)`:
+/// no gate; `Ok(Some)`: passed, with a summary; `Err`: why it failed
+/// (already logged and counted).
+fn validate(
+    runtime: &tokio::runtime::Handle,
+    name: &str,
+    dir: &Path,
+    new: &ModelVersion,
+    serving: Option<&ModelVersion>,
+) -> std::result::Result<Option<String>, String> {
+    let version_dir = dir.join(new.version.to_string());
+    let outcome = Gate::read(name, dir, new.version).and_then(|gate| match gate {
+        None => Ok(None),
+        Some(g) => g.check(runtime, new, serving, &version_dir).map(Some),
+    });
+    match outcome {
+        Ok(None) => Ok(None),
+        Ok(Some(summary)) => {
+            telemetry::validation_passed(name);
+            tracing::info!(
+                model = name,
+                version = new.version,
+                result = summary,
+                "validation passed"
+            );
+            Ok(Some(summary))
+        }
+        Err(f) => {
+            telemetry::validation_failed(name, f.check);
+            tracing::error!(
+                model = name,
+                version = new.version,
+                check = f.check,
+                reason = f.message,
+                "validation failed; the version is not switched in"
+            );
+            Err(format!("validation failed ({}): {}", f.check, f.message))
+        }
+    }
+}
+
+/// Copies a version's provenance into its config's `parameters`
+/// (`provenance.uri`, ...), where gRPC and REST config readers find it.
+fn publish_provenance(m: &mut ModelVersion) {
+    use quiver_proto::inference::ModelParameter;
+    let config = Arc::make_mut(&mut m.config);
+    for (k, v) in &m.provenance {
+        config.parameters.insert(
+            format!("provenance.{k}"),
+            ModelParameter {
+                string_value: v.clone(),
+            },
+        );
     }
 }
 

@@ -2,9 +2,11 @@
 //! live registry, validation and the instance queues. No HTTP or gRPC types.
 pub mod admission;
 pub mod batcher;
+pub mod gate;
 pub mod lifecycle;
 pub mod model;
 pub mod poller;
+pub mod provenance;
 pub mod registry;
 pub mod repository;
 pub mod request;
@@ -22,7 +24,7 @@ use quiver_runtimes::DataType;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::telemetry::FailureReason;
+use crate::telemetry::{self, FailureReason};
 use batcher::{Answer, Job, batch};
 use model::ModelVersion;
 use registry::{Registry, VersionSlot};
@@ -62,6 +64,8 @@ pub struct IndexEntry {
     pub version: String,
     pub state: &'static str,
     pub reason: String,
+    /// Where the version came from; empty for rows without a loaded version.
+    pub provenance: provenance::Provenance,
 }
 
 pub struct Engine {
@@ -72,6 +76,11 @@ pub struct Engine {
     model_locks: lifecycle::ModelLocks,
     /// Loads running at once, across models (`--model-load-threads`).
     load_slots: Arc<tokio::sync::Semaphore>,
+    /// Models served from a folder of their own rather than the repository
+    /// (followed in a model registry): name -> folder.
+    external: std::collections::BTreeMap<String, PathBuf>,
+    /// The object store the repository mirrors, when it is one.
+    mirror: Option<Arc<crate::sources::object::Mirror>>,
 }
 
 impl Engine {
@@ -83,6 +92,70 @@ impl Engine {
             load_slots: Arc::new(tokio::sync::Semaphore::new(options.parallel_loads.max(1))),
             options,
             model_locks: Default::default(),
+            external: Default::default(),
+            mirror: None,
+        }
+    }
+
+    /// Serves the repository mirrored from an object store (`repository`
+    /// given to [`Engine::new`] is the mirror's local folder).
+    pub fn with_mirror(mut self, mirror: Arc<crate::sources::object::Mirror>) -> Engine {
+        self.mirror = Some(mirror);
+        self
+    }
+
+    /// Serves model `name` from `dir` instead of the repository.
+    pub fn with_external_model(mut self, name: &str, dir: PathBuf) -> Engine {
+        self.external.insert(name.to_owned(), dir);
+        self
+    }
+
+    pub fn mirror(&self) -> Option<&Arc<crate::sources::object::Mirror>> {
+        self.mirror.as_ref()
+    }
+
+    /// Whether `name` is served from a folder of its own (a registry model).
+    pub fn is_external(&self, name: &str) -> bool {
+        self.external.contains_key(name)
+    }
+
+    /// A source of `name` (`None`: every model of the mirrored repository)
+    /// failed: logged, counted, and shown in the index until it recovers.
+    pub fn source_failed(&self, name: Option<&str>, source: &'static str, why: &str) {
+        tracing::warn!(
+            model = name.unwrap_or("*"),
+            source,
+            reason = why,
+            "model source unavailable; serving what is loaded"
+        );
+        telemetry::source_error(source, name.unwrap_or(""));
+        let names: Vec<String> = match name {
+            Some(n) => vec![n.to_owned()],
+            None => self
+                .registry
+                .snapshot()
+                .keys()
+                .filter(|n| !self.is_external(n))
+                .cloned()
+                .collect(),
+        };
+        for n in names {
+            self.registry.update(&n, |e| e.source_error = Some(why.to_owned()));
+        }
+    }
+
+    /// The source of `name` (`None`: of the mirrored repository's models)
+    /// answers again.
+    pub fn source_recovered(&self, name: Option<&str>) {
+        for (n, e) in self.registry.snapshot().iter() {
+            let ours = match name {
+                Some(only) => n == only,
+                None => !self.is_external(n),
+            };
+            if ours && e.source_error.is_some() {
+                tracing::info!(model = n, "model source reachable again");
+                self.registry.update(n, |e| e.source_error = None);
+            }
         }
     }
 
@@ -185,16 +258,41 @@ impl Engine {
                     version: String::new(),
                     state: "UNAVAILABLE",
                     reason: e.clone(),
+                    provenance: Default::default(),
+                });
+            } else if entry.versions.is_empty()
+                && let Some(s) = &entry.source_error
+            {
+                rows.push(IndexEntry {
+                    name: entry.name.clone(),
+                    version: String::new(),
+                    state: "UNAVAILABLE",
+                    reason: s.clone(),
+                    provenance: Default::default(),
                 });
             }
             for (v, slot) in &entry.versions {
                 let reason = match slot {
                     VersionSlot::Unavailable(r) => r.clone(),
-                    VersionSlot::Ready(_) => entry
-                        .last_load_error
-                        .as_ref()
-                        .map(|e| format!("serving; the last load failed: {e}"))
-                        .unwrap_or_default(),
+                    VersionSlot::Ready(_) => {
+                        let notes: Vec<String> = [
+                            entry
+                                .last_load_error
+                                .as_ref()
+                                .map(|e| format!("the last load failed: {e}")),
+                            entry
+                                .source_error
+                                .as_ref()
+                                .map(|e| format!("the source is unavailable: {e}")),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                        match notes.is_empty() {
+                            true => String::new(),
+                            false => format!("serving; {}", notes.join("; ")),
+                        }
+                    }
                     _ => String::new(),
                 };
                 let state = slot.state();
@@ -203,6 +301,10 @@ impl Engine {
                     version: v.to_string(),
                     state,
                     reason,
+                    provenance: match slot {
+                        VersionSlot::Ready(m) => m.provenance.clone(),
+                        _ => Default::default(),
+                    },
                 });
             }
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use quiver_proto::inference::ModelConfig;
 
 use super::batcher::Scheduler;
+use super::provenance::Provenance;
 use super::repository::model_config::ModelSpec;
 use super::stats::VersionStats;
 
@@ -17,6 +18,9 @@ pub struct ModelVersion {
     pub spec: ModelSpec,
     pub stats: Arc<VersionStats>,
     pub scheduler: Scheduler,
+    /// Where it came from (URI, registry version, run id, ETags, digest)
+    /// and what the validation gate found.
+    pub provenance: Provenance,
 }
 
 impl ModelVersion {

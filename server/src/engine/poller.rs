@@ -9,6 +9,12 @@
 //! A failed load is not retried until the folder changes again, and each load
 //! runs as a task of its own: one slow or broken model never wedges the
 //! poller or delays the others. A folder that disappears is unloaded.
+//!
+//! A repository mirrored from an object store is followed through the
+//! mirror instead: each poll syncs it, and the models whose objects changed
+//! load at once (the mirror only moves a model's files into place once all
+//! of them have arrived, so there is nothing to wait out). A store that
+//! cannot be read leaves everything serving and is retried with back-off.
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use tokio::sync::watch;
 use super::Engine;
 use super::lifecycle::LoadRequest;
 use super::repository::{self, fingerprint};
+use crate::sources::Backoff;
 
 /// What the poller remembers of one model folder.
 #[derive(Clone, Copy, Default)]
@@ -45,7 +52,57 @@ fn scan(root: PathBuf, single: Option<String>) -> Vec<(String, Option<u64>)> {
 
 /// Polls until `stop` turns true. Start it after the start-up load: what is
 /// on disk at the first scan counts as loaded.
-pub async fn run(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(engine: Arc<Engine>, every: Duration, stop: watch::Receiver<bool>) {
+    if engine.mirror().is_some() {
+        return follow_mirror(engine, every, stop, false).await;
+    }
+    follow_folder(engine, every, stop).await
+}
+
+/// Mode `none` with a store that could not be read at start-up: retries
+/// until one sync succeeds, loads what changed, and stops.
+pub async fn sync_once(engine: Arc<Engine>, every: Duration, stop: watch::Receiver<bool>) {
+    follow_mirror(engine, every, stop, true).await
+}
+
+async fn follow_mirror(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>, once: bool) {
+    let Some(mirror) = engine.mirror().cloned() else { return };
+    let mut backoff = Backoff::new(every);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let report = match mirror.sync(None).await {
+            Ok(r) => r,
+            Err(e) => {
+                backoff.failed();
+                engine.source_failed(None, "object_store", &e);
+                continue;
+            }
+        };
+        backoff.succeeded();
+        engine.source_recovered(None);
+        for (name, why) in &report.failed {
+            engine.source_failed(Some(name), "object_store", why);
+        }
+        for name in report.changed {
+            let engine = Arc::clone(&engine);
+            if engine.model_dir(&name).is_dir() {
+                tracing::info!(model = name, "model changed in the store; loading");
+                tokio::spawn(async move { engine.load(&name, LoadRequest::default()).await });
+            } else if engine.registry.entry(&name).is_ok_and(|e| e.latest_ready().is_some()) {
+                tracing::info!(model = name, "model removed from the store; unloading");
+                tokio::spawn(async move { engine.unload(&name).await });
+            }
+        }
+        if once {
+            return;
+        }
+    }
+}
+
+async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
     let root = engine.repository().to_path_buf();
     let single = engine.options.model_name.clone();
     let mut seen: HashMap<String, Seen> = HashMap::new();
@@ -58,6 +115,9 @@ pub async fn run(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver
         let present: HashSet<&String> = folders.iter().map(|(n, _)| n).collect();
         for (name, signature) in &folders {
             let Some(signature) = *signature else { continue };
+            if engine.is_external(name) {
+                continue; // followed in its registry, not here
+            }
             let s = seen.entry(name.clone()).or_default();
             let still = s.last == Some(signature);
             s.last = Some(signature);

@@ -50,6 +50,9 @@ pub struct ModelEntry {
     /// Unloaded on request (or its folder removed in poll mode): strict
     /// readiness does not wait for it.
     pub unloaded: bool,
+    /// Why the model's source (bucket, registry) cannot be read right now:
+    /// what serves keeps serving, and the index says so.
+    pub source_error: Option<String>,
 }
 
 impl ModelEntry {

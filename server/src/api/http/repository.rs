@@ -32,6 +32,11 @@ pub async fn index(State(s): State<HttpState>, body: Bytes) -> Result<Json<Value
             if !r.reason.is_empty() {
                 row["reason"] = json!(r.reason);
             }
+            // quiver's addition: where a READY version came from (Triton's
+            // clients ignore fields they do not know).
+            if !r.provenance.is_empty() {
+                row["provenance"] = json!(r.provenance);
+            }
             row
         })
         .collect();

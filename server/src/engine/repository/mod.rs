@@ -158,6 +158,7 @@ pub fn start_version(
         spec,
         stats,
         scheduler,
+        provenance: Default::default(),
     })
 }
 
