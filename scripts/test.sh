@@ -3,7 +3,9 @@
 # checks formatting and lints, runs the Rust tests (unit, codec properties,
 # the real server over HTTP and gRPC), a short fuzz run of the decoders
 # (AFL++ via cargo-afl, installed on first use), then the Python suites with the clients
-# users run: tritonclient and the KServe SDK, each in its own virtualenv.
+# users run: tritonclient and the KServe SDK, each in its own virtualenv, and the
+# registry suite, which starts a real MLflow tracking server and an S3-compatible
+# server (moto) on 127.0.0.1 from a third virtualenv (.venv/registry).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -32,6 +34,8 @@ venv tritonclient tests/python/requirements-tritonclient.txt &
 venv_triton=$!
 venv kserve tests/python/requirements-kserve.txt &
 venv_kserve=$!
+venv registry tests/python/requirements-registry.txt &
+venv_registry=$!
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -43,7 +47,9 @@ cargo test --workspace --locked
 
 wait "$venv_triton"
 wait "$venv_kserve"
+wait "$venv_registry"
 export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
 cd tests/python
 "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py
+"$root/.venv/registry/bin/python" -m pytest -q -p no:cacheprovider test_registry.py

@@ -54,9 +54,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         _ => None,
     };
     quiver_runtimes::onnx::init(&config.onnxruntime_library())?;
-    // The registries' HTTPS clients use the same rustls provider as the
-    // listeners (ring); an error only means one is installed already.
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    tls::install_crypto_provider();
     let options = LoadOptions {
         default_max_batch_size: config.default_max_batch_size,
         intra_op_threads: config.intra_op_threads,

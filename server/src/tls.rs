@@ -98,6 +98,13 @@ impl Reloading {
 }
 
 /// TLS for both listeners, sharing one reloading certificate.
+/// Makes ring the process's rustls provider: quiver's listeners and its
+/// HTTPS clients (registries, object stores) share it, and reqwest builds
+/// no client before one is installed. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+}
+
 pub struct Tls {
     certificate: Arc<Reloading>,
     http: TlsAcceptor,

@@ -188,7 +188,7 @@ async fn a_flood_of_large_requests_stays_within_memory_and_small_ones_still_pass
     let small = {
         let (url, done) = (format!("{}/v2/models/add_sub/infer", server.http), Arc::clone(&done));
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = http_client();
             let (mut answered, mut failed) = (0u64, Vec::new());
             while !done.load(Ordering::Relaxed) {
                 let r = client.post(&url).json(&add_sub_json()).send().await;
@@ -211,7 +211,7 @@ async fn a_flood_of_large_requests_stays_within_memory_and_small_ones_still_pass
             let mut outcomes = Vec::new();
             for _ in 0..2 {
                 let outcome = if i % 2 == 0 {
-                    let r = reqwest::Client::new()
+                    let r = http_client()
                         .post(format!("{http}/v2/models/wide_sum/infer"))
                         .header("Inference-Header-Content-Length", header_len)
                         .body(http_body.clone())

@@ -15,9 +15,9 @@ ADDRESS = re.compile(r"(HTTP|gRPC|metrics) listening address=\S+:(\d+)")
 
 
 class QuiverServer:
-    def __init__(self, repository=MODELS, extra_args=()):
+    def __init__(self, repository=MODELS, extra_args=(), env=None):
         self.cache = tempfile.mkdtemp(prefix="quiver-xdg-")
-        env = dict(os.environ, XDG_CACHE_HOME=self.cache, QUIVER_LOG="info")
+        env = dict(os.environ, XDG_CACHE_HOME=self.cache, QUIVER_LOG="info", **(env or {}))
         args = [BINARY, "--model-repository", repository, "--host", "127.0.0.1",
                 "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
                 "--shutdown-drain-seconds", "0", *extra_args]

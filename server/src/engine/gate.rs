@@ -340,7 +340,7 @@ fn numbers(t: &Tensor) -> Result<Vec<f64>, String> {
         .datatype
         .size()
         .ok_or_else(|| format!("output '{}' is not numeric", t.name))?;
-    if t.data.len() % size != 0 {
+    if !t.data.len().is_multiple_of(size) {
         return Err(format!(
             "output '{}' has {} bytes, not whole elements",
             t.name,
@@ -449,7 +449,7 @@ mod tests {
         assert_eq!(gate.settings.max_p99_latency_ms, Some(50.0));
         std::fs::write(
             v.join("b.json"),
-            r#"{"request": {"inputs": [{"name": "x", "datatype": "FP99"}]}}"#,
+            r#"{"request": {"inputs": [{"name": "x", "datatype": "FP99", "shape": [1], "data": [1]}]}}"#,
         )
         .unwrap();
         let e = Gate::read("m", &dir, 1).err().unwrap();

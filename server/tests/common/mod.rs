@@ -34,7 +34,7 @@ impl TestServer {
             http: format!("http://{}", server.http_addr),
             grpc: format!("http://{}", server.grpc_addr),
             server: Some(server),
-            client: reqwest::Client::new(),
+            client: http_client(),
         }
     }
 
@@ -167,4 +167,11 @@ where
         assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An HTTP client for the tests (the process's TLS provider installed
+/// first, as quiver itself does: reqwest needs one to build any client).
+pub fn http_client() -> reqwest::Client {
+    quiver_server::tls::install_crypto_provider();
+    reqwest::Client::new()
 }
