@@ -70,18 +70,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     // An object-store repository is mirrored before the first load: what
     // the store holds now is what start-up serves. If it cannot be read, the
     // mirror's copy from an earlier run serves and the sync is retried.
-    let mut synced = true;
+    let mut unsynced = None;
+    let mut failed_models = Vec::new();
     if let Some(mirror) = engine.mirror() {
         match mirror.sync(None).await {
-            Ok(report) => {
-                for (name, why) in &report.failed {
-                    engine.source_failed(Some(name), "object_store", why);
-                }
-            }
-            Err(e) => {
-                synced = false;
-                engine.source_failed(None, "object_store", &e);
-            }
+            Ok(report) => failed_models = report.failed,
+            Err(e) => unsynced = Some(e),
         }
     }
     let startup = match config.model_control_mode {
@@ -95,6 +89,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             .load_many(startup)
             .await
             .with_context(|| format!("cannot read model repository {}", config.model_repository.display()))?;
+    }
+    // Reported once the models exist, so the index shows it on their rows.
+    if let Some(e) = &unsynced {
+        engine.source_failed(None, "object_store", e);
+    }
+    for (name, why) in &failed_models {
+        engine.source_failed(Some(name), "object_store", why);
     }
     let mut followers = sourced.followers;
     for follower in &mut followers {
@@ -132,7 +133,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             every,
             stopped.clone(),
         )));
-    } else if !synced && config.model_control_mode == ControlMode::None {
+    } else if unsynced.is_some() && config.model_control_mode == ControlMode::None {
         tasks.push(tokio::spawn(engine::poller::sync_once(
             Arc::clone(&engine),
             every,

@@ -286,6 +286,23 @@ def test_alias_moves_are_hot_swapped_without_a_failed_request(registry, workdir)
         assert_no_secrets(q)
 
 
+def test_a_model_logged_by_mlflow_onnx_is_served(registry, workdir):
+    """MLflow 3's own flow: log_model with a registered name (the version's
+    source is then a logged model, models:/m-..., resolved by the server)."""
+    import onnx
+    mlflow.set_tracking_uri(registry)
+    model = onnx.load_from_string(scale_model(7.0))
+    with mlflow.start_run():
+        mlflow.onnx.log_model(model, name="model", registered_model_name="fraud-logged")
+    MlflowClient(registry).set_registered_model_alias("fraud-logged", "champion", "1")
+    q = follow(workdir, registry, "logged=models:/fraud-logged@champion")
+    try:
+        assert ask(q, "logged") == (1, 7.0)
+        assert row(q, "logged", 1)["provenance"]["artifact_uri"].startswith("models:/m-")
+    finally:
+        q.stop()
+
+
 def test_stage_transitions_and_fixed_versions(registry, workdir):
     client = register(registry, "fraud-stage", [2.0, 3.0])
     client.transition_model_version_stage("fraud-stage", "1", "Production")
