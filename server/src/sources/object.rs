@@ -249,8 +249,9 @@ impl Mirror {
                 continue;
             };
             let rel = parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/");
-            // Staging and bookkeeping names never come from a store.
-            if rel.is_empty() || rel.split('/').any(|p| p.starts_with(".quiver")) {
+            // Staging and bookkeeping names never come from a store, and no
+            // key may write outside the mirror.
+            if !safe_relative(&rel) || rel.split('/').any(|p| p.starts_with(".quiver")) {
                 continue;
             }
             all.push((rel, meta));
@@ -411,13 +412,18 @@ pub async fn download_tree(
             continue;
         };
         let rel = parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/");
-        if rel.is_empty() {
+        if !safe_relative(&rel) {
             continue;
         }
         download(store, &meta.location, &dest.join(&rel)).await?;
         files.push((rel, Stamp::of(&meta)));
     }
     Ok(files)
+}
+
+/// A key's path below the prefix that stays inside the folder it lands in.
+fn safe_relative(rel: &str) -> bool {
+    !rel.is_empty() && !rel.contains('\\') && rel.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
 }
 
 /// object_store's errors can run to several nested sentences; one line is
@@ -486,4 +492,81 @@ fn has_files(dir: &Path) -> bool {
             Err(_) => false,
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    async fn put(store: &InMemory, key: &str, body: &'static [u8]) {
+        store
+            .put(&ObjectPath::from(key), PutPayload::from_static(body))
+            .await
+            .unwrap();
+    }
+
+    fn mirror(store: Arc<InMemory>, root: &Path) -> Mirror {
+        let manifest = Manifest {
+            source: "mem://repo".into(),
+            files: BTreeMap::new(),
+        };
+        std::fs::create_dir_all(root).unwrap();
+        Mirror {
+            store,
+            prefix: ObjectPath::from("repo"),
+            uri: "mem://repo".into(),
+            root: root.to_owned(),
+            manifest: tokio::sync::Mutex::new(manifest),
+            secrets: Secrets::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_changed_objects_are_fetched_and_removed_ones_deleted() {
+        let root = std::env::temp_dir().join(format!("quiver-mirror-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let store = Arc::new(InMemory::new());
+        put(&store, "repo/m/config.pbtxt", b"name: \"m\"").await;
+        put(&store, "repo/m/1/model.onnx", b"one").await;
+        put(&store, "repo/top-level-file", b"ignored").await;
+        let m = mirror(Arc::clone(&store), &root);
+
+        let r = m.sync(None).await.unwrap();
+        assert_eq!((r.changed.clone(), r.fetched), (vec!["m".to_string()], 2));
+        assert_eq!(std::fs::read(root.join("m/1/model.onnx")).unwrap(), b"one");
+        let prov = provenance::read(&root.join("m"));
+        assert_eq!(prov["1"]["uri"], "mem://repo/m/1/");
+        assert!(prov["1"]["etag"].starts_with("model.onnx="), "{prov:?}");
+
+        // Nothing changed: nothing fetched.
+        let r = m.sync(None).await.unwrap();
+        assert!(r.changed.is_empty() && r.fetched == 0);
+
+        // A new version: only its object.
+        put(&store, "repo/m/2/model.onnx", b"two").await;
+        let r = m.sync(None).await.unwrap();
+        assert_eq!(r.fetched, 1);
+        assert!(root.join("m/2/model.onnx").is_file());
+
+        // Deleted: its file and folder go; the last object gone takes the model.
+        store.delete(&ObjectPath::from("repo/m/2/model.onnx")).await.unwrap();
+        let r = m.sync(None).await.unwrap();
+        assert_eq!((r.changed.len(), r.fetched), (1, 0));
+        assert!(!root.join("m/2").exists() && root.join("m/1/model.onnx").is_file());
+        store.delete(&ObjectPath::from("repo/m/1/model.onnx")).await.unwrap();
+        store.delete(&ObjectPath::from("repo/m/config.pbtxt")).await.unwrap();
+        m.sync(None).await.unwrap();
+        assert!(!root.join("m").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_mirror() {
+        assert!(safe_relative("m/1/model.onnx"));
+        for bad in ["", "m/../../etc/passwd", "m/./x", "m//x", "m\\..\\x", ".."] {
+            assert!(!safe_relative(bad), "{bad}");
+        }
+    }
 }
