@@ -246,8 +246,8 @@ def register(url, name, versions, golden=None):
     return client
 
 
-def follow(workdir, url, *models, extra_env=None):
-    args = ["--repository-poll-secs", POLL, "--cache-dir", os.path.join(workdir, "cache"),
+def follow(workdir, url, *models, extra_env=None, poll=POLL):
+    args = ["--repository-poll-secs", str(poll), "--cache-dir", os.path.join(workdir, "cache"),
             "--mlflow-tracking-uri", url]
     for m in models:
         args += ["--registry-model", m]
