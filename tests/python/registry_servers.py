@@ -80,11 +80,17 @@ def moto_server(port, log):
                    f"http://127.0.0.1:{port}/moto-api/", "moto_server")
 
 
-def mlflow_server(port, workdir):
+def mlflow_server(port, workdir, artifact_root=None):
+    """With `artifact_root` (an s3:// URI), artifacts live there and clients
+    read and write them directly (no proxy); otherwise in `workdir` behind
+    the server's artifact proxy."""
     os.makedirs(workdir, exist_ok=True)
     args = [os.path.join(BIN, "mlflow"), "server",
             "--backend-store-uri", f"sqlite:///{workdir}/mlflow.db",
-            "--artifacts-destination", f"{workdir}/artifacts",
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if artifact_root:
+        args += ["--default-artifact-root", artifact_root, "--no-serve-artifacts"]
+    else:
+        args += ["--artifacts-destination", f"{workdir}/artifacts"]
     return Process(args, os.path.join(workdir, "server.log"), f"http://127.0.0.1:{port}/health",
                    "mlflow server")

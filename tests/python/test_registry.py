@@ -350,6 +350,37 @@ def test_a_version_failing_its_golden_set_never_serves(registry, workdir):
         q.stop()
 
 
+def test_artifacts_in_s3_behind_mlflow(workdir, monkeypatch):
+    """MLflow without its artifact proxy: versions point at s3:// and quiver
+    reads them from the store (MLFLOW_S3_ENDPOINT_URL, the AWS variables)."""
+    s3_port, port = free_port(), free_port()
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    store = moto_server(s3_port, os.path.join(workdir, "moto.log"))
+    store.start()
+    s3_client(endpoint).create_bucket(Bucket="mlflow")
+    env = {**s3_env(endpoint), "MLFLOW_S3_ENDPOINT_URL": endpoint}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)  # the MLflow client writes to S3 itself
+    url = f"http://127.0.0.1:{port}"
+    server = mlflow_server(port, os.path.join(workdir, "mlflow"), artifact_root="s3://mlflow/artifacts")
+    server.start()
+    q = None
+    try:
+        client = register(url, "fraud-s3", [2.0, 3.0])
+        client.set_registered_model_alias("fraud-s3", "champion", "2")
+        q = follow(workdir, url, "fraud=models:/fraud-s3@champion", extra_env=env)
+        assert ask(q, "fraud") == (2, 3.0)
+        assert row(q, "fraud", 2)["provenance"]["artifact_uri"].startswith("s3://mlflow/artifacts/")
+        client.set_registered_model_alias("fraud-s3", "champion", "1")
+        eventually(lambda: ask(q, "fraud") == (1, 2.0), what="the alias move to 1")
+        assert_no_secrets(q)
+    finally:
+        if q:
+            q.stop()
+        server.stop()
+        store.stop()
+
+
 def test_registry_unreachable_at_start_up_and_later(workdir):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
