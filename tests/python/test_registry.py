@@ -24,6 +24,9 @@ URI_PASSWORD = "uri-password-M2p4-never-shown"
 SECRETS = (S3_SECRET, MLFLOW_TOKEN, URI_PASSWORD)
 BODY = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
 POLL = "1"
+# Stages are deprecated in MLflow (aliases replace them) but still what many
+# registries use; quiver follows both.
+pytestmark = pytest.mark.filterwarnings("ignore:.*transition_model_version_stage.*:FutureWarning")
 
 
 def eventually(check, seconds=60, what="condition"):
