@@ -1,5 +1,8 @@
-//! Every knob of the server, from flags or `QUIVER_*` environment variables.
-//! This is the only module that reads the environment.
+//! Every knob of the server, from flags or `QUIVER_*` environment variables
+//! (and the MLflow variables users already set). This is the only module
+//! that reads quiver's settings from the environment; the cloud SDK's own
+//! variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are read by object_store where
+//! a store is opened, and by `sources::secrets` to keep them out of messages.
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -150,6 +153,17 @@ pub struct Config {
     /// Bearer token for the MLflow tracking server (prefer the variable).
     #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
     pub mlflow_tracking_token: Option<String>,
+
+    /// Basic auth for the MLflow tracking server (MLflow's own variables).
+    #[arg(long, env = "MLFLOW_TRACKING_USERNAME", hide = true)]
+    pub mlflow_tracking_username: Option<String>,
+
+    #[arg(long, env = "MLFLOW_TRACKING_PASSWORD", hide = true, hide_env_values = true)]
+    pub mlflow_tracking_password: Option<String>,
+
+    /// S3-compatible endpoint of the store behind MLflow's artifact URIs.
+    #[arg(long, env = "MLFLOW_S3_ENDPOINT_URL", hide = true)]
+    pub mlflow_s3_endpoint_url: Option<String>,
 
     /// Explicit mode: a model to load at start-up (repeatable; `*` loads all).
     #[arg(long, env = "QUIVER_LOAD_MODEL", value_delimiter = ',')]

@@ -29,6 +29,7 @@ pub fn open(config: &Config, options: LoadOptions) -> anyhow::Result<Sourced> {
         config
             .mlflow_tracking_token
             .iter()
+            .chain(&config.mlflow_tracking_password)
             .cloned()
             .chain(
                 config
@@ -56,10 +57,8 @@ pub fn open(config: &Config, options: LoadOptions) -> anyhow::Result<Sourced> {
         .as_deref()
         .filter(|_| !config.registry_model.is_empty())
     {
-        let client = Arc::new(
-            mlflow::Client::new(uri, config.mlflow_tracking_token.clone(), secrets.clone())
-                .map_err(anyhow::Error::msg)?,
-        );
+        let client =
+            Arc::new(mlflow::Client::new(uri, mlflow_access(config), secrets.clone()).map_err(anyhow::Error::msg)?);
         for flag in &config.registry_model {
             let follow = mlflow::Follow::parse(flag).map_err(anyhow::Error::msg)?;
             let follower = mlflow::Follower::new(follow, Arc::clone(&client), &config.cache_dir, &root);
@@ -68,6 +67,18 @@ pub fn open(config: &Config, options: LoadOptions) -> anyhow::Result<Sourced> {
         }
     }
     Ok(Sourced { engine, followers })
+}
+
+/// The MLflow credentials and artifact endpoint the config carries.
+fn mlflow_access(config: &Config) -> mlflow::client::Access {
+    mlflow::client::Access {
+        token: config.mlflow_tracking_token.clone(),
+        basic: config
+            .mlflow_tracking_username
+            .clone()
+            .zip(config.mlflow_tracking_password.clone()),
+        s3_endpoint: config.mlflow_s3_endpoint_url.clone(),
+    }
 }
 
 /// `true` for a repository given as a URL (`s3://`, `gs://`, `az://`,

@@ -42,8 +42,20 @@ pub struct Client {
     secrets: Secrets,
 }
 
+/// How to reach the tracking server and the artifacts behind it.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// `MLFLOW_TRACKING_TOKEN`: sent as a bearer token.
+    pub token: Option<String>,
+    /// `MLFLOW_TRACKING_USERNAME` / `_PASSWORD`: basic auth (a user and
+    /// password inside the tracking URI win).
+    pub basic: Option<(String, String)>,
+    /// `MLFLOW_S3_ENDPOINT_URL`, for artifacts kept in an S3-compatible store.
+    pub s3_endpoint: Option<String>,
+}
+
 impl Client {
-    pub fn new(tracking_uri: &str, token: Option<String>, secrets: Secrets) -> Result<Client, String> {
+    pub fn new(tracking_uri: &str, access: Access, secrets: Secrets) -> Result<Client, String> {
         let shown = display_url(tracking_uri);
         let mut base =
             url::Url::parse(tracking_uri).map_err(|e| format!("--mlflow-tracking-uri '{shown}' is not a URL: {e}"))?;
@@ -53,9 +65,7 @@ impl Client {
             ));
         }
         let basic = match (base.username(), base.password()) {
-            ("", None) => std::env::var("MLFLOW_TRACKING_USERNAME")
-                .ok()
-                .zip(std::env::var("MLFLOW_TRACKING_PASSWORD").ok()),
+            ("", None) => access.basic,
             (user, password) => Some((user.to_owned(), password.unwrap_or_default().to_owned())),
         };
         let _ = base.set_username("");
@@ -72,9 +82,9 @@ impl Client {
             base,
             shown: shown.trim_end_matches('/').to_owned(),
             http,
-            token,
+            token: access.token.filter(|t| !t.is_empty()),
             basic,
-            s3_endpoint: std::env::var("MLFLOW_S3_ENDPOINT_URL").ok(),
+            s3_endpoint: access.s3_endpoint,
             secrets,
         })
     }
