@@ -98,10 +98,13 @@ impl Auth {
 }
 
 /// The scope of an HTTP route.
-pub fn http_scope(path: &str) -> Scope {
+pub fn http_scope(read_only: bool, path: &str) -> Scope {
     if path.starts_with("/v2/health/") || path == "/metrics" {
         Scope::Open
     } else if path.starts_with("/v2/repository/models/") && (path.ends_with("/load") || path.ends_with("/unload")) {
+        Scope::Control
+    } else if !read_only && path.starts_with("/v2/models/") && path.ends_with("/traffic") {
+        // Changing a traffic policy is control; reading it is data.
         Scope::Control
     } else {
         Scope::Data
@@ -164,11 +167,13 @@ mod tests {
 
     #[test]
     fn routes_map_to_scopes() {
-        assert_eq!(http_scope("/v2/health/ready"), Scope::Open);
-        assert_eq!(http_scope("/metrics"), Scope::Open);
-        assert_eq!(http_scope("/v2/repository/models/m/load"), Scope::Control);
-        assert_eq!(http_scope("/v2/repository/index"), Scope::Data);
-        assert_eq!(http_scope("/v2/models/load/infer"), Scope::Data);
+        assert_eq!(http_scope(true, "/v2/health/ready"), Scope::Open);
+        assert_eq!(http_scope(true, "/metrics"), Scope::Open);
+        assert_eq!(http_scope(false, "/v2/repository/models/m/load"), Scope::Control);
+        assert_eq!(http_scope(false, "/v2/repository/index"), Scope::Data);
+        assert_eq!(http_scope(false, "/v2/models/load/infer"), Scope::Data);
+        assert_eq!(http_scope(false, "/v2/models/m/traffic"), Scope::Control);
+        assert_eq!(http_scope(true, "/v2/models/m/traffic"), Scope::Data);
         assert_eq!(
             grpc_scope("/inference.GRPCInferenceService/RepositoryModelUnload"),
             Scope::Control

@@ -336,7 +336,20 @@ impl Engine {
             telemetry::model_swapped(name);
         }
         self.retire(name, retired);
-        match failed {
+        // The folder's traffic policy follows its files like the config does.
+        let policy = match &inline {
+            None => self.apply_policy_file(name, &dir).err(),
+            Some(_) => None,
+        };
+        if let Some(why) = &policy {
+            tracing::error!(
+                model = name,
+                reason = why,
+                "traffic policy file refused; the policy in force stays"
+            );
+            self.registry.update(name, |e| e.last_load_error = Some(why.clone()));
+        }
+        match failed.or(policy) {
             None => Ok(()),
             Some(why) => Err(Error::invalid(format!("failed to load '{name}': {why}"))),
         }

@@ -10,7 +10,9 @@ pub mod provenance;
 pub mod registry;
 pub mod repository;
 pub mod request;
+pub mod routing;
 pub mod stats;
+pub mod traffic;
 pub mod validate;
 pub mod warmup;
 
@@ -81,6 +83,8 @@ pub struct Engine {
     external: std::collections::BTreeMap<String, PathBuf>,
     /// The object store the repository mirrors, when it is one.
     mirror: Option<Arc<crate::sources::object::Mirror>>,
+    /// Traffic policies by served model name.
+    traffic: traffic::Policies,
 }
 
 impl Engine {
@@ -94,6 +98,7 @@ impl Engine {
             model_locks: Default::default(),
             external: Default::default(),
             mirror: None,
+            traffic: Default::default(),
         }
     }
 
@@ -200,20 +205,21 @@ impl Engine {
     }
 
     pub fn model_ready(&self, name: &str, version: Option<&str>) -> bool {
-        self.registry.resolve(name, version).is_ok()
+        self.resolve(name, version).is_ok()
     }
 
     /// The version that serves `name` at `version`: resolved once per
     /// request, and carried by it to the end.
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelVersion>> {
-        self.registry.resolve(name, version)
+        self.registry
+            .resolve(name, self.version_number(name, version).as_deref())
     }
 
     pub fn model_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata> {
         // One snapshot of the entry: the versions listed and the version
         // described come from the same moment, even during a swap.
         let entry = self.registry.entry(name)?;
-        let model = entry.resolve(version)?;
+        let model = entry.resolve(self.version_number(name, version).as_deref())?;
         let spec = &model.spec;
         let meta = |io: &repository::model_config::IoSpec| TensorMetadata {
             name: io.name.clone(),

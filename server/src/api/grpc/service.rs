@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::codec::grpc as codec;
 use crate::engine::admission::Ticket;
+use crate::engine::traffic::{Headers, VARIANT_HEADER};
 use crate::engine::{EXTENSIONS, Engine, SERVER_NAME, SERVER_VERSION, TensorMetadata};
 use crate::error::Error;
 use crate::telemetry;
@@ -56,9 +57,23 @@ fn version(v: &str) -> Option<&str> {
     Some(v).filter(|v| !v.is_empty())
 }
 
-async fn infer(engine: &Engine, msg: ModelInferRequest) -> Result<ModelInferResponse, Error> {
+async fn infer(
+    engine: &Engine,
+    msg: ModelInferRequest,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<(ModelInferResponse, Option<String>), Error> {
     let req = codec::decode_request(msg)?;
-    Ok(codec::encode_response(engine.infer(req).await?))
+    let (resp, variant) = engine.infer_routed(req, &Metadata(metadata)).await?;
+    Ok((codec::encode_response(resp), variant))
+}
+
+/// gRPC metadata as traffic routing reads it.
+struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+impl Headers for Metadata<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
 type StreamResult = Result<ModelStreamInferResponse, Status>;
@@ -112,9 +127,17 @@ impl GrpcInferenceService for InferenceService {
         let started = Instant::now();
         // The request's bytes stay counted until it is answered.
         let _ticket = ticket(&r);
-        let result = infer(&self.engine, r.into_inner())
+        let (metadata, _, msg) = r.into_parts();
+        let result = infer(&self.engine, msg, &metadata)
             .await
-            .map(Response::new)
+            .map(|(resp, variant)| {
+                let mut response = Response::new(resp);
+                // The variant that answered, as initial metadata.
+                if let Some(v) = variant.and_then(|v| tonic::metadata::MetadataValue::try_from(v).ok()) {
+                    response.metadata_mut().insert(VARIANT_HEADER, v);
+                }
+                response
+            })
             .map_err(Status::from);
         observe("ModelInfer", started, result)
     }
@@ -128,7 +151,8 @@ impl GrpcInferenceService for InferenceService {
         r: Request<Streaming<ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
         let ticket = ticket(&r);
-        let mut incoming = r.into_inner();
+        // Every request on the stream is routed with the stream's metadata.
+        let (metadata, _, mut incoming) = r.into_parts();
         let (tx, rx) = tokio::sync::mpsc::channel::<StreamResult>(16);
         let engine = Arc::clone(&self.engine);
         let mut stopping = self.stopping.clone();
@@ -149,7 +173,7 @@ impl GrpcInferenceService for InferenceService {
                 };
                 let started = Instant::now();
                 let size = prost::Message::encoded_len(&msg) + 5;
-                let result = infer(&engine, msg).await;
+                let result = infer(&engine, msg, &metadata).await.map(|(resp, _)| resp);
                 // Answered: its bytes no longer count against the budget.
                 if let Some(t) = &ticket {
                     t.shrink(size);

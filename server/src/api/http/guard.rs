@@ -38,7 +38,10 @@ pub struct Limits {
 fn authorize(auth: &crate::auth::Auth, request: &Request) -> Option<Response> {
     let headers = request.headers();
     let checked = auth.check(
-        crate::auth::http_scope(request.uri().path()),
+        crate::auth::http_scope(
+            matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD),
+            request.uri().path(),
+        ),
         headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
         headers.get("x-api-key").map(HeaderValue::as_bytes),
     );

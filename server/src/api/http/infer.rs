@@ -1,5 +1,7 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: JSON, the binary tensor data
 //! extension, and gzip/deflate in both directions.
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -9,6 +11,7 @@ use super::compression::{self, Coding};
 use super::{HttpState, ModelPath};
 use crate::api::codec::binary::{self, Framing};
 use crate::api::codec::json::{self, OutputEncoding};
+use crate::engine::traffic::{Headers, VARIANT_HEADER};
 use crate::error::{Error, Result};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -52,9 +55,9 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
             cpu_bound(body.len(), move || compression::inflate(coding, &body, limit)).await?
         }
     };
-    // The raw form needs the model's spec to decode: the version resolved
+    // The raw form needs the model's spec to decode: the version routed to
     // for that is the one the request runs on, even if a swap happens between.
-    let mut resolved = None;
+    let mut routed = None;
     let (req, encoding) = match binary::split(body, header_str(headers, HEADER_LENGTH)?)? {
         Framing::Json { header, binary } => {
             let (model, version) = (p.model, p.version);
@@ -68,16 +71,22 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
         }
         Framing::Raw(raw) => {
             let version = p.version.as_deref();
-            let model = s.engine.resolve(&p.model, version)?;
-            let req = binary::raw_request(raw, &model.spec, version)?;
-            resolved = Some(model);
+            let r = s.engine.route(&p.model, version, &Http(headers))?;
+            let req = binary::raw_request(raw, &r.model.spec, version)?;
+            routed = Some(r);
             (req, OutputEncoding::all_binary())
         }
     };
-    let resp = match resolved {
-        Some(model) => s.engine.infer_on(model, req).await?,
-        None => s.engine.infer(req).await?,
+    let routed = match routed {
+        Some(r) => r,
+        None => s
+            .engine
+            .route(&req.model_name, req.model_version.as_deref(), &Http(headers))?,
     };
+    let result = s.engine.infer_on(Arc::clone(&routed.model), req).await;
+    routed.record(result.is_ok());
+    let resp = result?;
+    let variant = routed.variant().and_then(|v| HeaderValue::from_str(v).ok());
     let accept = compression::accepted_coding(header_str(headers, header::ACCEPT_ENCODING)?);
     let output_bytes: usize = resp.outputs.iter().map(|t| t.data.len()).sum();
     // Binary outputs without compression are one memcpy: not worth a thread hop.
@@ -86,11 +95,26 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
     } else {
         output_bytes
     };
-    cpu_bound(work, move || respond(json::encode_response(&resp, &encoding)?, accept)).await
+    cpu_bound(work, move || {
+        respond(json::encode_response(&resp, &encoding)?, accept, variant)
+    })
+    .await
 }
 
-fn respond(encoded: json::EncodedResponse, accept: Option<Coding>) -> Result<Response> {
+/// Request headers as traffic routing reads them.
+struct Http<'a>(&'a HeaderMap);
+
+impl Headers for Http<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+fn respond(encoded: json::EncodedResponse, accept: Option<Coding>, variant: Option<HeaderValue>) -> Result<Response> {
     let mut headers = HeaderMap::new();
+    if let Some(v) = variant {
+        headers.insert(VARIANT_HEADER, v);
+    }
     match encoded.header_len {
         Some(n) => {
             headers.insert(

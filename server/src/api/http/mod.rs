@@ -6,6 +6,7 @@ mod infer;
 mod metadata;
 mod repository;
 mod statistics;
+mod traffic;
 
 use std::sync::Arc;
 
@@ -51,6 +52,10 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/v2/models/{model}/versions/{version}/config",
             get(metadata::model_config),
+        )
+        .route(
+            "/v2/models/{model}/traffic",
+            get(traffic::get).put(traffic::put).delete(traffic::delete),
         )
         .route("/v2/models/{model}/infer", post(infer::infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer))

@@ -1,0 +1,163 @@
+//! Which version serves a request: plain version routing, version labels,
+//! and the model's traffic policy (`traffic/`).
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::Engine;
+use super::model::ModelVersion;
+use super::request::{InferRequest, InferResponse};
+use super::traffic::{Headers, Origin, PolicySpec, Traffic};
+use crate::error::{Error, Result};
+
+/// The policy file beside `config.pbtxt`.
+pub const POLICY_FILE: &str = "traffic.json";
+
+/// Where a request goes: the version, and the variant that chose it.
+pub struct Routed {
+    pub model: Arc<ModelVersion>,
+    variant: Option<(Arc<Traffic>, usize)>,
+}
+
+impl Routed {
+    pub fn variant(&self) -> Option<&str> {
+        self.variant.as_ref().map(|(t, i)| t.variant_name(*i))
+    }
+
+    /// Counts the outcome against the variant.
+    pub fn record(&self, ok: bool) {
+        if let Some((t, i)) = &self.variant {
+            t.record(*i, ok);
+        }
+    }
+}
+
+impl Engine {
+    /// A version as a number: a label of the model's policy becomes the
+    /// version it names; anything else is left for resolution to judge.
+    pub(crate) fn version_number<'a>(&self, name: &str, version: Option<&'a str>) -> Option<Cow<'a, str>> {
+        let v = version?;
+        if v.is_empty() || v.bytes().all(|b| b.is_ascii_digit()) {
+            return Some(Cow::Borrowed(v));
+        }
+        match self.traffic.load().get(name).and_then(|t| t.label(v)) {
+            Some(n) => Some(Cow::Owned(n.to_string())),
+            None => Some(Cow::Borrowed(v)),
+        }
+    }
+
+    /// The version a request runs on. A version in the URL (a number or a
+    /// label) is served as asked; otherwise the model's policy, if it has
+    /// one, picks a variant.
+    pub fn route(&self, name: &str, version: Option<&str>, headers: &dyn Headers) -> Result<Routed> {
+        if version.is_some_and(|v| !v.is_empty()) {
+            return Ok(Routed {
+                model: self.resolve(name, version)?,
+                variant: None,
+            });
+        }
+        let policies = self.traffic.load();
+        let Some(t) = policies.get(name) else {
+            return Ok(Routed {
+                model: self.resolve(name, None)?,
+                variant: None,
+            });
+        };
+        let i = t.pick(headers)?;
+        let v = &t.spec.variants[i];
+        let target = v.model.as_deref().unwrap_or(name);
+        let version = v.version.as_deref().map(|ver| match t.label(ver) {
+            Some(n) if v.model.is_none() => Cow::Owned(n.to_string()),
+            _ => Cow::Borrowed(ver),
+        });
+        let model = self
+            .registry
+            .resolve(target, version.as_deref())
+            .inspect_err(|_| t.record(i, false))?;
+        Ok(Routed {
+            model,
+            variant: Some((Arc::clone(t), i)),
+        })
+    }
+
+    /// Routes and runs one request; the answer names the variant, if any.
+    pub async fn infer_routed(
+        &self,
+        req: InferRequest,
+        headers: &dyn Headers,
+    ) -> Result<(InferResponse, Option<String>)> {
+        let routed = self.route(&req.model_name, req.model_version.as_deref(), headers)?;
+        let variant = routed.variant().map(str::to_owned);
+        let result = self.infer_on(Arc::clone(&routed.model), req).await;
+        routed.record(result.is_ok());
+        Ok((result?, variant))
+    }
+
+    /// `Err(NotFound)` for a model the server does not know.
+    pub fn model_known(&self, name: &str) -> Result<()> {
+        self.registry.entry(name).map(|_| ())
+    }
+
+    /// Checks a policy for `name` (its variants' models must exist).
+    pub fn parse_traffic(&self, name: &str, json: &[u8]) -> Result<PolicySpec> {
+        self.registry.entry(name)?;
+        PolicySpec::parse(name, json, |m| self.registry.entry(m).is_ok()).map_err(Error::invalid)
+    }
+
+    /// Replaces `name`'s policy in one atomic swap: every request routes by
+    /// the old policy or the new one, never a mix.
+    pub fn set_traffic(&self, name: &str, spec: PolicySpec, origin: Origin) {
+        let traffic = Arc::new(Traffic::new(spec, origin));
+        self.traffic.rcu(|current| {
+            let mut map = std::collections::BTreeMap::clone(current);
+            map.insert(name.to_owned(), Arc::clone(&traffic));
+            map
+        });
+        tracing::info!(model = name, ?origin, "traffic policy set");
+    }
+
+    pub fn traffic(&self, name: &str) -> Option<Arc<Traffic>> {
+        self.traffic.load().get(name).cloned()
+    }
+
+    /// Removes `name`'s policy (plain version routing again); `false` when
+    /// it had none.
+    pub fn clear_traffic(&self, name: &str) -> bool {
+        let had = self.traffic.load().contains_key(name);
+        if had {
+            self.traffic.rcu(|current| {
+                let mut map = std::collections::BTreeMap::clone(current);
+                map.remove(name);
+                map
+            });
+            tracing::info!(model = name, "traffic policy removed");
+        }
+        had
+    }
+
+    /// After a load: the model folder's `traffic.json`, if any, becomes its
+    /// policy (a policy set through the API is not overwritten by an
+    /// unchanged file; a removed file removes the policy it set). `Err`: the
+    /// file is bad; the policy in force stays.
+    pub(crate) fn apply_policy_file(&self, name: &str, dir: &Path) -> std::result::Result<(), String> {
+        let current = self.traffic(name);
+        match std::fs::read(dir.join(POLICY_FILE)) {
+            Ok(bytes) => {
+                let spec = PolicySpec::parse(name, &bytes, |m| self.registry.entry(m).is_ok())
+                    .map_err(|e| format!("{POLICY_FILE}: {e}"))?;
+                let unchanged = current.as_ref().is_some_and(|t| t.spec == spec);
+                if !unchanged {
+                    self.set_traffic(name, spec, Origin::File);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if current.is_some_and(|t| t.origin == Origin::File) {
+                    self.clear_traffic(name);
+                }
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot read {POLICY_FILE}: {e}")),
+        }
+    }
+}

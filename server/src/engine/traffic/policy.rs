@@ -1,0 +1,216 @@
+//! A model's traffic policy as clients write it (`PUT /v2/models/{m}/traffic`,
+//! or `traffic.json` beside `config.pbtxt`), and its checks. The JSON is the
+//! interface: fields are added, never renamed.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The policy document.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySpec {
+    pub variants: Vec<VariantSpec>,
+    /// The variant a request without a usable routing decision goes to, and
+    /// the one `x-quiver-variant` values that name nothing are refused for.
+    /// Default: the first variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// Version labels (TF Serving's): label -> version number. Usable
+    /// wherever a version is (URLs, a variant's `version`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, u64>,
+    /// A request header whose value (a user or session id) is hashed to pick
+    /// the variant: one user always sees one variant while the weights stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_header: Option<String>,
+    /// Shadow traffic and progressive rollouts are part of the interface but
+    /// not built yet: a policy that asks for them is refused, not ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VariantSpec {
+    pub name: String,
+    /// A version number or label of the served model (or of `model`).
+    /// None: the highest ready version.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "number_or_string"
+    )]
+    pub version: Option<String>,
+    /// Another model of the repository to send this variant's requests to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub weight: u32,
+}
+
+/// `"version": 2` and `"version": "2"` (or a label) are both accepted.
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        N(u64),
+        S(String),
+    }
+    Ok(match Option::<V>::deserialize(d)? {
+        None => None,
+        Some(V::N(n)) => Some(n.to_string()),
+        Some(V::S(s)) => Some(s),
+    })
+}
+
+/// The largest weight: keeps sums far from overflow and schedules small.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+impl PolicySpec {
+    /// Parses and checks a policy for `model`. `model_exists` tells whether
+    /// another model a variant names is known. Errors name the field.
+    pub fn parse(model: &str, json: &[u8], model_exists: impl Fn(&str) -> bool) -> Result<PolicySpec, String> {
+        let spec: PolicySpec =
+            serde_json::from_slice(json).map_err(|e| format!("malformed traffic policy for '{model}': {e}"))?;
+        spec.check(model, model_exists)?;
+        Ok(spec)
+    }
+
+    fn check(&self, model: &str, model_exists: impl Fn(&str) -> bool) -> Result<(), String> {
+        let bad = |why: String| Err(format!("traffic policy for '{model}': {why}"));
+        if self.shadow.is_some() {
+            return bad("'shadow' is not supported yet".into());
+        }
+        if self.rollout.is_some() {
+            return bad("'rollout' is not supported yet".into());
+        }
+        if self.variants.is_empty() {
+            return bad("'variants' is empty".into());
+        }
+        let mut total: u64 = 0;
+        for (i, v) in self.variants.iter().enumerate() {
+            if v.name.is_empty() || v.name.len() > 64 || !v.name.bytes().all(|b| b.is_ascii_graphic()) {
+                return bad(format!(
+                    "variant {i} has name '{}': use 1-64 visible ASCII characters",
+                    v.name
+                ));
+            }
+            if self.variants[..i].iter().any(|o| o.name == v.name) {
+                return bad(format!("variant '{}' is named twice", v.name));
+            }
+            if v.weight > MAX_WEIGHT {
+                return bad(format!(
+                    "variant '{}' has weight {}, over {MAX_WEIGHT}",
+                    v.name, v.weight
+                ));
+            }
+            total += u64::from(v.weight);
+            let target = v.model.as_deref().unwrap_or(model);
+            if let Some(other) = &v.model
+                && (other.is_empty() || !model_exists(other))
+            {
+                return bad(format!(
+                    "variant '{}' names model '{other}', which is not in the repository",
+                    v.name
+                ));
+            }
+            if let Some(version) = &v.version
+                && version.parse::<u64>().is_err()
+                && (target != model || !self.labels.contains_key(version))
+            {
+                return bad(format!(
+                    "variant '{}' names version '{version}', which is neither a number nor a label of this policy",
+                    v.name
+                ));
+            }
+        }
+        if total == 0 {
+            return bad("the weights sum to 0".into());
+        }
+        if let Some(d) = &self.default
+            && !self.variants.iter().any(|v| &v.name == d)
+        {
+            return bad(format!("'default' names variant '{d}', which is not in 'variants'"));
+        }
+        for label in self.labels.keys() {
+            if label.is_empty() || label.parse::<u64>().is_ok() || label.contains('/') {
+                return bad(format!("label '{label}' must be a non-numeric name"));
+            }
+        }
+        if let Some(h) = &self.sticky_header
+            && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
+        {
+            return bad(format!("'sticky_header' '{h}' is not a header name"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<PolicySpec, String> {
+        PolicySpec::parse("fraud", json.as_bytes(), |m| m == "other")
+    }
+
+    #[test]
+    fn good_policies_parse() {
+        let p = parse(
+            r#"{"variants": [{"name": "stable", "version": 1, "weight": 90},
+                             {"name": "canary", "version": "canary", "weight": 10},
+                             {"name": "elsewhere", "model": "other", "weight": 0}],
+                "labels": {"canary": 2}, "sticky_header": "x-user-id", "default": "stable"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.variants[0].version.as_deref(), Some("1"));
+        assert_eq!(p.labels["canary"], 2);
+    }
+
+    #[test]
+    fn bad_policies_say_what_is_wrong() {
+        let cases = [
+            (r#"{"variants": []}"#, "'variants' is empty"),
+            (r#"{"variants": [{"name": "a", "weight": 0}]}"#, "the weights sum to 0"),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}, {"name": "a", "weight": 1}]}"#,
+                "named twice",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}], "default": "b"}"#,
+                "'default' names variant 'b'",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "model": "nope", "weight": 1}]}"#,
+                "model 'nope'",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "version": "beta", "weight": 1}]}"#,
+                "version 'beta'",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}], "shadow": {"variant": "a"}}"#,
+                "'shadow' is not supported",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}], "sticky_header": "bad header"}"#,
+                "not a header name",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}], "labels": {"3": 3}}"#,
+                "non-numeric",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1, "colour": "red"}]}"#,
+                "unknown field `colour`",
+            ),
+            (r#"{"variants": [{"name": "a", "weight": -1}]}"#, "malformed"),
+        ];
+        for (json, needle) in cases {
+            let e = parse(json).unwrap_err();
+            assert!(e.contains(needle) && e.contains("'fraud'"), "{json}: {e}");
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Traffic splitting against the real server: two versions of a real ONNX
+//! model live at once (y = x * 2 and y = x * 3), so every answer says which
+//! one computed it. Split counts are exact, not timing.
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use common::versions::*;
+use common::*;
+use quiver_proto::inference::ModelInferRequest;
+use quiver_proto::inference::model_infer_request::InferInputTensor;
+use serde_json::{Value, json};
+
+async fn two_versions(name: &str) -> (TestServer, std::path::PathBuf) {
+    let repo = temp_dir(name);
+    scale_repo(&repo, "scale");
+    let config = repo.join("scale/config.pbtxt");
+    let text = std::fs::read_to_string(&config).unwrap() + "version_policy: { all: {} }\n";
+    std::fs::write(&config, text).unwrap();
+    write_version(&repo, "scale", 1, 2.0);
+    write_version(&repo, "scale", 2, 3.0);
+    (TestServer::start(explicit(&repo, &["scale"])).await, repo)
+}
+
+/// (k that computed the answer, x-quiver-variant of the answer).
+async fn ask(s: &TestServer, path: &str, headers: &[(&str, String)]) -> (f64, Option<String>) {
+    let mut r = s.client.post(s.url(path)).json(&infer_body());
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let variant = r
+        .headers()
+        .get("x-quiver-variant")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: Value = r.json().await.unwrap();
+    (body["outputs"][0]["data"][0].as_f64().unwrap(), variant)
+}
+
+async fn put(s: &TestServer, policy: Value) -> reqwest::Response {
+    s.client
+        .put(s.url("/v2/models/scale/traffic"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn split(stable: u32, canary: u32) -> Value {
+    json!({"variants": [{"name": "stable", "version": "stable", "weight": stable},
+                        {"name": "canary", "version": 2, "weight": canary}],
+           "labels": {"stable": 1, "canary": 2}, "sticky_header": "x-user-id"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_split_exactly_and_the_answer_names_its_variant() {
+    let (s, _) = two_versions("traffic-split").await;
+    assert_eq!(put(&s, split(90, 10)).await.status(), 200);
+    let s = Arc::new(s);
+    let canary = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (s, canary) = (Arc::clone(&s), Arc::clone(&canary));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..625 {
+                let (k, variant) = ask(&s, "/v2/models/scale/infer", &[]).await;
+                let expected = if k == 3.0 { "canary" } else { "stable" };
+                assert_eq!(
+                    variant.as_deref(),
+                    Some(expected),
+                    "the header names the variant that computed it"
+                );
+                if k == 3.0 {
+                    canary.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // 10,000 requests at 90/10: the round-robin is exact per cycle of 10.
+    assert_eq!(canary.load(Ordering::Relaxed), 1_000);
+    let policy = s.get_json("/v2/models/scale/traffic").await;
+    assert_eq!(policy["stats"][0]["requests"], 9_000);
+    assert_eq!(policy["stats"][1]["requests"], 1_000);
+    assert_eq!(policy["origin"], "api");
+
+    // Labels work where a version number does.
+    assert_eq!(
+        ask(&s, "/v2/models/scale/versions/canary/infer", &[]).await,
+        (3.0, None)
+    );
+    assert_eq!(
+        ask(&s, "/v2/models/scale/versions/stable/infer", &[]).await,
+        (2.0, None)
+    );
+    let meta = s.get_json("/v2/models/scale/versions/canary").await;
+    assert_eq!(meta["name"], "scale");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_users_keep_one_variant_and_the_header_overrides() {
+    let (s, _) = two_versions("traffic-sticky").await;
+    assert_eq!(put(&s, split(70, 30)).await.status(), 200);
+    let mut canary_users = 0;
+    for user in 0..1_000 {
+        let id = [("x-user-id", format!("user-{user}"))];
+        let (first, _) = ask(&s, "/v2/models/scale/infer", &id).await;
+        for _ in 0..9 {
+            assert_eq!(
+                ask(&s, "/v2/models/scale/infer", &id).await.0,
+                first,
+                "user {user} switched variants"
+            );
+        }
+        canary_users += usize::from(first == 3.0);
+    }
+    assert!(
+        (270..=330).contains(&canary_users),
+        "{canary_users} of 1000 users on the 30% canary"
+    );
+
+    // The header forces a variant, over the sticky hash too; sending back
+    // the value an answer carried routes to it again.
+    for _ in 0..100 {
+        let forced = [
+            ("x-quiver-variant", "canary".to_string()),
+            ("x-user-id", "user-1".to_string()),
+        ];
+        assert_eq!(
+            ask(&s, "/v2/models/scale/infer", &forced).await,
+            (3.0, Some("canary".into()))
+        );
+    }
+    let r = s
+        .client
+        .post(s.url("/v2/models/scale/infer"))
+        .header("x-quiver-variant", "beta")
+        .json(&infer_body())
+        .send()
+        .await
+        .unwrap();
+    expect_error(
+        r,
+        400,
+        "x-quiver-variant: 'beta' is not a variant of this model (variants: stable, canary)",
+    )
+    .await;
+
+    // Over gRPC: metadata in, metadata out.
+    let mut grpc = s.grpc_client().await;
+    for _ in 0..100 {
+        let mut req = tonic::Request::new(ModelInferRequest {
+            model_name: "scale".into(),
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 4],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![X.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>().into()],
+            ..Default::default()
+        });
+        req.metadata_mut().insert("x-quiver-variant", "canary".parse().unwrap());
+        let resp = grpc.model_infer(req).await.unwrap();
+        assert_eq!(resp.metadata().get("x-quiver-variant").unwrap(), "canary");
+        let y = &resp.get_ref().raw_output_contents[0];
+        assert_eq!(f32::from_le_bytes(y[..4].try_into().unwrap()), 3.0);
+        assert_eq!(resp.get_ref().model_version, "2");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_change_atomically_under_load_and_bad_ones_are_refused() {
+    let (s, repo) = two_versions("traffic-change").await;
+    assert_eq!(put(&s, split(100, 0)).await.status(), 200);
+    let s = Arc::new(s);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let (s, stop, failures) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&failures));
+        clients.push(tokio::spawn(async move {
+            let mut seen = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = s.post_json("/v2/models/scale/infer", &infer_body()).await;
+                if r.status() != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                seen += 1;
+            }
+            seen
+        }));
+    }
+    for (stable, canary) in [(95, 5), (75, 25), (50, 50), (0, 100), (100, 0), (90, 10)] {
+        assert_eq!(put(&s, split(stable, canary)).await.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    assert!(total > 100, "{total} requests");
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+
+    // Refused with the reason; the policy in force stays.
+    let bad = [
+        (json!({"variants": []}), "'variants' is empty"),
+        (
+            json!({"variants": [{"name": "a", "weight": 0}]}),
+            "the weights sum to 0",
+        ),
+        (
+            json!({"variants": [{"name": "a", "weight": 1}], "default": "b"}),
+            "'default' names variant 'b'",
+        ),
+        (
+            json!({"variants": [{"name": "a", "model": "nope", "weight": 1}]}),
+            "model 'nope'",
+        ),
+        (
+            json!({"variants": [{"name": "a", "version": "beta", "weight": 1}]}),
+            "version 'beta'",
+        ),
+        (
+            json!({"variants": [{"name": "a", "weight": 1}], "shadow": {"variant": "a", "percent": 5}}),
+            "'shadow' is not supported yet",
+        ),
+    ];
+    for (policy, needle) in bad {
+        expect_error(put(&s, policy).await, 400, needle).await;
+    }
+    let r = s
+        .client
+        .put(s.url("/v2/models/nope/traffic"))
+        .json(&split(1, 1))
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "unknown model 'nope'").await;
+    let kept = s.get_json("/v2/models/scale/traffic").await;
+    assert_eq!(kept["variants"][1]["weight"], 10);
+
+    // DELETE: plain version routing (the highest version) again.
+    let r = s.client.delete(s.url("/v2/models/scale/traffic")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ask(&s, "/v2/models/scale/infer", &[]).await, (3.0, None));
+    assert_eq!(s.get_status("/v2/models/scale/traffic").await, 404);
+
+    // traffic.json beside config.pbtxt: applied by a load; a bad one is
+    // refused and the policy in force stays.
+    write(&repo.join("scale/traffic.json"), &split(0, 1).to_string());
+    assert_eq!(
+        s.post_json("/v2/repository/models/scale/load", &json!({}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        ask(&s, "/v2/models/scale/infer", &[]).await,
+        (3.0, Some("canary".into()))
+    );
+    assert_eq!(s.get_json("/v2/models/scale/traffic").await["origin"], "file");
+    write(&repo.join("scale/traffic.json"), r#"{"variants": []}"#);
+    let r = s.post_json("/v2/repository/models/scale/load", &json!({})).await;
+    expect_error(r, 400, "traffic.json: traffic policy for 'scale': 'variants' is empty").await;
+    assert_eq!(
+        ask(&s, "/v2/models/scale/infer", &[]).await.1.as_deref(),
+        Some("canary")
+    );
+    std::fs::remove_file(repo.join("scale/traffic.json")).unwrap();
+    assert_eq!(
+        s.post_json("/v2/repository/models/scale/load", &json!({}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(ask(&s, "/v2/models/scale/infer", &[]).await, (3.0, None));
+}
