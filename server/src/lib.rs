@@ -140,6 +140,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             stopped.clone(),
         )));
     }
+    tasks.push(tokio::spawn(engine::traffic::rollout::run(
+        Arc::clone(&engine),
+        stopped.clone(),
+    )));
     for follower in followers {
         tasks.push(tokio::spawn(follower.run(Arc::clone(&engine), every, stopped.clone())));
     }

@@ -45,6 +45,16 @@ pub const SOURCE_OBJECTS_FETCHED: &str = "quiver_source_objects_fetched_total";
 pub const SOURCE_BYTES_FETCHED: &str = "quiver_source_bytes_fetched_total";
 pub const VALIDATION_FAILURES: &str = "quiver_validation_failures_total";
 pub const VALIDATION_PASSES: &str = "quiver_validation_passes_total";
+// Traffic splitting, labelled by model and variant.
+pub const VARIANT_REQUESTS: &str = "quiver_variant_requests_total";
+pub const VARIANT_SECONDS: &str = "quiver_variant_request_duration_seconds";
+pub const SHADOW_REQUESTS: &str = "quiver_shadow_requests_total";
+pub const SHADOW_MISMATCHES: &str = "quiver_shadow_mismatches_total";
+pub const SHADOW_MAX_ABS_DIFF: &str = "quiver_shadow_max_abs_difference";
+pub const SHADOW_DROPPED: &str = "quiver_shadow_dropped_total";
+pub const ROLLOUT_STEPS: &str = "quiver_rollout_steps_total";
+pub const ROLLOUT_ROLLBACKS: &str = "quiver_rollout_rollbacks_total";
+pub const ROLLOUT_WEIGHT: &str = "quiver_rollout_canary_weight_percent";
 // Admission control: what is in flight against the server-wide budgets.
 pub const ADMISSION_BYTES: &str = "quiver_admission_bytes_in_flight";
 pub const ADMISSION_BYTES_LIMIT: &str = "quiver_admission_bytes_limit";
@@ -92,6 +102,7 @@ pub fn install() -> &'static PrometheusHandle {
         let mut builder = PrometheusBuilder::new();
         for name in [
             REQUEST_SECONDS,
+            VARIANT_SECONDS,
             QUEUE_SECONDS,
             COMPUTE_SECONDS,
             HTTP_SECONDS,

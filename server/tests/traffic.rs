@@ -227,8 +227,8 @@ async fn policies_change_atomically_under_load_and_bad_ones_are_refused() {
             "version 'beta'",
         ),
         (
-            json!({"variants": [{"name": "a", "weight": 1}], "shadow": {"variant": "a", "percent": 5}}),
-            "'shadow' is not supported yet",
+            json!({"variants": [{"name": "a", "weight": 1}], "shadow": {"variant": "b", "percent": 5}}),
+            "'shadow.variant' names variant 'b'",
         ),
     ];
     for (policy, needle) in bad {
@@ -280,4 +280,203 @@ async fn policies_change_atomically_under_load_and_bad_ones_are_refused() {
         200
     );
     assert_eq!(ask(&s, "/v2/models/scale/infer", &[]).await, (3.0, None));
+}
+
+/// The scale model again as another model of the repository, but without
+/// batching (`dims: [1, 4]`): a request of 2 rows, which the batching
+/// `scale` serves, fails on it.
+fn strict_twin(repo: &std::path::Path) {
+    std::fs::create_dir_all(repo.join("strict/1")).unwrap();
+    std::fs::copy(repo.join("scale/2/model.onnx"), repo.join("strict/1/model.onnx")).unwrap();
+    write(
+        &repo.join("strict/config.pbtxt"),
+        r#"name: "strict"
+max_batch_size: 0
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 1, 4 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 1, 4 ] } ]
+"#,
+    );
+}
+
+fn rows(n: usize) -> Value {
+    let data: Vec<f32> = (0..n).flat_map(|_| X).collect();
+    json!({"inputs": [{"name": "x", "shape": [n, 4], "datatype": "FP32", "data": data}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_traffic_is_compared_and_never_answers() {
+    let (s, _) = two_versions("traffic-shadow").await;
+    let policy = |shadow: &str| {
+        json!({"variants": [{"name": "stable", "version": 1, "weight": 1},
+                            {"name": "canary", "version": 2, "weight": 0},
+                            {"name": "twin", "version": 1, "weight": 0}],
+               "shadow": {"variant": shadow, "percent": 100, "tolerance": {"atol": 0.001}}})
+    };
+    // A shadow that computes x * 3 where the primary computes x * 2.
+    assert_eq!(put(&s, policy("canary")).await.status(), 200);
+    for _ in 0..200 {
+        assert_eq!(
+            ask(&s, "/v2/models/scale/infer", &[]).await,
+            (2.0, Some("stable".into()))
+        );
+    }
+    let settled = |v: &Value| {
+        let st = &v["shadow_stats"];
+        st["compared"].as_u64().unwrap() + st["failed"].as_u64().unwrap() + st["dropped"].as_u64().unwrap() == 200
+    };
+    eventually(10, "every shadow run accounted for", || {
+        let s = &s;
+        async move { settled(&s.get_json("/v2/models/scale/traffic").await) }
+    })
+    .await;
+    let summary = s.get_json("/v2/models/scale/traffic").await;
+    let st = &summary["shadow_stats"];
+    assert!(st["compared"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(st["mismatches"], st["compared"], "{summary}");
+    assert_eq!(
+        st["max_abs_difference"], 4.0,
+        "x = [1, 2, 3, 4]: |3x - 2x| is at most 4"
+    );
+    // The canary served nothing itself.
+    assert_eq!(summary["stats"][1]["requests"], 0);
+
+    // A shadow that computes the same: no mismatch.
+    assert_eq!(put(&s, policy("twin")).await.status(), 200);
+    for _ in 0..100 {
+        ask(&s, "/v2/models/scale/infer", &[]).await;
+    }
+    eventually(10, "the twin's runs accounted for", || {
+        let s = &s;
+        async move {
+            let v = s.get_json("/v2/models/scale/traffic").await;
+            let st = &v["shadow_stats"];
+            st["compared"].as_u64().unwrap() + st["dropped"].as_u64().unwrap() == 100
+        }
+    })
+    .await;
+    let summary = s.get_json("/v2/models/scale/traffic").await;
+    assert_eq!(summary["shadow_stats"]["mismatches"], 0, "{summary}");
+    let metrics = s
+        .client
+        .get(format!("http://{}/metrics", s.server.as_ref().unwrap().metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("quiver_shadow_mismatches_total{model=\"scale\",variant=\"canary\"}"),
+        "no shadow metric"
+    );
+    assert!(metrics.contains("quiver_variant_requests_total{model=\"scale\",variant=\"stable\",outcome=\"success\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_is_promoted_or_rolled_back_on_what_the_canary_does() {
+    let (s, repo) = two_versions("traffic-rollout").await;
+    strict_twin(&repo);
+    assert_eq!(
+        s.post_json("/v2/repository/models/strict/load", &json!({}))
+            .await
+            .status(),
+        200
+    );
+    let s = Arc::new(s);
+
+    // A healthy canary (version 2): 50% then 100%, then promoted.
+    let healthy = json!({
+        "variants": [{"name": "stable", "version": "stable", "weight": 100},
+                     {"name": "canary", "version": 2, "weight": 0}],
+        "labels": {"stable": 1},
+        "rollout": {"canary": "canary", "stable": "stable", "steps": [50, 100],
+                    "step_seconds": 0.3, "min_requests": 20}});
+    assert_eq!(put(&s, healthy).await.status(), 200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (s, stop, failures) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&failures));
+        tokio::spawn(async move {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // One request in five has two rows: the strict model refuses those.
+                let body = if n % 5 == 4 { rows(2) } else { rows(1) };
+                if s.post_json("/v2/models/scale/infer", &body).await.status() != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        })
+    };
+    eventually(30, "the healthy canary promoted", || {
+        let s = Arc::clone(&s);
+        async move {
+            s.get_json("/v2/models/scale/traffic").await["rollout_state"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("promoted")
+        }
+    })
+    .await;
+    let promoted = s.get_json("/v2/models/scale/traffic").await;
+    assert_eq!(promoted["variants"][0]["version"], "2", "{promoted}");
+    assert_eq!(promoted["labels"]["stable"], 2);
+    assert_eq!(promoted["variants"][0]["weight"], 100);
+    assert_eq!(
+        ask(&s, "/v2/models/scale/infer", &[]).await,
+        (3.0, Some("stable".into()))
+    );
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no request failed during the rollout"
+    );
+
+    // A canary that fails one request in five: rolled back, with the reason.
+    let flaky = json!({
+        "variants": [{"name": "stable", "version": 1, "weight": 100},
+                     {"name": "canary", "model": "strict", "weight": 0}],
+        "rollout": {"canary": "canary", "stable": "stable", "steps": [50, 100],
+                    "step_seconds": 0.5, "min_requests": 40}});
+    assert_eq!(put(&s, flaky).await.status(), 200);
+    eventually(30, "the flaky canary rolled back", || {
+        let s = Arc::clone(&s);
+        async move {
+            s.get_json("/v2/models/scale/traffic").await["rollout_state"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("rolled back")
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    client.await.unwrap();
+    let back = s.get_json("/v2/models/scale/traffic").await;
+    let why = back["rollout_state"].as_str().unwrap();
+    assert!(
+        why.contains("rolled back at step 1 (50%): canary error rate") && why.contains("exceeds stable's 0.00%"),
+        "{why}"
+    );
+    assert_eq!(back["variants"][1]["weight"], 0);
+    assert_eq!(back["variants"][0]["weight"], 100);
+    for _ in 0..20 {
+        assert_eq!(
+            s.post_json("/v2/models/scale/infer", &rows(2)).await.status(),
+            200,
+            "all traffic on stable again"
+        );
+    }
+    let metrics = s
+        .client
+        .get(format!("http://{}/metrics", s.server.as_ref().unwrap().metrics_addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("quiver_rollout_rollbacks_total{model=\"scale\",check=\"error_rate\"} 1"),
+        "no rollback counted"
+    );
 }

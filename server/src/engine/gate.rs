@@ -335,7 +335,7 @@ fn close(a: f64, e: f64, t: Tolerance) -> bool {
 
 /// A numeric tensor's elements as f64 (validation only: never on the
 /// request path).
-fn numbers(t: &Tensor) -> Result<Vec<f64>, String> {
+pub(crate) fn numbers(t: &Tensor) -> Result<Vec<f64>, String> {
     let size = t
         .datatype
         .size()

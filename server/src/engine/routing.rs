@@ -3,6 +3,9 @@
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::Engine;
 use super::model::ModelVersion;
@@ -13,21 +16,31 @@ use crate::error::{Error, Result};
 /// The policy file beside `config.pbtxt`.
 pub const POLICY_FILE: &str = "traffic.json";
 
-/// Where a request goes: the version, and the variant that chose it.
+/// Where a request goes: the version, the variant that chose it, and the
+/// shadow it is also sent to.
 pub struct Routed {
     pub model: Arc<ModelVersion>,
     variant: Option<(Arc<Traffic>, usize)>,
+    shadow: Option<(Arc<ModelVersion>, OwnedSemaphorePermit)>,
 }
 
 impl Routed {
+    fn plain(model: Arc<ModelVersion>) -> Routed {
+        Routed {
+            model,
+            variant: None,
+            shadow: None,
+        }
+    }
+
     pub fn variant(&self) -> Option<&str> {
         self.variant.as_ref().map(|(t, i)| t.variant_name(*i))
     }
 
     /// Counts the outcome against the variant.
-    pub fn record(&self, ok: bool) {
+    fn record(&self, ok: bool, elapsed: Duration) {
         if let Some((t, i)) = &self.variant {
-            t.record(*i, ok);
+            t.record(*i, ok, elapsed);
         }
     }
 }
@@ -51,33 +64,61 @@ impl Engine {
     /// one, picks a variant.
     pub fn route(&self, name: &str, version: Option<&str>, headers: &dyn Headers) -> Result<Routed> {
         if version.is_some_and(|v| !v.is_empty()) {
-            return Ok(Routed {
-                model: self.resolve(name, version)?,
-                variant: None,
-            });
+            return Ok(Routed::plain(self.resolve(name, version)?));
         }
         let policies = self.traffic.load();
         let Some(t) = policies.get(name) else {
-            return Ok(Routed {
-                model: self.resolve(name, None)?,
-                variant: None,
-            });
+            return Ok(Routed::plain(self.resolve(name, None)?));
         };
         let i = t.pick(headers)?;
+        let model = self.variant_target(name, t, i).inspect_err(|_| t.stats[i].refused())?;
+        // Shadowed: a share of the requests the shadow variant is not
+        // serving, when its version has room.
+        let shadow = t.shadow.as_ref().filter(|s| s.index != i && s.wanted()).and_then(|s| {
+            let target = self.variant_target(name, t, s.index).ok()?;
+            let permit = s.admit(&target)?;
+            Some((target, permit))
+        });
+        Ok(Routed {
+            model,
+            variant: Some((Arc::clone(t), i)),
+            shadow,
+        })
+    }
+
+    /// The version variant `i` of `name`'s policy serves now.
+    fn variant_target(&self, name: &str, t: &Traffic, i: usize) -> Result<Arc<ModelVersion>> {
         let v = &t.spec.variants[i];
         let target = v.model.as_deref().unwrap_or(name);
         let version = v.version.as_deref().map(|ver| match t.label(ver) {
             Some(n) if v.model.is_none() => Cow::Owned(n.to_string()),
             _ => Cow::Borrowed(ver),
         });
-        let model = self
-            .registry
-            .resolve(target, version.as_deref())
-            .inspect_err(|_| t.record(i, false))?;
-        Ok(Routed {
-            model,
-            variant: Some((Arc::clone(t), i)),
-        })
+        self.registry.resolve(target, version.as_deref())
+    }
+
+    /// Runs a routed request: counts it against its variant and, when it is
+    /// shadowed, sends a copy to the shadow once the answer is ready (the
+    /// copy shares the tensor bytes; the answer does not wait).
+    pub async fn run_routed(&self, routed: Routed, req: InferRequest) -> Result<InferResponse> {
+        let shadow_req = routed.shadow.as_ref().map(|_| req.clone());
+        let started = Instant::now();
+        let result = self.infer_on(Arc::clone(&routed.model), req).await;
+        routed.record(result.is_ok(), started.elapsed());
+        if let (Ok(resp), Some((target, permit)), Some(mut copy), Some((t, _))) =
+            (&result, routed.shadow, shadow_req, &routed.variant)
+        {
+            let (primary, t) = (resp.outputs.clone(), Arc::clone(t));
+            copy.model_version = None;
+            tokio::spawn(async move {
+                let _slot = permit;
+                let out = Engine::run(&target, copy, Instant::now()).await;
+                if let Some(s) = &t.shadow {
+                    s.compare(&primary, out.map(|r| r.outputs).map_err(|e| e.message));
+                }
+            });
+        }
+        result
     }
 
     /// Routes and runs one request; the answer names the variant, if any.
@@ -88,9 +129,7 @@ impl Engine {
     ) -> Result<(InferResponse, Option<String>)> {
         let routed = self.route(&req.model_name, req.model_version.as_deref(), headers)?;
         let variant = routed.variant().map(str::to_owned);
-        let result = self.infer_on(Arc::clone(&routed.model), req).await;
-        routed.record(result.is_ok());
-        Ok((result?, variant))
+        Ok((self.run_routed(routed, req).await?, variant))
     }
 
     /// `Err(NotFound)` for a model the server does not know.
@@ -107,13 +146,30 @@ impl Engine {
     /// Replaces `name`'s policy in one atomic swap: every request routes by
     /// the old policy or the new one, never a mix.
     pub fn set_traffic(&self, name: &str, spec: PolicySpec, origin: Origin) {
-        let traffic = Arc::new(Traffic::new(spec, origin));
+        let previous = self.traffic(name);
+        let traffic = Arc::new(Traffic::new(name, spec, origin, previous.as_deref(), false));
         self.traffic.rcu(|current| {
             let mut map = std::collections::BTreeMap::clone(current);
             map.insert(name.to_owned(), Arc::clone(&traffic));
             map
         });
         tracing::info!(model = name, ?origin, "traffic policy set");
+    }
+
+    /// Replaces `expected` (a rollout's step) unless another policy took its
+    /// place meanwhile; `true` when it did.
+    pub(crate) fn replace_traffic(&self, name: &str, expected: &Arc<Traffic>, spec: PolicySpec) -> bool {
+        let next = Arc::new(Traffic::new(name, spec, expected.origin, Some(expected), true));
+        let mut replaced = false;
+        self.traffic.rcu(|current| {
+            let mut map = std::collections::BTreeMap::clone(current);
+            replaced = map.get(name).is_some_and(|t| Arc::ptr_eq(t, expected));
+            if replaced {
+                map.insert(name.to_owned(), Arc::clone(&next));
+            }
+            map
+        });
+        replaced
     }
 
     pub fn traffic(&self, name: &str) -> Option<Arc<Traffic>> {

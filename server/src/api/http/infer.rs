@@ -1,7 +1,5 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: JSON, the binary tensor data
 //! extension, and gzip/deflate in both directions.
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -83,10 +81,8 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
             .engine
             .route(&req.model_name, req.model_version.as_deref(), &Http(headers))?,
     };
-    let result = s.engine.infer_on(Arc::clone(&routed.model), req).await;
-    routed.record(result.is_ok());
-    let resp = result?;
     let variant = routed.variant().and_then(|v| HeaderValue::from_str(v).ok());
+    let resp = s.engine.run_routed(routed, req).await?;
     let accept = compression::accepted_coding(header_str(headers, header::ACCEPT_ENCODING)?);
     let output_bytes: usize = resp.outputs.iter().map(|t| t.data.len()).sum();
     // Binary outputs without compression are one memcpy: not worth a thread hop.

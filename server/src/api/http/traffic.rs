@@ -18,21 +18,45 @@ pub async fn get(State(s): State<HttpState>, Path(model): Path<String>) -> Resul
         .traffic(&model)
         .ok_or_else(|| Error::not_found(format!("model '{model}' has no traffic policy")))?;
     let mut policy = serde_json::to_value(&t.spec).map_err(|e| Error::internal(e.to_string()))?;
+    let (since, starts) = &t.window_start;
+    let ms = |s: Option<f64>| s.map(|v| v * 1e3);
     let stats: Vec<Value> = t
         .spec
         .variants
         .iter()
-        .zip(&t.counts)
-        .map(|(v, c)| {
+        .zip(&t.stats)
+        .zip(starts)
+        .map(|((v, stats), start)| {
+            let now = stats.snapshot();
+            let window = now.since(start);
             json!({
                 "name": v.name,
-                "requests": c.requests.load(Ordering::Relaxed),
-                "errors": c.errors.load(Ordering::Relaxed),
+                "requests": now.requests,
+                "errors": now.errors,
+                "window": {
+                    "requests": window.requests,
+                    "errors": window.errors,
+                    "p50_ms": ms(window.quantile(0.5)),
+                    "p99_ms": ms(window.quantile(0.99)),
+                },
             })
         })
         .collect();
     policy["origin"] = json!(t.origin);
+    policy["window_seconds"] = json!(since.elapsed().as_secs_f64());
     policy["stats"] = Value::Array(stats);
+    if let Some(sh) = &t.shadow {
+        policy["shadow_stats"] = json!({
+            "compared": sh.compared.load(Ordering::Relaxed),
+            "mismatches": sh.mismatches.load(Ordering::Relaxed),
+            "failed": sh.failed.load(Ordering::Relaxed),
+            "dropped": sh.dropped.load(Ordering::Relaxed),
+            "max_abs_difference": sh.max_abs_difference(),
+        });
+    }
+    if let Some(r) = &t.rollout {
+        policy["rollout_state"] = json!(r.status());
+    }
     Ok(Json(policy))
 }
 

@@ -9,11 +9,16 @@
 //! shares are exact over every cycle of the weights (90/10 is 9 in 10 for
 //! every 10 requests), with no lock on the request path.
 pub mod policy;
+pub mod rollout;
+pub mod shadow;
+pub mod stats;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 pub use policy::PolicySpec;
+use stats::{Snapshot, VariantStats};
 
 use crate::error::{Error, Result};
 
@@ -34,13 +39,6 @@ pub trait Headers: Sync {
     fn get(&self, name: &str) -> Option<&str>;
 }
 
-/// Live counts of one variant.
-#[derive(Default)]
-pub struct Counts {
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-}
-
 /// A checked policy, ready to route.
 pub struct Traffic {
     pub spec: PolicySpec,
@@ -51,7 +49,14 @@ pub struct Traffic {
     next: AtomicU64,
     /// Cumulative weights, for sticky hashing.
     cumulative: Vec<u64>,
-    pub counts: Vec<Counts>,
+    /// Each variant's record, by index; kept (by name) when the policy is
+    /// replaced, so counts and rollout windows span weight changes.
+    pub stats: Vec<Arc<VariantStats>>,
+    /// The records when this policy took effect: the summary's window.
+    pub window_start: (Instant, Vec<Snapshot>),
+    pub shadow: Option<shadow::Shadow>,
+    /// The rollout's state, shared by the policies its steps write.
+    pub rollout: Option<Arc<rollout::State>>,
 }
 
 /// The largest schedule kept: weights are reduced by their gcd first, so
@@ -59,7 +64,15 @@ pub struct Traffic {
 const MAX_SCHEDULE: u64 = 100_000;
 
 impl Traffic {
-    pub fn new(spec: PolicySpec, origin: Origin) -> Traffic {
+    /// A policy for `model`; `previous` is the policy it replaces, whose
+    /// variant records (and rollout state, when `keep_rollout`) carry over.
+    pub fn new(
+        model: &str,
+        spec: PolicySpec,
+        origin: Origin,
+        previous: Option<&Traffic>,
+        keep_rollout: bool,
+    ) -> Traffic {
         let weights: Vec<u64> = spec.variants.iter().map(|v| u64::from(v.weight)).collect();
         let gcd = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd);
         let reduced: Vec<u64> = weights.iter().map(|w| w / gcd.max(1)).collect();
@@ -81,8 +94,36 @@ impl Traffic {
             .as_ref()
             .and_then(|d| spec.variants.iter().position(|v| &v.name == d))
             .unwrap_or(0);
+        let stats: Vec<Arc<VariantStats>> = spec
+            .variants
+            .iter()
+            .map(|v| {
+                previous
+                    .and_then(|p| {
+                        p.spec
+                            .variants
+                            .iter()
+                            .position(|o| o.name == v.name)
+                            .map(|i| Arc::clone(&p.stats[i]))
+                    })
+                    .unwrap_or_else(|| Arc::new(VariantStats::new(model, &v.name)))
+            })
+            .collect();
+        let window_start = (Instant::now(), stats.iter().map(|s| s.snapshot()).collect());
+        let shadow = spec.shadow.as_ref().and_then(|s| {
+            let index = spec.variants.iter().position(|v| v.name == s.variant)?;
+            Some(shadow::Shadow::new(model, s, index))
+        });
+        let rollout = match (keep_rollout, previous, &spec.rollout) {
+            (true, Some(p), Some(_)) => p.rollout.clone(),
+            (_, _, Some(_)) => Some(Arc::new(rollout::State::default())),
+            _ => None,
+        };
         Traffic {
-            counts: spec.variants.iter().map(|_| Counts::default()).collect(),
+            stats,
+            window_start,
+            shadow,
+            rollout,
             default,
             schedule,
             next: AtomicU64::new(0),
@@ -140,12 +181,13 @@ impl Traffic {
         self.spec.labels.get(label).copied()
     }
 
-    pub fn record(&self, index: usize, ok: bool) {
-        let c = &self.counts[index];
-        c.requests.fetch_add(1, Ordering::Relaxed);
-        if !ok {
-            c.errors.fetch_add(1, Ordering::Relaxed);
-        }
+    pub fn record(&self, index: usize, ok: bool, elapsed: std::time::Duration) {
+        self.stats[index].record(ok, elapsed);
+    }
+
+    /// The index of a variant by name.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.spec.variants.iter().position(|v| v.name == name)
     }
 }
 
@@ -208,7 +250,13 @@ mod tests {
     }
 
     fn traffic(json: &str) -> Traffic {
-        Traffic::new(PolicySpec::parse("m", json.as_bytes(), |_| true).unwrap(), Origin::Api)
+        Traffic::new(
+            "m",
+            PolicySpec::parse("m", json.as_bytes(), |_| true).unwrap(),
+            Origin::Api,
+            None,
+            false,
+        )
     }
 
     #[test]

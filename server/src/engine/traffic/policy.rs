@@ -23,12 +23,72 @@ pub struct PolicySpec {
     /// the variant: one user always sees one variant while the weights stand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sticky_header: Option<String>,
-    /// Shadow traffic and progressive rollouts are part of the interface but
-    /// not built yet: a policy that asks for them is refused, not ignored.
+    /// Also send a share of requests to a variant whose answers are
+    /// compared with the primary's and discarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shadow: Option<serde_json::Value>,
+    pub shadow: Option<ShadowSpec>,
+    /// Raise a canary's weight in steps while it stays within bounds of the
+    /// stable variant; set it back to 0 when it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<serde_json::Value>,
+    pub rollout: Option<RolloutSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    pub variant: String,
+    /// Share of routed requests also sent to the shadow, 0-100.
+    pub percent: f64,
+    /// Outputs further apart than this count as a mismatch.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Tolerance,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    #[serde(default)]
+    pub atol: f64,
+    #[serde(default)]
+    pub rtol: f64,
+}
+
+fn default_tolerance() -> Tolerance {
+    Tolerance { atol: 1e-6, rtol: 1e-5 }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// The variant whose weight rises, and the one it is judged against
+    /// (which takes the rest of the traffic).
+    pub canary: String,
+    pub stable: String,
+    /// The canary's share at each step, in percent, rising; ends at 100
+    /// for a promotion.
+    pub steps: Vec<u32>,
+    pub step_seconds: f64,
+    /// Roll back when the canary's error rate exceeds the stable one's by
+    /// more than this (absolute: 0.01 = one percentage point).
+    #[serde(default = "default_error_increase")]
+    pub max_error_rate_increase: f64,
+    /// Roll back when the canary's p99 exceeds the stable one's times this.
+    #[serde(default = "default_p99_ratio")]
+    pub max_p99_ratio: f64,
+    /// A step is judged only once the canary has had this many requests in
+    /// it (the step is extended until it has).
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+}
+
+fn default_error_increase() -> f64 {
+    0.01
+}
+fn default_p99_ratio() -> f64 {
+    1.5
+}
+fn default_min_requests() -> u64 {
+    20
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -80,12 +140,6 @@ impl PolicySpec {
 
     fn check(&self, model: &str, model_exists: impl Fn(&str) -> bool) -> Result<(), String> {
         let bad = |why: String| Err(format!("traffic policy for '{model}': {why}"));
-        if self.shadow.is_some() {
-            return bad("'shadow' is not supported yet".into());
-        }
-        if self.rollout.is_some() {
-            return bad("'rollout' is not supported yet".into());
-        }
         if self.variants.is_empty() {
             return bad("'variants' is empty".into());
         }
@@ -137,6 +191,48 @@ impl PolicySpec {
         for label in self.labels.keys() {
             if label.is_empty() || label.parse::<u64>().is_ok() || label.contains('/') {
                 return bad(format!("label '{label}' must be a non-numeric name"));
+            }
+        }
+        let known = |v: &str| self.variants.iter().any(|x| x.name == v);
+        if let Some(s) = &self.shadow {
+            if !known(&s.variant) {
+                return bad(format!(
+                    "'shadow.variant' names variant '{}', which is not in 'variants'",
+                    s.variant
+                ));
+            }
+            if !(0.0..=100.0).contains(&s.percent) {
+                return bad(format!("'shadow.percent' is {}, outside 0-100", s.percent));
+            }
+            if !(s.tolerance.atol >= 0.0 && s.tolerance.rtol >= 0.0) {
+                return bad("'shadow.tolerance' must be non-negative".into());
+            }
+        }
+        if let Some(r) = &self.rollout {
+            for (field, v) in [("canary", &r.canary), ("stable", &r.stable)] {
+                if !known(v) {
+                    return bad(format!(
+                        "'rollout.{field}' names variant '{v}', which is not in 'variants'"
+                    ));
+                }
+            }
+            if r.canary == r.stable {
+                return bad("'rollout.canary' and 'rollout.stable' are the same variant".into());
+            }
+            if r.steps.is_empty() || r.steps.windows(2).any(|w| w[0] >= w[1]) || r.steps.iter().any(|&s| s > 100) {
+                return bad(format!(
+                    "'rollout.steps' {:?} must rise strictly, within 0-100",
+                    r.steps
+                ));
+            }
+            if !(r.step_seconds > 0.0 && r.step_seconds <= 86_400.0) {
+                return bad(format!(
+                    "'rollout.step_seconds' is {}, outside (0, 86400]",
+                    r.step_seconds
+                ));
+            }
+            if !(r.max_error_rate_increase >= 0.0 && r.max_p99_ratio >= 1.0) {
+                return bad("'rollout.max_error_rate_increase' must be >= 0 and 'max_p99_ratio' >= 1".into());
             }
         }
         if let Some(h) = &self.sticky_header
@@ -191,8 +287,20 @@ mod tests {
                 "version 'beta'",
             ),
             (
-                r#"{"variants": [{"name": "a", "weight": 1}], "shadow": {"variant": "a"}}"#,
-                "'shadow' is not supported",
+                r#"{"variants": [{"name": "a", "weight": 1}], "shadow": {"variant": "b", "percent": 5}}"#,
+                "'shadow.variant' names variant 'b'",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}], "shadow": {"variant": "a", "percent": 500}}"#,
+                "outside 0-100",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}, {"name": "b", "weight": 0}], "rollout": {"canary": "b", "stable": "a", "steps": [50, 10], "step_seconds": 60}}"#,
+                "must rise strictly",
+            ),
+            (
+                r#"{"variants": [{"name": "a", "weight": 1}], "rollout": {"canary": "c", "stable": "a", "steps": [50], "step_seconds": 60}}"#,
+                "'rollout.canary' names variant 'c'",
             ),
             (
                 r#"{"variants": [{"name": "a", "weight": 1}], "sticky_header": "bad header"}"#,
