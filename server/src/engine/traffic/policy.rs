@@ -72,9 +72,12 @@ pub struct RolloutSpec {
     /// more than this (absolute: 0.01 = one percentage point).
     #[serde(default = "default_error_increase")]
     pub max_error_rate_increase: f64,
-    /// Roll back when the canary's p99 exceeds the stable one's times this.
+    /// Roll back when the canary's p99 exceeds the stable one's times this
+    /// plus `p99_slack_ms` (so sub-millisecond jitter never rolls back).
     #[serde(default = "default_p99_ratio")]
     pub max_p99_ratio: f64,
+    #[serde(default = "default_p99_slack_ms")]
+    pub p99_slack_ms: f64,
     /// A step is judged only once the canary has had this many requests in
     /// it (the step is extended until it has).
     #[serde(default = "default_min_requests")]
@@ -86,6 +89,9 @@ fn default_error_increase() -> f64 {
 }
 fn default_p99_ratio() -> f64 {
     1.5
+}
+fn default_p99_slack_ms() -> f64 {
+    5.0
 }
 fn default_min_requests() -> u64 {
     20
@@ -231,8 +237,10 @@ impl PolicySpec {
                     r.step_seconds
                 ));
             }
-            if !(r.max_error_rate_increase >= 0.0 && r.max_p99_ratio >= 1.0) {
-                return bad("'rollout.max_error_rate_increase' must be >= 0 and 'max_p99_ratio' >= 1".into());
+            if !(r.max_error_rate_increase >= 0.0 && r.max_p99_ratio >= 1.0 && r.p99_slack_ms >= 0.0) {
+                return bad(
+                    "'rollout.max_error_rate_increase' and 'p99_slack_ms' must be >= 0, 'max_p99_ratio' >= 1".into(),
+                );
             }
         }
         if let Some(h) = &self.sticky_header

@@ -95,7 +95,12 @@ fn tick(engine: &Engine, name: &str, t: &Arc<Traffic>) {
                 return; // the step lasts until the canary has been judged on enough
             }
             let s = t.stats[si].snapshot().since(stable);
-            if let Some((check, why)) = judge(&c, &s, plan.max_error_rate_increase, plan.max_p99_ratio) {
+            let bounds = Bounds {
+                error_increase: plan.max_error_rate_increase,
+                p99_ratio: plan.max_p99_ratio,
+                p99_slack: plan.p99_slack_ms / 1e3,
+            };
+            if let Some((check, why)) = judge(&c, &s, bounds) {
                 let weights = weights(&t.spec, ci, si, 0);
                 if engine.replace_traffic(name, t, weights) {
                     let status = format!("rolled back at step {} ({}%): {why}", index + 1, plan.steps[*index]);
@@ -145,8 +150,18 @@ fn tick(engine: &Engine, name: &str, t: &Arc<Traffic>) {
     }
 }
 
+/// How much worse than the stable variant a canary may do.
+#[derive(Clone, Copy)]
+struct Bounds {
+    error_increase: f64,
+    p99_ratio: f64,
+    /// Seconds.
+    p99_slack: f64,
+}
+
 /// The check that failed and why, if the canary did worse than allowed.
-fn judge(canary: &Snapshot, stable: &Snapshot, max_increase: f64, max_ratio: f64) -> Option<(&'static str, String)> {
+fn judge(canary: &Snapshot, stable: &Snapshot, b: Bounds) -> Option<(&'static str, String)> {
+    let (max_increase, max_ratio) = (b.error_increase, b.p99_ratio);
     let (ce, se) = (canary.error_rate(), stable.error_rate());
     if ce > se + max_increase {
         return Some((
@@ -162,14 +177,15 @@ fn judge(canary: &Snapshot, stable: &Snapshot, max_increase: f64, max_ratio: f64
         ));
     }
     if let (Some(cp), Some(sp)) = (canary.quantile(0.99), stable.quantile(0.99))
-        && cp > sp * max_ratio
+        && cp > sp * max_ratio + b.p99_slack
     {
         return Some((
             "p99",
             format!(
-                "canary p99 {:.3} ms exceeds stable's {:.3} ms x {max_ratio}",
+                "canary p99 {:.3} ms exceeds stable's {:.3} ms x {max_ratio} + {:.1} ms",
                 cp * 1e3,
-                sp * 1e3
+                sp * 1e3,
+                b.p99_slack * 1e3
             ),
         ));
     }
@@ -213,25 +229,38 @@ mod tests {
     use super::*;
 
     fn window(requests: u64, errors: u64, fast: u64) -> Snapshot {
-        let mut buckets = vec![0; telemetry::LATENCY_BUCKETS.len() + 1];
-        buckets[4] = fast; // 1 ms
-        buckets[8] = requests - fast; // 25 ms
-        Snapshot {
-            requests,
-            errors,
-            buckets,
+        let s = super::super::stats::VariantStats::new("m", "v");
+        for i in 0..requests {
+            let ms = if i < fast { 1 } else { 25 };
+            s.record(i >= errors, Duration::from_millis(ms));
         }
+        s.snapshot()
     }
+
+    const B: Bounds = Bounds {
+        error_increase: 0.01,
+        p99_ratio: 1.5,
+        p99_slack: 0.005,
+    };
 
     #[test]
     fn the_canary_is_judged_against_the_stable_variant() {
         let stable = window(1000, 5, 1000);
-        assert!(judge(&window(100, 1, 100), &stable, 0.01, 1.5).is_none());
-        let (check, why) = judge(&window(100, 20, 100), &stable, 0.01, 1.5).unwrap();
+        assert!(judge(&window(100, 1, 100), &stable, B).is_none());
+        let (check, why) = judge(&window(100, 20, 100), &stable, B).unwrap();
         assert_eq!(check, "error_rate");
         assert!(why.contains("20.00% (20 of 100)") && why.contains("0.50%"), "{why}");
-        let (check, why) = judge(&window(100, 0, 50), &stable, 0.01, 1.5).unwrap();
+        let (check, why) = judge(&window(100, 0, 50), &stable, B).unwrap();
         assert_eq!(check, "p99");
-        assert!(why.contains("canary p99 25.000 ms exceeds stable's 1.000 ms"), "{why}");
+        assert!(
+            why.contains("canary p99 27.264 ms exceeds stable's 1.067 ms x 1.5 + 5.0 ms"),
+            "{why}"
+        );
+        // Three times slower, but by less than the slack: kept.
+        let slow = super::super::stats::VariantStats::new("m", "slow");
+        for _ in 0..100 {
+            slow.record(true, Duration::from_millis(3));
+        }
+        assert!(judge(&slow.snapshot(), &stable, B).is_none());
     }
 }
