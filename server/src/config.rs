@@ -46,6 +46,12 @@ pub struct Config {
     #[arg(long, alias = "grpc_port", env = "QUIVER_GRPC_PORT", default_value_t = 8081)]
     pub grpc_port: u16,
 
+    /// A separate admin listener for the control routes (traffic policies,
+    /// repository load/unload/index) and health, e.g. on a port only the
+    /// platform can reach. They stay on the HTTP port too. Unset: none.
+    #[arg(long, env = "QUIVER_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+
     /// Prometheus metrics port, serving /metrics (0 picks a free port).
     #[arg(long, env = "QUIVER_METRICS_PORT", default_value_t = 8082)]
     pub metrics_port: u16,
@@ -316,7 +322,8 @@ impl Config {
         if self.worker_threads == 0 {
             return Err("--worker-threads must be at least 1".into());
         }
-        let ports = [self.http_port, self.grpc_port, self.metrics_port];
+        let mut ports = vec![self.http_port, self.grpc_port, self.metrics_port];
+        ports.extend(self.admin_port);
         for (i, a) in ports.iter().enumerate() {
             if *a != 0 && ports[i + 1..].contains(a) {
                 return Err(format!("port {a} is given to two listeners"));

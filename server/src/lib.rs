@@ -34,6 +34,8 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
+    /// The admin listener, when `--admin-port` is set.
+    pub admin_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
@@ -175,6 +177,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         admission: Arc::clone(&admission),
         auth: Arc::clone(&auth),
     };
+    let admin = match config.admin_port {
+        Some(port) => Some(bind(port).await?),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
+    if let Some(listener) = admin {
+        let (app, shutdown) = (api::http::admin_router(state.clone()), until_stopped());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        }));
+    }
     let app = api::http::router(state);
     let shutdown = until_stopped();
     if let Some(tls) = &tls {
@@ -271,6 +286,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         http_addr,
         grpc_addr,
         metrics_addr,
+        admin_addr,
         engine,
         health,
         stop,

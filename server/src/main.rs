@@ -38,6 +38,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(address = %server.http_addr, "HTTP listening");
     tracing::info!(address = %server.grpc_addr, "gRPC listening");
     tracing::info!(address = %server.metrics_addr, "metrics listening");
+    if let Some(addr) = server.admin_addr {
+        tracing::info!(address = %addr, "admin listening");
+    }
     shutdown_signal().await;
     tracing::info!(
         drain_seconds = config.shutdown_drain_seconds,

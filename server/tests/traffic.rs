@@ -480,3 +480,51 @@ async fn a_rollout_is_promoted_or_rolled_back_on_what_the_canary_does() {
         "no rollback counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_serves_control_apart_from_the_data_plane() {
+    let repo = temp_dir("traffic-admin");
+    scale_repo(&repo, "scale");
+    write_version(&repo, "scale", 1, 2.0);
+    let mut c = explicit(&repo, &["scale"]);
+    c.admin_port = Some(0);
+    let s = TestServer::start(c).await;
+    let admin = format!(
+        "http://{}",
+        s.server.as_ref().unwrap().admin_addr.expect("admin listener")
+    );
+    let policy = json!({"variants": [{"name": "only", "version": 1, "weight": 1}]});
+    let r = s
+        .client
+        .put(format!("{admin}/v2/models/scale/traffic"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ask(&s, "/v2/models/scale/infer", &[]).await, (2.0, Some("only".into())));
+    let r = s
+        .client
+        .get(format!("{admin}/v2/models/scale/traffic"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["stats"][0]["requests"], 1);
+    // No data plane there.
+    let r = s
+        .client
+        .post(format!("{admin}/v2/models/scale/infer"))
+        .json(&infer_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = s
+        .client
+        .post(format!("{admin}/v2/repository/index"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

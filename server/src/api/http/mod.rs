@@ -35,8 +35,33 @@ pub struct ModelPath {
     version: Option<String>,
 }
 
+/// The HTTP port: the data plane and, unless moved to an admin listener
+/// only, the control routes too.
 pub fn router(state: HttpState) -> Router {
-    let max_body = state.max_body_bytes;
+    guarded(data_routes().merge(control_routes()), state)
+}
+
+/// A separate admin listener (`--admin-port`): the control routes (traffic
+/// policies, repository control) and health, apart from the data plane.
+pub fn admin_router(state: HttpState) -> Router {
+    let health = Router::new()
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready));
+    guarded(control_routes().merge(health), state)
+}
+
+fn control_routes() -> Router<HttpState> {
+    Router::new()
+        .route(
+            "/v2/models/{model}/traffic",
+            get(traffic::get).put(traffic::put).delete(traffic::delete),
+        )
+        .route("/v2/repository/index", post(repository::index))
+        .route("/v2/repository/models/{model}/load", post(repository::load))
+        .route("/v2/repository/models/{model}/unload", post(repository::unload))
+}
+
+fn data_routes() -> Router<HttpState> {
     Router::new()
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))
@@ -53,19 +78,19 @@ pub fn router(state: HttpState) -> Router {
             "/v2/models/{model}/versions/{version}/config",
             get(metadata::model_config),
         )
-        .route(
-            "/v2/models/{model}/traffic",
-            get(traffic::get).put(traffic::put).delete(traffic::delete),
-        )
         .route("/v2/models/{model}/infer", post(infer::infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer::infer))
         .route("/v2/models/stats", get(statistics::all))
         .route("/v2/models/{model}/stats", get(statistics::model))
         .route("/v2/models/{model}/versions/{version}/stats", get(statistics::model))
-        .route("/v2/repository/index", post(repository::index))
-        .route("/v2/repository/models/{model}/load", post(repository::load))
-        .route("/v2/repository/models/{model}/unload", post(repository::unload))
         .route("/metrics", get(crate::telemetry::render))
+}
+
+/// The guards every HTTP listener shares: token check, admission and body
+/// limit, JSON errors and per-route metrics.
+fn guarded(routes: Router<HttpState>, state: HttpState) -> Router {
+    let max_body = state.max_body_bytes;
+    routes
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             guard::Limits {
