@@ -528,3 +528,68 @@ async fn the_admin_listener_serves_control_apart_from_the_data_plane() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_variant_serves_when_the_chosen_one_cannot_and_poll_mode_reads_the_file() {
+    let repo = temp_dir("traffic-poll");
+    scale_repo(&repo, "scale");
+    write_version(&repo, "scale", 1, 2.0);
+    let mut c = config(&repo);
+    c.model_control_mode = quiver_server::config::ControlMode::Poll;
+    c.repository_poll_secs = 1;
+    let s = TestServer::start(c).await;
+    assert_eq!(ask(&s, "/v2/models/scale/infer", &[]).await, (2.0, None));
+
+    // traffic.json written beside config.pbtxt: picked up by the poller.
+    // The canary names a version that is not loaded: the default serves.
+    let policy = json!({"variants": [{"name": "stable", "version": 1, "weight": 0},
+                                     {"name": "canary", "version": 7, "weight": 1}],
+                        "default": "stable"});
+    write(&repo.join("scale/traffic.json"), &policy.to_string());
+    eventually(15, "the policy file applied", || async {
+        s.client
+            .get(s.url("/v2/models/scale/traffic"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(
+            ask(&s, "/v2/models/scale/infer", &[]).await,
+            (2.0, Some("stable".into()))
+        );
+    }
+    let summary = s.get_json("/v2/models/scale/traffic").await;
+    assert_eq!(summary["origin"], "file");
+    assert_eq!(
+        summary["stats"][1]["errors"], 10,
+        "the canary's refusals are counted: {summary}"
+    );
+    // Forced to the canary: its own error, no fallback.
+    let r = s
+        .client
+        .post(s.url("/v2/models/scale/infer"))
+        .header("x-quiver-variant", "canary")
+        .json(&infer_body())
+        .send()
+        .await
+        .unwrap();
+    expect_error(r, 404, "unknown version '7'").await;
+
+    // The file removed: the policy it set goes.
+    std::fs::remove_file(repo.join("scale/traffic.json")).unwrap();
+    eventually(15, "the policy removed", || async {
+        s.client
+            .get(s.url("/v2/models/scale/traffic"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 404
+    })
+    .await;
+    assert_eq!(ask(&s, "/v2/models/scale/infer", &[]).await, (2.0, None));
+}

@@ -70,8 +70,21 @@ impl Engine {
         let Some(t) = policies.get(name) else {
             return Ok(Routed::plain(self.resolve(name, None)?));
         };
-        let i = t.pick(headers)?;
-        let model = self.variant_target(name, t, i).inspect_err(|_| t.stats[i].refused())?;
+        let forced = headers.get(super::traffic::VARIANT_HEADER).is_some();
+        let mut i = t.pick(headers)?;
+        let model = match self.variant_target(name, t, i) {
+            Ok(m) => m,
+            // A chosen (not forced) variant that cannot serve: the default does.
+            Err(_) if !forced && i != t.default => {
+                t.stats[i].refused();
+                i = t.default;
+                self.variant_target(name, t, i).inspect_err(|_| t.stats[i].refused())?
+            }
+            Err(e) => {
+                t.stats[i].refused();
+                return Err(e);
+            }
+        };
         // Shadowed: a share of the requests the shadow variant is not
         // serving, when its version has room.
         let shadow = t.shadow.as_ref().filter(|s| s.index != i && s.wanted()).and_then(|s| {

@@ -43,7 +43,9 @@ pub trait Headers: Sync {
 pub struct Traffic {
     pub spec: PolicySpec,
     pub origin: Origin,
-    default: usize,
+    /// Where a request goes when the variant chosen by weight or hash has
+    /// no ready version (a canary that failed to load).
+    pub default: usize,
     /// Variant indexes in smooth weighted round-robin order; one cycle.
     schedule: Vec<u16>,
     next: AtomicU64,
