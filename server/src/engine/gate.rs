@@ -174,7 +174,7 @@ impl Gate {
     ) -> Result<String, Failure> {
         let run = |model: &ModelVersion, req: &InferRequest| -> Result<(Vec<Tensor>, Duration), String> {
             let started = Instant::now();
-            let answer = runtime.block_on(Engine::run(model, req.clone(), started));
+            let answer = runtime.block_on(Engine::run(model, req.clone(), started, false));
             answer.map(|r| (r.outputs, started.elapsed())).map_err(|e| e.message)
         };
         let mut summary = Vec::new();

@@ -327,7 +327,7 @@ impl Engine {
     /// end that needed the version's spec to decode the request).
     pub async fn infer_on(&self, model: Arc<ModelVersion>, req: InferRequest) -> Result<InferResponse> {
         let started = Instant::now();
-        let result = Self::run(&model, req, started).await;
+        let result = Self::run(&model, req, started, false).await;
         let outcome = match &result {
             Ok(_) => Ok(()),
             Err(e) => Err(match e.kind {
@@ -342,7 +342,13 @@ impl Engine {
         result
     }
 
-    async fn run(model: &ModelVersion, req: InferRequest, enqueued: Instant) -> Result<InferResponse> {
+    /// `background`: shadow work, run at the lowest CPU priority.
+    async fn run(
+        model: &ModelVersion,
+        req: InferRequest,
+        enqueued: Instant,
+        background: bool,
+    ) -> Result<InferResponse> {
         let outputs = validate::check_request(&model.spec, &req)?;
         let param = |key: &str| -> Result<Option<i64>> {
             match req.parameters.get(key) {
@@ -357,6 +363,7 @@ impl Engine {
         let batching = model.spec.max_batch_size > 0;
         let (reply, answer) = oneshot::channel();
         let job = Job {
+            background,
             rows: batch::rows(&req.inputs, batching),
             shape_key: batch::shape_key(&req.inputs, batching),
             inputs: req.inputs,

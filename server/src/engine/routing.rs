@@ -125,7 +125,7 @@ impl Engine {
             copy.model_version = None;
             tokio::spawn(async move {
                 let _slot = permit;
-                let out = Engine::run(&target, copy, Instant::now()).await;
+                let out = Engine::run(&target, copy, Instant::now(), true).await;
                 if let Some(s) = &t.shadow {
                     s.compare(&primary, out.map(|r| r.outputs).map_err(|e| e.message));
                 }

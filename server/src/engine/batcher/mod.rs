@@ -1,6 +1,7 @@
 //! The scheduler of one model version: a bounded priority queue, the dynamic
 //! batching policy, and one OS thread per model instance that takes batches
 //! from the queue and runs them on the instance's own runtime.
+mod background;
 pub mod batch;
 pub mod policy;
 pub mod queue;
@@ -28,6 +29,8 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<Answer>>,
+    /// Shadow work: a batch of nothing else runs at the lowest CPU priority.
+    pub background: bool,
 }
 
 /// What an instance sends back for one request.
@@ -207,6 +210,7 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
 /// before it joined). Requests also run alone in the (astronomically
 /// unlikely) case that two with different shapes collided on their shape key.
 fn execute(runtime: &mut dyn Runtime, jobs: &[Job], timing: &mut batch::Timing) -> Vec<Result<Vec<Tensor>>> {
+    let _lowered = jobs.iter().all(|j| j.background).then(background::Lowered::enter);
     let first = &jobs[0];
     if jobs[1..].iter().all(|j| batch::same_shape(&first.inputs, &j.inputs)) {
         match run_guarded(runtime, jobs, timing) {
@@ -338,6 +342,7 @@ mod tests {
             data: vec![id].into(),
         };
         let job = Job {
+            background: false,
             inputs: vec![input],
             outputs: vec!["y".into()],
             rows: 1,
