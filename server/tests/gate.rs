@@ -33,29 +33,11 @@ async fn y(s: &TestServer) -> (String, Vec<f64>) {
 }
 
 async fn row(s: &TestServer, version: &str) -> Value {
-    let rows: Value = s
-        .post_json("/v2/repository/index", &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "scale" && r["version"] == version)
-        .cloned()
-        .unwrap_or(Value::Null)
+    s.index_row("scale", version).await
 }
 
 async fn failures(s: &TestServer, check: &str) -> f64 {
-    let text = http_client()
-        .get(format!("http://{}/metrics", s.server.as_ref().unwrap().metrics_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     let needle = format!("quiver_validation_failures_total{{model=\"scale\",check=\"{check}\"}} ");
     let alt = format!("quiver_validation_failures_total{{check=\"{check}\",model=\"scale\"}} ");
     text.lines()

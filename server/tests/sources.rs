@@ -24,17 +24,7 @@ async fn answer(s: &TestServer) -> (String, f64) {
 }
 
 async fn provenance(s: &TestServer, version: &str) -> Value {
-    let rows: Value = s
-        .post_json("/v2/repository/index", &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "scale" && r["version"] == version)
-        .map_or(Value::Null, |r| r["provenance"].clone())
+    s.index_row("scale", version).await["provenance"].clone()
 }
 
 fn store_config(bucket: &std::path::Path, cache: PathBuf) -> quiver_server::config::Config {

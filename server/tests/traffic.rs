@@ -356,15 +356,7 @@ async fn shadow_traffic_is_compared_and_never_answers() {
     .await;
     let summary = s.get_json("/v2/models/scale/traffic").await;
     assert_eq!(summary["shadow_stats"]["mismatches"], 0, "{summary}");
-    let metrics = s
-        .client
-        .get(format!("http://{}/metrics", s.server.as_ref().unwrap().metrics_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("quiver_shadow_mismatches_total{model=\"scale\",variant=\"canary\"}"),
         "no shadow metric"
@@ -466,15 +458,7 @@ async fn a_rollout_is_promoted_or_rolled_back_on_what_the_canary_does() {
             "all traffic on stable again"
         );
     }
-    let metrics = s
-        .client
-        .get(format!("http://{}/metrics", s.server.as_ref().unwrap().metrics_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("quiver_rollout_rollbacks_total{model=\"scale\",check=\"error_rate\"} 1"),
         "no rollback counted"

@@ -36,7 +36,7 @@ const SETTINGS: &str = "gate.json";
 /// Golden cases a model may ship; more is a mistake, not a test set.
 const MAX_CASES: usize = 1000;
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Tolerance {
     #[serde(default)]

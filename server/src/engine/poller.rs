@@ -68,15 +68,10 @@ pub async fn sync_once(engine: Arc<Engine>, every: Duration, stop: watch::Receiv
 async fn follow_mirror(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>, once: bool) {
     let Some(mirror) = engine.mirror().cloned() else { return };
     let mut backoff = Backoff::new(every);
-    let mut started = tokio::time::Instant::now();
     loop {
-        // Counted from the start of the last attempt: a change is seen
-        // within one interval however long the last sync or swap took.
-        tokio::select! {
-            _ = tokio::time::sleep_until(started + backoff.next_wait()) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if !backoff.wait(&mut stop).await {
+            return;
         }
-        started = tokio::time::Instant::now();
         let report = match mirror.sync(None).await {
             Ok(r) => r,
             Err(e) => {

@@ -96,11 +96,29 @@ pub fn is_url(repository: &str) -> bool {
 pub struct Backoff {
     every: Duration,
     failures: u32,
+    /// When the last attempt started.
+    started: tokio::time::Instant,
 }
 
 impl Backoff {
     pub fn new(every: Duration) -> Backoff {
-        Backoff { every, failures: 0 }
+        Backoff {
+            every,
+            failures: 0,
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits for the next attempt, counted from the start of the last one
+    /// (a change is seen within one interval however long the last sync or
+    /// swap took); `false` when `stop` turned true first.
+    pub async fn wait(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep_until(self.started + self.next_wait()) => {}
+            _ = stop.wait_for(|s| *s) => return false,
+        }
+        self.started = tokio::time::Instant::now();
+        true
     }
 
     pub fn succeeded(&mut self) {

@@ -64,6 +64,35 @@ impl TestServer {
     }
 
     /// POST `body` as JSON to `path`.
+    /// The Prometheus exposition of the metrics port.
+    pub async fn metrics(&self) -> String {
+        let addr = self.server.as_ref().expect("running").metrics_addr;
+        self.client
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The repository index row of `model` at `version`.
+    pub async fn index_row(&self, model: &str, version: &str) -> serde_json::Value {
+        let rows: serde_json::Value = self
+            .post_json("/v2/repository/index", &serde_json::json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == model && r["version"] == version)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.unwrap()
     }

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::engine::gate::Tolerance;
+
 /// The policy document.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,22 +41,10 @@ pub struct ShadowSpec {
     pub variant: String,
     /// Share of routed requests also sent to the shadow, 0-100.
     pub percent: f64,
-    /// Outputs further apart than this count as a mismatch.
-    #[serde(default = "default_tolerance")]
+    /// Outputs further apart than this count as a mismatch (the gate's
+    /// comparison and defaults).
+    #[serde(default)]
     pub tolerance: Tolerance,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tolerance {
-    #[serde(default)]
-    pub atol: f64,
-    #[serde(default)]
-    pub rtol: f64,
-}
-
-fn default_tolerance() -> Tolerance {
-    Tolerance { atol: 1e-6, rtol: 1e-5 }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -96,11 +96,7 @@ impl Shadow {
             }
         };
         self.compared.fetch_add(1, Ordering::Relaxed);
-        let tolerance = gate::Tolerance {
-            atol: self.tolerance.atol,
-            rtol: self.tolerance.rtol,
-        };
-        if gate::compare(&shadow, primary, tolerance).is_err() {
+        if gate::compare(&shadow, primary, self.tolerance).is_err() {
             self.mismatches.fetch_add(1, Ordering::Relaxed);
             self.m_mismatches.increment(1);
         }

@@ -142,15 +142,10 @@ impl Follower {
     /// Polls until `stop`, backing off while the registry fails.
     pub async fn run(mut self, engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(every);
-        let mut started = tokio::time::Instant::now();
         loop {
-            // Counted from the start of the last attempt: a change is seen
-            // within one interval however long the last sync or swap took.
-            tokio::select! {
-                _ = tokio::time::sleep_until(started + backoff.next_wait()) => {}
-                _ = stop.wait_for(|s| *s) => return,
+            if !backoff.wait(&mut stop).await {
+                return;
             }
-            started = tokio::time::Instant::now();
             match self.step(&engine).await {
                 Ok(()) => {
                     backoff.succeeded();
