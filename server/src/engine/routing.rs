@@ -13,6 +13,11 @@ use super::request::{InferRequest, InferResponse};
 use super::traffic::{Headers, Origin, PolicySpec, Traffic};
 use crate::error::{Error, Result};
 
+/// One folder name, as a model name must be.
+fn check_model_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\'])
+}
+
 /// The policy file beside `config.pbtxt`.
 pub const POLICY_FILE: &str = "traffic.json";
 
@@ -150,10 +155,17 @@ impl Engine {
         self.registry.entry(name).map(|_| ())
     }
 
+    /// A model a variant may name: known to the server, or a folder of the
+    /// repository (at start-up, a policy file may be read before the model
+    /// it names has begun to load).
+    fn model_exists(&self, name: &str) -> bool {
+        self.registry.entry(name).is_ok() || (check_model_name(name) && self.model_dir(name).is_dir())
+    }
+
     /// Checks a policy for `name` (its variants' models must exist).
     pub fn parse_traffic(&self, name: &str, json: &[u8]) -> Result<PolicySpec> {
         self.registry.entry(name)?;
-        PolicySpec::parse(name, json, |m| self.registry.entry(m).is_ok()).map_err(Error::invalid)
+        PolicySpec::parse(name, json, |m| self.model_exists(m)).map_err(Error::invalid)
     }
 
     /// Replaces `name`'s policy in one atomic swap: every request routes by
@@ -212,7 +224,7 @@ impl Engine {
         let current = self.traffic(name);
         match std::fs::read(dir.join(POLICY_FILE)) {
             Ok(bytes) => {
-                let spec = PolicySpec::parse(name, &bytes, |m| self.registry.entry(m).is_ok())
+                let spec = PolicySpec::parse(name, &bytes, |m| self.model_exists(m))
                     .map_err(|e| format!("{POLICY_FILE}: {e}"))?;
                 let unchanged = current.as_ref().is_some_and(|t| t.spec == spec);
                 if !unchanged {
