@@ -64,17 +64,6 @@ async fn control(s: &TestServer, action: &str, model: &str, body: Value) -> (u16
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-async fn metrics(s: &TestServer) -> String {
-    s.client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 fn grpc_params(pairs: Vec<(&str, ParameterChoice)>) -> HashMap<String, ModelRepositoryParameter> {
     pairs
         .into_iter()
@@ -135,14 +124,14 @@ async fn explicit_mode_loads_swaps_and_unloads_over_rest_and_grpc() {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
             .unwrap_or(0)
     };
-    let before = swaps(&metrics(&s).await);
+    let before = swaps(&s.metrics().await);
     assert_eq!(control(&s, "load", "scale", json!({})).await.0, 200);
-    assert_eq!(swaps(&metrics(&s).await), before);
+    assert_eq!(swaps(&s.metrics().await), before);
     // Rewriting the serving version's file in place swaps it.
     write_version(&repo, "scale", 2, 3.0);
     assert_eq!(control(&s, "load", "scale", json!({})).await.0, 200);
     assert_eq!(ask(&s, "scale").await.unwrap(), (2, scaled(3.0)));
-    assert_eq!(swaps(&metrics(&s).await), before + 1);
+    assert_eq!(swaps(&s.metrics().await), before + 1);
 
     // Unload over REST: no new request reaches it once the answer is back.
     let (status, _) = control(
@@ -316,7 +305,7 @@ async fn a_broken_new_version_never_takes_down_the_serving_one_explicit() {
     assert_eq!(control(&s, "load", "broken", json!({})).await.0, 200);
     assert_eq!(ask(&s, "broken").await.unwrap(), (3, scaled(3.0)));
     assert_eq!(state(&s, "broken", "3").await.unwrap(), ("READY".into(), String::new()));
-    let m = metrics(&s).await;
+    let m = s.metrics().await;
     assert!(
         m.contains("quiver_model_loads_total{model=\"broken\",outcome=\"failure\"} 3"),
         "{m}"
@@ -373,7 +362,7 @@ async fn poll_mode_follows_the_repository_and_survives_broken_versions() {
     // It is not retried while its files stay the same...
     let failures = |m: String| m.contains("quiver_model_loads_total{model=\"polled\",outcome=\"failure\"} 2");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(failures(metrics(&s).await), "{}", metrics(&s).await);
+    assert!(failures(s.metrics().await), "{}", s.metrics().await);
     // ...and is when they change.
     write_version(&repo, "polled", 3, 3.0);
     eventually(15, "version 3 serves", || async {
@@ -395,9 +384,9 @@ async fn poll_mode_follows_the_repository_and_survives_broken_versions() {
     })
     .await;
     assert!(
-        failures(metrics(&s).await),
+        failures(s.metrics().await),
         "a partial file was loaded: {}",
-        metrics(&s).await
+        s.metrics().await
     );
 
     // version_policy changes apply: all versions serve.

@@ -364,6 +364,17 @@ async fn shadow_traffic_is_compared_and_never_answers() {
     assert!(metrics.contains("quiver_variant_requests_total{model=\"scale\",variant=\"stable\",outcome=\"success\"}"));
 }
 
+/// Waits until the policy's rollout state starts with `prefix`.
+async fn rollout_reaches(s: &TestServer, prefix: &str, what: &str) {
+    eventually(30, what, || async {
+        s.get_json("/v2/models/scale/traffic").await["rollout_state"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(prefix)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_is_promoted_or_rolled_back_on_what_the_canary_does() {
     let (s, repo) = two_versions("traffic-rollout").await;
@@ -400,16 +411,7 @@ async fn a_rollout_is_promoted_or_rolled_back_on_what_the_canary_does() {
             }
         })
     };
-    eventually(30, "the healthy canary promoted", || {
-        let s = Arc::clone(&s);
-        async move {
-            s.get_json("/v2/models/scale/traffic").await["rollout_state"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("promoted")
-        }
-    })
-    .await;
+    rollout_reaches(&s, "promoted", "the healthy canary promoted").await;
     let promoted = s.get_json("/v2/models/scale/traffic").await;
     assert_eq!(promoted["variants"][0]["version"], "2", "{promoted}");
     assert_eq!(promoted["labels"]["stable"], 2);
@@ -431,16 +433,7 @@ async fn a_rollout_is_promoted_or_rolled_back_on_what_the_canary_does() {
         "rollout": {"canary": "canary", "stable": "stable", "steps": [50, 100],
                     "step_seconds": 0.5, "min_requests": 40}});
     assert_eq!(put(&s, flaky).await.status(), 200);
-    eventually(30, "the flaky canary rolled back", || {
-        let s = Arc::clone(&s);
-        async move {
-            s.get_json("/v2/models/scale/traffic").await["rollout_state"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("rolled back")
-        }
-    })
-    .await;
+    rollout_reaches(&s, "rolled back", "the flaky canary rolled back").await;
     stop.store(true, Ordering::Relaxed);
     client.await.unwrap();
     let back = s.get_json("/v2/models/scale/traffic").await;

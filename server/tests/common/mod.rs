@@ -63,7 +63,6 @@ impl TestServer {
         self.client.get(self.url(path)).send().await.unwrap().status().as_u16()
     }
 
-    /// POST `body` as JSON to `path`.
     /// The Prometheus exposition of the metrics port.
     pub async fn metrics(&self) -> String {
         let addr = self.server.as_ref().expect("running").metrics_addr;
@@ -93,6 +92,7 @@ impl TestServer {
             .unwrap_or(serde_json::Value::Null)
     }
 
+    /// POST `body` as JSON to `path`.
     pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
         self.client.post(self.url(path)).json(body).send().await.unwrap()
     }
