@@ -304,6 +304,105 @@ golden["tanh_nameonly"] = {
     "outputs": [tensor("y", "FP32", np.tanh(xt))],
 }
 
+# TorchScript twins: the same models for the LibTorch backend (platform
+# pytorch_libtorch), from the same weights, with the same tensor names, so one
+# golden request serves both. Skipped: text_greet (LibTorch tensors hold no
+# strings), linear_noconfig and tanh_nameonly (a TorchScript file does not
+# describe its inputs and outputs, so a config cannot be left out). all_types_pt
+# has the datatypes LibTorch shares with the protocol. Writing the .pt files
+# needs torch (pip install torch==2.11.0); without it the golden entries are
+# still written and the committed .pt files stay.
+TWIN_TYPES = ["BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"]
+
+
+def twin_config(onnx_model, twin, naming='platform: "pytorch_libtorch"'):
+    with open(os.path.join(HERE, onnx_model, "config.pbtxt")) as f:
+        text = f.read()
+    text = text.replace(f'name: "{onnx_model}"', f'name: "{twin}"')
+    text = text.replace('platform: "onnxruntime_onnx"', naming).replace('backend: "onnxruntime"', naming)
+    if onnx_model == "all_types":
+        keep = lambda line: not any(f"_{t} " in line or f"_{t}\"" in line for t in ("UINT16", "UINT32", "UINT64", "BYTES"))
+        text = "\n".join(line for line in text.splitlines() if keep(line)) + "\n"
+        text = text.replace("},\n]", "}\n]")
+    return text
+
+
+twins = {"add_sub": "add_sub_pt", "fraud_mlp": "fraud_mlp_pt", "fp16_scale": "fp16_scale_pt",
+         "bf16_double": "bf16_double_pt", "conv_net": "conv_net_pt", "all_types": "all_types_pt"}
+for onnx_model, twin in twins.items():
+    entry = json.loads(json.dumps(golden[onnx_model]))
+    if onnx_model == "all_types":
+        for side in ("inputs", "outputs"):
+            entry[side] = [t for t in entry[side] if t["datatype"] in TWIN_TYPES]
+    golden[twin] = entry
+
+try:
+    import torch
+    from typing import Dict, Tuple
+except ImportError:
+    torch = None
+    print("torch is not installed: the TorchScript twins (*_pt/1/model.pt) were not rewritten")
+
+if torch is not None:
+    torch.manual_seed(0)
+    T = torch.Tensor
+
+    class AddSub(torch.nn.Module):
+        """Several inputs, a tuple out."""
+        def forward(self, INPUT0: T, INPUT1: T) -> Tuple[T, T]:
+            return INPUT0 + INPUT1, INPUT0 - INPUT1
+
+    class FraudMlp(torch.nn.Module):
+        """A dict out, keyed by output name."""
+        def __init__(self):
+            super().__init__()
+            for name, value in (("w1", w1), ("b1", b1), ("w2", w2), ("b2", b2)):
+                self.register_buffer(name, torch.from_numpy(value.copy()))
+
+        def forward(self, input: T) -> Dict[str, T]:
+            h = torch.relu(input @ self.w1 + self.b1)
+            return {"probabilities": torch.softmax(h @ self.w2 + self.b2, dim=1)}
+
+    class Fp16Scale(torch.nn.Module):
+        def forward(self, x: T) -> T:
+            return (x.float() * 2 + 1).half()
+
+    class Bf16Double(torch.nn.Module):
+        def forward(self, x: T) -> T:
+            return (x.float() * 2).to(torch.bfloat16)
+
+    class ConvNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            for i in range(3):
+                self.register_buffer(f"w{i}", torch.from_numpy(numpy_helper.to_array(inits[2 * i]).copy()))
+                self.register_buffer(f"b{i}", torch.from_numpy(numpy_helper.to_array(inits[2 * i + 1]).copy()))
+            self.register_buffer("fc_w", torch.from_numpy(wf.copy()))
+            self.register_buffer("fc_b", torch.from_numpy(bf.copy()))
+
+        def forward(self, image: T) -> T:
+            h = torch.relu(torch.nn.functional.conv2d(image, self.w0, self.b0, padding=1))
+            h = torch.relu(torch.nn.functional.conv2d(h, self.w1, self.b1, padding=1))
+            h = torch.relu(torch.nn.functional.conv2d(h, self.w2, self.b2, padding=1))
+            return torch.softmax(h.mean(dim=(2, 3)) @ self.fc_w + self.fc_b, dim=1)
+
+    class AllTypes(torch.nn.Module):
+        def forward(self, IN_BOOL: T, IN_UINT8: T, IN_INT8: T, IN_INT16: T, IN_INT32: T, IN_INT64: T,
+                    IN_FP16: T, IN_FP32: T, IN_FP64: T) -> Dict[str, T]:
+            return {"OUT_BOOL": IN_BOOL, "OUT_UINT8": IN_UINT8, "OUT_INT8": IN_INT8, "OUT_INT16": IN_INT16,
+                    "OUT_INT32": IN_INT32, "OUT_INT64": IN_INT64, "OUT_FP16": IN_FP16, "OUT_FP32": IN_FP32,
+                    "OUT_FP64": IN_FP64}
+
+    modules = {"add_sub": AddSub(), "fraud_mlp": FraudMlp(), "fp16_scale": Fp16Scale(),
+               "bf16_double": Bf16Double(), "conv_net": ConvNet(), "all_types": AllTypes()}
+    for onnx_model, twin in twins.items():
+        d = os.path.join(HERE, twin, "1")
+        os.makedirs(d, exist_ok=True)
+        torch.jit.save(torch.jit.script(modules[onnx_model].eval()), os.path.join(d, "model.pt"))
+        naming = 'backend: "pytorch"' if onnx_model == "fraud_mlp" else 'platform: "pytorch_libtorch"'
+        with open(os.path.join(HERE, twin, "config.pbtxt"), "w") as f:
+            f.write(twin_config(onnx_model, twin, naming))
+
 with open(os.path.join(HERE, "golden.json"), "w") as f:
     json.dump(golden, f, indent=1)
     f.write("\n")

@@ -21,6 +21,7 @@ fn engine(c: &mut Criterion) {
         control: quiver_server::engine::lifecycle::ControlMode::None,
         parallel_loads: 1,
         strict_readiness: false,
+        backends: Default::default(),
     };
     let engine = Arc::new(Engine::new("unused".into(), options));
     let io = ModelIo {

@@ -71,3 +71,32 @@ impl Runtime for Fail {
         Err(RuntimeError::Execution(self.message.clone()))
     }
 }
+
+/// The `mock` backend: `<version>/model.mock` says what each instance does,
+/// `echo` or `fail <message>`; inputs and outputs come from config.pbtxt.
+/// It shows what a backend is to the engine: this and one registry line.
+pub struct MockBackend;
+
+impl crate::Backend for MockBackend {
+    fn init(&self, _: &crate::Settings) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn load(&self, request: &crate::LoadRequest<'_>) -> Result<Box<dyn Runtime>, RuntimeError> {
+        let fail = |e: String| RuntimeError::Load(format!("{}: {e}", request.file.display()));
+        let text = std::fs::read_to_string(request.file).map_err(|e| fail(e.to_string()))?;
+        if request.declared.inputs.is_empty() {
+            return Err(fail(
+                "the mock backend takes its inputs and outputs from config.pbtxt".into(),
+            ));
+        }
+        let io = request.declared.clone();
+        match text.trim().split_once(' ').unwrap_or((text.trim(), "")) {
+            ("echo", _) => Ok(Box::new(Echo::new(io))),
+            ("fail", message) => Ok(Box::new(Fail::new(io, message))),
+            (other, _) => Err(fail(format!(
+                "'{other}' is not a mock behaviour (echo, fail <message>)"
+            ))),
+        }
+    }
+}

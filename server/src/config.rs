@@ -67,6 +67,18 @@ pub struct Config {
     #[arg(long, env = "ORT_DYLIB_PATH", hide = true)]
     pub ort_dylib_path: Option<PathBuf>,
 
+    /// Where backends that are libraries of their own live (LibTorch's
+    /// libquiver_torch.so), as Triton's --backend-directory. Unset: beside the
+    /// quiver executable.
+    #[arg(long, env = "QUIVER_BACKEND_DIRECTORY")]
+    pub backend_directory: Option<PathBuf>,
+
+    /// A backend setting, `<backend>,<setting>=<value>` (repeatable), as
+    /// Triton's --backend-config: `pytorch,libtorch=<dir>` (the LibTorch
+    /// folder; else LIBTORCH), `onnxruntime,library=<path>` (as --onnxruntime-lib).
+    #[arg(long = "backend-config", value_name = "BACKEND,KEY=VALUE")]
+    pub backend_config: Vec<String>,
+
     /// Largest HTTP request body, in bytes, before and after gzip/deflate inflation.
     #[arg(long, env = "QUIVER_HTTP_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub http_max_body_bytes: usize,
@@ -252,6 +264,18 @@ impl Config {
     }
 
     /// The ONNX Runtime library to load, following the documented search order.
+    /// The backends' settings: --backend-directory, --backend-config, and
+    /// ONNX Runtime's library as --onnxruntime-lib and its defaults find it.
+    pub fn backend_settings(&self) -> Result<quiver_runtimes::Settings, String> {
+        let mut settings = quiver_runtimes::Settings::default();
+        settings.directory = self.backend_directory.clone();
+        settings.set("onnxruntime", "library", self.onnxruntime_library().to_string_lossy());
+        for arg in &self.backend_config {
+            settings.parse_into(arg)?;
+        }
+        Ok(settings)
+    }
+
     pub fn onnxruntime_library(&self) -> PathBuf {
         if let Some(p) = self.onnxruntime_lib.clone().or_else(|| self.ort_dylib_path.clone()) {
             return p;

@@ -95,6 +95,6 @@ pub fn config_pbtxt(data: &[u8]) {
     };
     // Warm-up samples are left out: they allocate what the config asks for
     // (up to warmup::MAX_SAMPLE_BYTES), which is the operator's call.
-    let _ = model_config::complete(&mut config, "m", &io, 4);
+    let _ = model_config::complete(&mut config, "m", ("onnxruntime_onnx", "onnxruntime"), &io, 4);
     let _ = model_config::to_json(&config);
 }

@@ -44,7 +44,7 @@ pub struct Server {
     grace: Duration,
 }
 
-/// Loads ONNX Runtime and every model of the repository, then binds the
+/// Loads every model of the repository, then binds the
 /// listeners and serves. Listeners are bound only after loading, so a TCP
 /// readiness probe (KServe's default) does not pass before the models are in.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
@@ -55,7 +55,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(cert, key)?)),
         _ => None,
     };
-    quiver_runtimes::onnx::init(&config.onnxruntime_library())?;
+    // Backends initialise when their first model loads: a missing ONNX
+    // Runtime or LibTorch fails those models, not the server.
+    let backends = Arc::new(config.backend_settings().map_err(anyhow::Error::msg)?);
     tls::install_crypto_provider();
     let options = LoadOptions {
         default_max_batch_size: config.default_max_batch_size,
@@ -66,6 +68,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         control: config.model_control_mode,
         parallel_loads: config.model_load_threads,
         strict_readiness: config.strict_readiness(),
+        backends,
     };
     let sourced = sources::open(config, options)?;
     let engine = Arc::new(sourced.engine);

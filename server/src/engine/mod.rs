@@ -179,7 +179,14 @@ impl Engine {
     ) -> std::result::Result<(), String> {
         let first = runtimes.first().ok_or("no runtime given")?;
         let io = first.io().clone();
-        let mut spec = repository::model_config::complete(&mut config, name, &io, self.options.default_max_batch_size)?;
+        let names = (config.platform.clone(), config.backend.clone());
+        let mut spec = repository::model_config::complete(
+            &mut config,
+            name,
+            (&names.0, &names.1),
+            &io,
+            self.options.default_max_batch_size,
+        )?;
         spec.utf8_strings = first.utf8_strings();
         let version = repository::start_version(name, 1, config, spec, runtimes, &self.options)?;
         let mut entry = registry::ModelEntry::new(name);

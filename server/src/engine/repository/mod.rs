@@ -1,16 +1,18 @@
 //! The model repository in Triton's layout:
 //! `<repo>/<model>/config.pbtxt` (optional) and numeric version folders
-//! holding `model.onnx` (or the config's `default_model_filename`).
+//! holding the model file: the backend's default (`model.onnx`, `model.pt`)
+//! or the config's `default_model_filename`.
 pub mod fingerprint;
 pub mod model_config;
 pub mod unsupported;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use quiver_proto::inference::ModelConfig;
-use quiver_runtimes::Runtime;
-use quiver_runtimes::onnx::{OnnxModel, OnnxOptions};
+use quiver_runtimes::registry::{self, Entry};
+use quiver_runtimes::{Device, LoadRequest, Runtime, Settings};
 
 use super::batcher::policy::BatchingConfig;
 use super::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
@@ -34,6 +36,8 @@ pub struct LoadOptions {
     pub parallel_loads: usize,
     /// Server readiness waits for every model that should serve.
     pub strict_readiness: bool,
+    /// `--backend-directory` and `--backend-config`.
+    pub backends: Arc<Settings>,
 }
 
 /// The model folders of a repository, sorted by name. Hidden folders are skipped.
@@ -93,12 +97,13 @@ pub fn load_version(
     fingerprint: u64,
     options: &LoadOptions,
 ) -> Result<ModelVersion, String> {
-    let file = if config.default_model_filename.is_empty() {
-        "model.onnx"
-    } else {
-        &config.default_model_filename
+    let version_dir = dir.join(version.to_string());
+    let backend = backend_for(&config, &version_dir)?;
+    let file = match config.default_model_filename.as_str() {
+        "" => backend.default_model_filename,
+        named => named,
     };
-    let path = dir.join(version.to_string()).join(file);
+    let path = version_dir.join(file);
     let ignored = unsupported::review(&config)?;
     if !ignored.is_empty() {
         tracing::warn!(
@@ -108,22 +113,48 @@ pub fn load_version(
             "config fields ignored (harmless)"
         );
     }
-    let mut instances = 0usize;
-    for group in &config.instance_group {
-        if group.count < 0 {
-            return Err(format!("instance_group '{}' has count {}", group.name, group.count));
-        }
-        instances += group.count.max(1) as usize;
+    let devices = instance_devices(&config)?;
+    let declared = model_config::declared_io(&config)?;
+    let parameters: BTreeMap<String, String> = config
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), v.string_value.clone()))
+        .collect();
+    let (intra_op_threads, inter_op_threads) = threads(&config, options)?;
+    let warn = |message: &str| tracing::warn!(model = name, version, "{message}");
+    let load = |device: Device| {
+        let request = LoadRequest {
+            model: name,
+            file: &path,
+            declared: &declared,
+            parameters: &parameters,
+            intra_op_threads,
+            inter_op_threads,
+            graph_level: config
+                .optimization
+                .as_ref()
+                .and_then(|o| o.graph.as_ref())
+                .map_or(0, |g| g.level),
+            device,
+            warn: &warn,
+        };
+        backend.load(&options.backends, &request).map_err(|e| e.to_string())
+    };
+    let first = load(devices[0])?;
+    let mut runtimes: Vec<Box<dyn Runtime>> = Vec::with_capacity(devices.len());
+    for &device in &devices[1..] {
+        runtimes.push(load(device)?);
     }
-    let onnx = onnx_options(&config, options)?;
-    let first = OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?;
-    let mut spec = model_config::complete(&mut config, name, first.io(), options.default_max_batch_size)?;
-    spec.utf8_strings = first.utf8_strings();
-    let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(first)];
-    for _ in 1..instances.max(1) {
-        runtimes.push(Box::new(OnnxModel::load(&path, &onnx).map_err(|e| e.to_string())?));
-    }
-    let samples = warmup::samples(&config, &spec, &dir.join(version.to_string()), options.default_warmup)?;
+    runtimes.insert(0, first);
+    let mut spec = model_config::complete(
+        &mut config,
+        name,
+        (backend.platform, backend.name),
+        runtimes[0].io(),
+        options.default_max_batch_size,
+    )?;
+    spec.utf8_strings = runtimes[0].utf8_strings();
+    let samples = warmup::samples(&config, &spec, &version_dir, options.default_warmup)?;
     for runtime in &mut runtimes {
         warmup::run(runtime.as_mut(), &samples)?;
     }
@@ -162,25 +193,75 @@ pub fn start_version(
     })
 }
 
-fn onnx_options(config: &ModelConfig, options: &LoadOptions) -> Result<OnnxOptions, String> {
-    let threads = |key: &str, default: usize| -> Result<usize, String> {
-        match model_config::parameter(config, key) {
+/// The backend a version loads with: the one the config names by platform
+/// or backend, else the one whose model file the version folder holds.
+fn backend_for(config: &ModelConfig, version_dir: &Path) -> Result<&'static Entry, String> {
+    if let Some(entry) = registry::find(&config.platform, &config.backend)? {
+        return Ok(entry);
+    }
+    registry::detect(version_dir, &config.default_model_filename).ok_or_else(|| {
+        let files: Vec<&str> = registry::all().iter().map(|e| e.default_model_filename).collect();
+        format!(
+            "{} holds no model file quiver recognises ({}); name the backend with platform or backend in config.pbtxt",
+            version_dir.display(),
+            files.join(", ")
+        )
+    })
+}
+
+/// One device per instance: `count` instances on the CPU, or on each GPU of
+/// a KIND_GPU group (GPU 0 when it lists none), as Triton places them.
+fn instance_devices(config: &ModelConfig) -> Result<Vec<Device>, String> {
+    const KIND_GPU: i32 = 1;
+    let mut devices = Vec::new();
+    for group in &config.instance_group {
+        if group.count < 0 {
+            return Err(format!("instance_group '{}' has count {}", group.name, group.count));
+        }
+        let count = group.count.max(1) as usize;
+        if group.kind == KIND_GPU || !group.gpus.is_empty() {
+            let gpus = if group.gpus.is_empty() {
+                vec![0]
+            } else {
+                group.gpus.clone()
+            };
+            for gpu in gpus {
+                let gpu = u32::try_from(gpu).map_err(|_| format!("instance_group '{}' names GPU {gpu}", group.name))?;
+                devices.extend(std::iter::repeat_n(Device::Gpu(gpu), count));
+            }
+        } else {
+            devices.extend(std::iter::repeat_n(Device::Cpu, count));
+        }
+    }
+    if devices.is_empty() {
+        devices.push(Device::Cpu);
+    }
+    Ok(devices)
+}
+
+/// Intra- and inter-op threads: the config's parameters (quiver's and
+/// Triton's ONNX names in lower case, Triton's PyTorch names in upper case),
+/// else `--intra-op-threads` and 1.
+fn threads(config: &ModelConfig, options: &LoadOptions) -> Result<(usize, usize), String> {
+    let count = |keys: [&str; 2], default: usize| -> Result<usize, String> {
+        match keys
+            .iter()
+            .find_map(|k| model_config::parameter(config, k).map(|v| (k, v)))
+        {
             None => Ok(default),
-            Some(v) => v
+            Some((key, v)) => v
                 .trim()
                 .parse()
                 .map_err(|_| format!("parameter '{key}' is '{v}', not a thread count")),
         }
     };
-    Ok(OnnxOptions {
-        intra_op_threads: threads("intra_op_thread_count", options.intra_op_threads)?,
-        inter_op_threads: threads("inter_op_thread_count", 1)?,
-        graph_level: config
-            .optimization
-            .as_ref()
-            .and_then(|o| o.graph.as_ref())
-            .map_or(0, |g| g.level),
-    })
+    Ok((
+        count(
+            ["intra_op_thread_count", "INTRA_OP_THREAD_COUNT"],
+            options.intra_op_threads,
+        )?,
+        count(["inter_op_thread_count", "INTER_OP_THREAD_COUNT"], 1)?,
+    ))
 }
 
 /// Triton's `dynamic_batching` block as the scheduler's settings. Without the

@@ -6,10 +6,6 @@ use quiver_proto::inference::model_version_policy::PolicyChoice;
 use quiver_proto::inference::{ModelConfig, ModelInput, ModelOutput, ModelVersionPolicy};
 use quiver_runtimes::{DataType, ModelIo, TensorSpec};
 
-/// Platform and backend names quiver's ONNX runtime answers to.
-pub const ONNX_PLATFORM: &str = "onnxruntime_onnx";
-pub const ONNX_BACKEND: &str = "onnxruntime";
-
 /// One input or output as requests must send it: dims exclude the batch dimension.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IoSpec {
@@ -140,6 +136,37 @@ pub fn to_json(config: &ModelConfig) -> Result<serde_json::Value, String> {
         .map_err(|e| format!("cannot write the config as JSON: {e}"))
 }
 
+/// The inputs and outputs `config.pbtxt` declares, shaped as a backend sees
+/// them: the batch dimension leads as -1 when the model batches.
+pub fn declared_io(config: &ModelConfig) -> Result<ModelIo, String> {
+    let shape = |dims: &[i64]| -> Vec<i64> {
+        if config.max_batch_size > 0 {
+            std::iter::once(-1).chain(dims.iter().copied()).collect()
+        } else {
+            dims.to_vec()
+        }
+    };
+    let spec = |name: &str, code: i32, dims: &[i64], what: &str| -> Result<TensorSpec, String> {
+        Ok(TensorSpec {
+            name: name.to_owned(),
+            datatype: datatype_of(code, &format!("{what} '{name}'"))?,
+            shape: shape(dims),
+        })
+    };
+    Ok(ModelIo {
+        inputs: config
+            .input
+            .iter()
+            .map(|i| spec(&i.name, i.data_type, &i.dims, "input"))
+            .collect::<Result<_, _>>()?,
+        outputs: config
+            .output
+            .iter()
+            .map(|o| spec(&o.name, o.data_type, &o.dims, "output"))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 fn datatype_of(code: i32, what: &str) -> Result<DataType, String> {
     DataType::from_config_code(code).ok_or_else(|| format!("{what}: data_type {code} is not a datatype quiver serves"))
 }
@@ -155,6 +182,7 @@ fn datatype_of(code: i32, what: &str) -> Result<DataType, String> {
 pub fn complete(
     config: &mut ModelConfig,
     dir_name: &str,
+    (platform, backend): (&str, &str),
     io: &ModelIo,
     default_max_batch_size: i32,
 ) -> Result<ModelSpec, String> {
@@ -166,18 +194,10 @@ pub fn complete(
             config.name
         ));
     }
-    match (config.platform.as_str(), config.backend.as_str()) {
-        ("" | ONNX_PLATFORM, "" | ONNX_BACKEND) => {
-            config.platform = ONNX_PLATFORM.into();
-            config.backend = ONNX_BACKEND.into();
-        }
-        (platform, backend) => {
-            return Err(format!(
-                "platform '{platform}' / backend '{backend}' is not served by quiver (it serves \
-                 platform '{ONNX_PLATFORM}', backend '{ONNX_BACKEND}')"
-            ));
-        }
-    }
+    // The backend was chosen by these names or by the model file: record
+    // both names, as Triton's completed config does.
+    config.platform = platform.into();
+    config.backend = backend.into();
     if config.max_batch_size < 0 {
         return Err(format!(
             "max_batch_size is {}, it must be 0 or more",
@@ -355,6 +375,27 @@ pub fn parameter<'a>(config: &'a ModelConfig, key: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
 
+    fn onnx() -> (&'static str, &'static str) {
+        ("onnxruntime_onnx", "onnxruntime")
+    }
+
+    #[test]
+    fn declared_io_leads_with_the_batch_dimension() {
+        let c = parse(
+            r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP16 dims: [ 4 ] } ] output [ { name: "y" data_type: TYPE_BOOL dims: [ 2, 2 ] } ]"#,
+        )
+        .unwrap();
+        let io = declared_io(&c).unwrap();
+        assert_eq!(io.inputs[0].shape, vec![-1, 4]);
+        assert_eq!(io.inputs[0].datatype, DataType::Fp16);
+        assert_eq!(io.outputs[0].shape, vec![-1, 2, 2]);
+        let mut c = c;
+        c.max_batch_size = 0;
+        assert_eq!(declared_io(&c).unwrap().inputs[0].shape, vec![4]);
+        c.input[0].data_type = 99;
+        assert!(declared_io(&c).unwrap_err().contains("input 'x'"));
+    }
+
     fn io() -> ModelIo {
         ModelIo {
             inputs: vec![TensorSpec {
@@ -405,18 +446,21 @@ mod tests {
     #[test]
     fn name_only_config_is_completed_with_a_batch_dimension() {
         let mut c = parse("name: \"m\"").unwrap();
-        let spec = complete(&mut c, "m", &io(), 4).unwrap();
+        let spec = complete(&mut c, "m", onnx(), &io(), 4).unwrap();
         assert_eq!(spec.max_batch_size, 4);
         assert_eq!(spec.inputs[0].dims, vec![4]);
         assert_eq!(spec.outputs[0].dims, vec![3]);
-        assert_eq!(c.platform, ONNX_PLATFORM);
+        assert_eq!(
+            (c.platform.as_str(), c.backend.as_str()),
+            ("onnxruntime_onnx", "onnxruntime")
+        );
     }
 
     #[test]
     fn fixed_leading_dim_means_no_batching() {
         let mut io = io();
         io.inputs[0].shape = vec![2, 4];
-        let spec = complete(&mut ModelConfig::default(), "m", &io, 4).unwrap();
+        let spec = complete(&mut ModelConfig::default(), "m", onnx(), &io, 4).unwrap();
         assert_eq!(spec.max_batch_size, 0);
         assert_eq!(spec.inputs[0].dims, vec![2, 4]);
     }
@@ -425,12 +469,10 @@ mod tests {
     fn config_disagreeing_with_model_is_rejected() {
         let mut c =
             parse(r#"name: "m" max_batch_size: 2 input [ { name: "x" data_type: TYPE_INT32 dims: [ 4 ] } ]"#).unwrap();
-        let err = complete(&mut c, "m", &io(), 4).unwrap_err();
+        let err = complete(&mut c, "m", onnx(), &io(), 4).unwrap_err();
         assert!(err.contains("input 'x'") && err.contains("INT32"), "{err}");
         let mut c = parse(r#"name: "other""#).unwrap();
-        assert!(complete(&mut c, "m", &io(), 4).unwrap_err().contains("'other'"));
-        let mut c = parse(r#"name: "m" backend: "pytorch""#).unwrap();
-        assert!(complete(&mut c, "m", &io(), 4).unwrap_err().contains("pytorch"));
+        assert!(complete(&mut c, "m", onnx(), &io(), 4).unwrap_err().contains("'other'"));
     }
 
     #[test]
@@ -449,7 +491,7 @@ mod tests {
         io.inputs[0].shape = vec![2, 4];
         let mut c =
             parse(r#"name: "m" max_batch_size: 8 input [ { name: "x" data_type: TYPE_FP32 dims: [ 4 ] } ]"#).unwrap();
-        let e = complete(&mut c, "m", &io, 4).unwrap_err();
+        let e = complete(&mut c, "m", onnx(), &io, 4).unwrap_err();
         assert!(
             e.contains("input 'x'") && e.contains("fixes the first dimension at 2"),
             "{e}"
@@ -463,7 +505,10 @@ mod tests {
             dims: vec![4],
             ..Default::default()
         }];
-        assert!(complete(&mut c, "m", &io, 4).is_ok(), "a fixed 1 with batches of 1");
+        assert!(
+            complete(&mut c, "m", onnx(), &io, 4).is_ok(),
+            "a fixed 1 with batches of 1"
+        );
     }
 
     #[test]

@@ -60,18 +60,10 @@ pub fn review(config: &ModelConfig) -> Result<Vec<String>, String> {
     }
     for group in &config.instance_group {
         let what = format!("instance_group '{}'", group.name);
-        match group.kind {
-            1 => {
-                return refuse(
-                    format!("{what} kind KIND_GPU"),
-                    "this build runs models on the CPU (use KIND_CPU or KIND_AUTO)",
-                );
-            }
-            3 => return refuse(format!("{what} kind KIND_MODEL"), "quiver places instances itself"),
-            _ => {}
-        }
-        if !group.gpus.is_empty() {
-            return refuse(format!("{what} gpus"), "this build runs models on the CPU");
+        // KIND_GPU and `gpus` are the backend's to accept or refuse: it
+        // knows whether it has a GPU.
+        if group.kind == 3 {
+            return refuse(format!("{what} kind KIND_MODEL"), "quiver places instances itself");
         }
         if !group.profile.is_empty() {
             return refuse(
@@ -157,8 +149,6 @@ mod tests {
                 "output 'y' is_shape_tensor",
             ),
             (r#"instance_group [ { name: "g" kind: KIND_MODEL } ]"#, "KIND_MODEL"),
-            (r#"instance_group [ { name: "g" kind: KIND_GPU } ]"#, "KIND_GPU"),
-            (r#"instance_group [ { name: "g" gpus: [ 0 ] } ]"#, "gpus"),
             (
                 r#"optimization { execution_accelerators { gpu_execution_accelerator [ { name: "tensorrt" } ] } }"#,
                 "execution_accelerators 'tensorrt'",

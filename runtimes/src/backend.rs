@@ -1,0 +1,104 @@
+//! What the engine asks of a backend: load one instance of a model version.
+//! The engine names no backend; it finds one in the [registry](crate::registry)
+//! by the config's `platform` / `backend` and hands it a [`LoadRequest`].
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::{ModelIo, Runtime, RuntimeError};
+
+/// Where one instance runs: Triton's `KIND_CPU` / `KIND_GPU` with its device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Gpu(u32),
+}
+
+/// Everything a backend needs to load one instance of a model version.
+pub struct LoadRequest<'a> {
+    /// The model's name, for messages.
+    pub model: &'a str,
+    /// The model file (`<version>/model.onnx`, `<version>/model.pt`, ...).
+    pub file: &'a Path,
+    /// Inputs and outputs as `config.pbtxt` declares them, batch dimension
+    /// included as -1 when the model batches. Empty when the config lists
+    /// none (a backend that describes its own interface fills them in).
+    pub declared: &'a ModelIo,
+    /// The config's `parameters`, by key.
+    pub parameters: &'a BTreeMap<String, String>,
+    /// Threads inside one operator (0: the backend's default).
+    pub intra_op_threads: usize,
+    /// Threads across independent operators (0: the backend's default).
+    pub inter_op_threads: usize,
+    /// Triton's `optimization { graph { level } }`: -1 basic, 0 default, 1 extended.
+    pub graph_level: i32,
+    pub device: Device,
+    /// Reports something the operator should know but that does not fail
+    /// the load (e.g. a process-wide setting that a later model cannot change).
+    pub warn: &'a (dyn Fn(&str) + Sync),
+}
+
+/// Server-wide backend settings: Triton's `--backend-directory` and
+/// `--backend-config=<backend>,<key>=<value>`.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// Where backends that are shared libraries live (LibTorch's). Unset:
+    /// beside the executable, then its parent folder.
+    pub directory: Option<PathBuf>,
+    values: BTreeMap<(String, String), String>,
+}
+
+impl Settings {
+    pub fn set(&mut self, backend: &str, key: &str, value: impl Into<String>) {
+        self.values.insert((backend.to_owned(), key.to_owned()), value.into());
+    }
+
+    pub fn get(&self, backend: &str, key: &str) -> Option<&str> {
+        self.values
+            .get(&(backend.to_owned(), key.to_owned()))
+            .map(String::as_str)
+    }
+
+    /// Parses one `--backend-config` value, `<backend>,<key>=<value>`.
+    pub fn parse_into(&mut self, arg: &str) -> Result<(), String> {
+        let parsed = arg
+            .split_once(',')
+            .and_then(|(backend, kv)| kv.split_once('=').map(|(k, v)| (backend.trim(), k.trim(), v)));
+        match parsed {
+            Some((backend, key, value)) if !backend.is_empty() && !key.is_empty() => {
+                self.set(backend, key, value);
+                Ok(())
+            }
+            _ => Err(format!(
+                "--backend-config '{arg}' is not <backend>,<setting>=<value> (e.g. pytorch,libtorch=/opt/libtorch)"
+            )),
+        }
+    }
+
+    /// The folders a backend library is looked for in, in order.
+    pub fn library_dirs(&self) -> Vec<PathBuf> {
+        if let Some(dir) = &self.directory {
+            return vec![dir.clone()];
+        }
+        let mut dirs = Vec::new();
+        if let Some(exe_dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_owned))
+        {
+            // `cargo test` binaries live one level below the executables.
+            if let Some(parent) = exe_dir.parent() {
+                dirs.push(exe_dir.clone());
+                dirs.push(parent.to_owned());
+            } else {
+                dirs.push(exe_dir);
+            }
+        }
+        dirs
+    }
+}
+
+/// A model backend. `init` runs once per process, before the first load;
+/// `load` makes one instance (one per instance thread).
+pub trait Backend: Send + Sync {
+    fn init(&self, settings: &Settings) -> Result<(), RuntimeError>;
+    fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Runtime>, RuntimeError>;
+}
