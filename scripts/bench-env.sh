@@ -5,9 +5,10 @@ root="$PWD"
 out="$root/target/bench"
 mkdir -p "$out"
 ./scripts/fetch-onnxruntime.sh
+./scripts/fetch-libtorch.sh
 export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
 export XDG_CACHE_HOME="$root/.cache/xdg"
-cargo build --release --locked --bin quiver --bin quiver-loadtest
+cargo build --release --locked -p quiver-server -p quiver-loadtest -p quiver-torch
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 start_quiver() {

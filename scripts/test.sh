@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: fetches ONNX Runtime, builds,
+# The whole test suite, on a fresh machine: fetches ONNX Runtime and a CPU
+# LibTorch (both from PyPI wheels, into .cache/, reused when there), builds,
 # checks formatting and lints, runs the Rust tests (unit, codec properties,
 # the real server over HTTP and gRPC), a short fuzz run of the decoders
 # (AFL++ via cargo-afl, installed on first use), then the Python suites with the clients
@@ -11,6 +12,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 
 ./scripts/fetch-onnxruntime.sh
+./scripts/fetch-libtorch.sh
 # The TLS tests make their certificates with the openssl command line.
 if ! command -v openssl > /dev/null; then
   apt-get update -q && apt-get install -y -q openssl
@@ -39,7 +41,9 @@ venv_registry=$!
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo build --workspace --locked --bins
+# All libraries and binaries: the LibTorch backend is a library (cdylib)
+# the server tests load.
+cargo build --workspace --locked
 cargo test --workspace --locked
 # A short coverage-guided run of every decoder (scripts/fuzz.sh; longer runs
 # are for finding bugs, this one keeps the targets building and honest).

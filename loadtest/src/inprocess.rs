@@ -1,29 +1,53 @@
-//! The compute ceiling: the same model on ONNX Runtime, called directly in a
-//! loop at a fixed batch size, with no server in between.
+//! The compute ceiling: the same model on its backend (ONNX Runtime or
+//! LibTorch), called directly in a loop at a fixed batch size, with no
+//! server in between.
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use quiver_runtimes::onnx::{OnnxModel, OnnxOptions};
-use quiver_runtimes::{InputBatch, Runtime};
+use quiver_runtimes::registry;
+use quiver_runtimes::{Device, InputBatch, LoadRequest, Settings};
+use quiver_server::engine::repository::{model_config, read_config};
 
 use crate::run::Measured;
 use crate::workload::{InputSpec, raw_data};
 
+/// Loads `model` (a model file in a Triton-layout version folder, whose
+/// model folder may hold a config.pbtxt) the way the server would: the
+/// backend the config names or the file's extension says, the config's
+/// inputs and outputs, `intra_op_threads` threads.
 pub fn run(
-    library: &Path,
+    settings: &Settings,
     model: &Path,
     batch: usize,
     intra_op_threads: usize,
     warmup: Duration,
     duration: Duration,
 ) -> anyhow::Result<Measured> {
-    quiver_runtimes::onnx::init(library)?;
-    let options = OnnxOptions {
+    let version_dir = model.parent().unwrap_or(Path::new("."));
+    let model_dir = version_dir.parent().unwrap_or(Path::new("."));
+    let (config, _) = read_config(model_dir).map_err(anyhow::Error::msg)?;
+    let file_name = model.file_name().and_then(|f| f.to_str()).unwrap_or_default();
+    let backend = match registry::find(&config.platform, &config.backend).map_err(anyhow::Error::msg)? {
+        Some(b) => b,
+        None => registry::detect(version_dir, file_name)
+            .ok_or_else(|| anyhow::anyhow!("no backend takes {}", model.display()))?,
+    };
+    let declared = model_config::declared_io(&config).map_err(anyhow::Error::msg)?;
+    let parameters = BTreeMap::new();
+    let warn = |m: &str| eprintln!("warning: {m}");
+    let request = LoadRequest {
+        model: &config.name,
+        file: model,
+        declared: &declared,
+        parameters: &parameters,
         intra_op_threads,
         inter_op_threads: 1,
         graph_level: 0,
+        device: Device::Cpu,
+        warn: &warn,
     };
-    let mut session = OnnxModel::load(model, &options)?;
+    let mut session = backend.load(settings, &request)?;
     let specs: Vec<InputSpec> = session
         .io()
         .inputs

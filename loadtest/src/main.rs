@@ -58,7 +58,9 @@ struct Args {
     /// Server process to report CPU use for.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Measure the model in-process instead: path of the .onnx file.
+    /// Measure the model in-process instead: path of its model file
+    /// (model.onnx, model.pt) in its version folder; the backend and, for
+    /// TorchScript, the inputs come from the model folder's config.pbtxt.
     #[arg(long)]
     in_process: Option<PathBuf>,
     /// ONNX Runtime library for --in-process.
@@ -155,14 +157,9 @@ async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
     }
     if let Some(model) = &args.in_process {
         let meter = cpu::CpuMeter::start(None);
-        let m = inprocess::run(
-            &args.onnxruntime_lib,
-            model,
-            args.batch,
-            args.intra_op_threads,
-            warmup,
-            duration,
-        )?;
+        let mut settings = quiver_runtimes::Settings::default();
+        settings.set("onnxruntime", "library", args.onnxruntime_lib.to_string_lossy());
+        let m = inprocess::run(&settings, model, args.batch, args.intra_op_threads, warmup, duration)?;
         let mut row = Row::from_measured(&args.model, "in-process", "loop", args.batch, &m);
         row.client_cpu = meter.cores();
         row.avg_batch = Some(args.batch as f64);

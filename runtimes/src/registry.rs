@@ -27,6 +27,16 @@ pub struct Entry {
     init: Mutex<()>,
 }
 
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Entry")
+            .field("name", &self.name)
+            .field("platform", &self.platform)
+            .field("compiled", &self.compiled())
+            .finish()
+    }
+}
+
 /// The backend behind `$imp` when cargo feature `$feature` is on.
 macro_rules! compiled {
     ($feature:literal, $imp:expr) => {{

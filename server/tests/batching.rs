@@ -1,5 +1,7 @@
 //! Dynamic batching on the real server: answers inside a batch equal answers
-//! alone, batches really form, and statistics and metrics report them.
+//! alone, batches really form, and statistics and metrics report them; on
+//! ONNX models and their TorchScript twins alike (the batcher does not know
+//! which backend runs).
 mod common;
 
 use common::*;
@@ -7,9 +9,9 @@ use quiver_runtimes::{DataType, Tensor};
 use quiver_server::engine::request::InferRequest;
 use serde_json::Value;
 
-fn fraud_repo(name: &str) -> std::path::PathBuf {
+fn fraud_repo(name: &str, source: &str) -> std::path::PathBuf {
     let repo = temp_dir(name);
-    let config = std::fs::read_to_string(root().join("models/fraud_mlp/config.pbtxt")).unwrap();
+    let config = std::fs::read_to_string(root().join("models").join(source).join("config.pbtxt")).unwrap();
     let block_start = config.find("dynamic_batching").unwrap();
     let block_end = block_start + config[block_start..].find('}').unwrap() + 1;
     let without = format!("{}{}", &config[..block_start], &config[block_end..]);
@@ -24,8 +26,8 @@ fn fraud_repo(name: &str) -> std::path::PathBuf {
             ),
         ),
     ] {
-        copy_model("fraud_mlp", &repo.join(model));
-        std::fs::write(repo.join(model).join("config.pbtxt"), text.replace("fraud_mlp", model)).unwrap();
+        copy_model(source, &repo.join(model));
+        std::fs::write(repo.join(model).join("config.pbtxt"), text.replace(source, model)).unwrap();
     }
     repo
 }
@@ -55,8 +57,17 @@ fn floats(t: &Tensor) -> Vec<f32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_in_a_batch_equal_answers_alone() {
-    let repo = fraud_repo("invariance");
+async fn answers_in_a_batch_equal_answers_alone_onnx() {
+    answers_in_a_batch_equal_answers_alone("fraud_mlp").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_in_a_batch_equal_answers_alone_torchscript() {
+    answers_in_a_batch_equal_answers_alone("fraud_mlp_pt").await;
+}
+
+async fn answers_in_a_batch_equal_answers_alone(source: &str) {
+    let repo = fraud_repo(&format!("invariance-{source}"), source);
     let s = TestServer::start(config(&repo)).await;
     let engine = std::sync::Arc::clone(&s.server.as_ref().unwrap().engine);
     // A mix of one-row and three-row requests: rows, not requests, fill batches.
@@ -103,21 +114,30 @@ async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::ta
 #[tokio::test]
 async fn statistics_extension_over_rest_and_grpc() {
     let s = TestServer::demo().await;
+    for model in ["add_sub", "add_sub_pt"] {
+        statistics_of(&s, model).await;
+    }
+    let all: Value = s.get_json("/v2/models/stats").await;
+    assert_eq!(all["model_stats"].as_array().unwrap().len(), DEMO_MODELS);
+    s.stop().await;
+}
+
+async fn statistics_of(s: &TestServer, model: &str) {
     for _ in 0..3 {
-        let r = s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await;
+        let r = s.post_json(&format!("/v2/models/{model}/infer"), &add_sub_json()).await;
         assert_eq!(r.status(), 200);
     }
     let bad = s
         .client
-        .post(s.url("/v2/models/add_sub/infer"))
+        .post(s.url(&format!("/v2/models/{model}/infer")))
         .body("{\"inputs\":[]}")
         .send()
         .await
         .unwrap();
     expect_error(bad, 400, "INPUT0").await;
-    let stats: Value = s.get_json("/v2/models/add_sub/stats").await;
+    let stats: Value = s.get_json(&format!("/v2/models/{model}/stats")).await;
     let m = &stats["model_stats"][0];
-    assert_eq!(m["name"], "add_sub");
+    assert_eq!(m["name"], model);
     assert_eq!(m["version"], "1");
     assert_eq!(m["inference_count"], 3);
     assert_eq!(m["execution_count"], 3);
@@ -126,11 +146,9 @@ async fn statistics_extension_over_rest_and_grpc() {
     assert_eq!(m["batch_stats"][0]["batch_size"], 1);
     assert_eq!(m["batch_stats"][0]["compute_infer"]["count"], 3);
     assert!(m["inference_stats"]["compute_infer"]["ns"].as_u64().unwrap() > 0);
-    let all: Value = s.get_json("/v2/models/stats").await;
-    assert_eq!(all["model_stats"].as_array().unwrap().len(), 9);
     let missing = s
         .client
-        .get(s.url("/v2/models/add_sub/versions/5/stats"))
+        .get(s.url(&format!("/v2/models/{model}/versions/5/stats")))
         .send()
         .await
         .unwrap();
@@ -138,7 +156,7 @@ async fn statistics_extension_over_rest_and_grpc() {
     let mut client = s.grpc_client().await;
     let grpc = client
         .model_statistics(quiver_proto::inference::ModelStatisticsRequest {
-            name: "add_sub".into(),
+            name: model.into(),
             version: String::new(),
         })
         .await
@@ -156,7 +174,6 @@ async fn statistics_extension_over_rest_and_grpc() {
             .count,
         3
     );
-    s.stop().await;
 }
 
 #[tokio::test]

@@ -117,7 +117,7 @@ async fn metadata_config_index_and_health() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(index.models.len(), 9);
+    assert_eq!(index.models.len(), DEMO_MODELS);
     let not_ready = client
         .model_ready(ModelReadyRequest {
             name: "add_sub".into(),

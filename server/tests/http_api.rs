@@ -40,7 +40,7 @@ async fn health_metadata_config_and_index() {
         .json()
         .await
         .unwrap();
-    assert_eq!(index.as_array().unwrap().len(), 9);
+    assert_eq!(index.as_array().unwrap().len(), DEMO_MODELS);
     let missing = get("/v2/models/nope").await.unwrap();
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();

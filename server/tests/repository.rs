@@ -151,27 +151,6 @@ async fn config_less_fixed_shape_model_does_not_batch() {
     let _ = std::fs::remove_dir_all(&repo);
 }
 
-#[test]
-fn missing_onnxruntime_library_exits_saying_how_to_get_it() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args([
-            "--onnxruntime-lib",
-            "/nonexistent/libonnxruntime.so",
-            "--model-repository",
-        ])
-        .arg(root().join("models"))
-        .args(["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("/nonexistent/libonnxruntime.so"), "{stderr}");
-    assert!(
-        stderr.contains("fetch-onnxruntime.sh") && stderr.contains("ORT_DYLIB_PATH"),
-        "{stderr}"
-    );
-}
-
 #[tokio::test]
 async fn kserve_single_model_folder_with_its_flags() {
     // KServe's storage initializer puts one model's files in /mnt/models and

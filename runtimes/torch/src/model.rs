@@ -41,6 +41,7 @@ fn position(name: &str) -> Option<usize> {
         .flatten()
 }
 
+#[derive(Debug)]
 struct InputSlot {
     name: String,
     argument: usize,

@@ -239,7 +239,7 @@ mod tests {
             ],
             outputs: vec![t("y", DataType::Fp32, vec![-1, -1, 3])],
         };
-        let spec = model_config::complete(&mut config, "m", &io, 4).unwrap();
+        let spec = model_config::complete(&mut config, "m", ("onnxruntime_onnx", "onnxruntime"), &io, 4).unwrap();
         (spec, config)
     }
 

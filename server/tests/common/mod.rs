@@ -8,6 +8,10 @@ use quiver_server::Server;
 use quiver_server::config::Config;
 use tonic::transport::Channel;
 
+/// Models in the demo repository (models/): nine ONNX models and six
+/// TorchScript twins.
+pub const DEMO_MODELS: usize = 15;
+
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -1,0 +1,454 @@
+//! Backends behind the registry: every TorchScript twin answers the golden
+//! requests as its ONNX model does, over REST and gRPC; what fails to load a
+//! TorchScript model (a file that is not TorchScript, a config that does not
+//! match forward, a missing LibTorch) fails that model with the reason while
+//! the rest serve; and the mock backend is a backend like the others.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use quiver_proto::inference::{ModelInferRequest, model_infer_request::InferInputTensor};
+use serde_json::{Value, json};
+
+fn golden() -> serde_json::Map<String, Value> {
+    let text = std::fs::read_to_string(root().join("models/golden.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The twins: models/<name>_pt beside models/<name>.
+fn twins() -> Vec<(String, String)> {
+    let golden = golden();
+    let pairs: Vec<(String, String)> = golden
+        .keys()
+        .filter_map(|k| k.strip_suffix("_pt").map(|onnx| (onnx.to_owned(), k.clone())))
+        .collect();
+    assert_eq!(pairs.len(), 6, "{pairs:?}");
+    pairs
+}
+
+/// Floats within the golden tolerance (float reductions differ between
+/// backends in the last bits); everything else exactly.
+fn assert_close(model: &str, expected: &Value, actual: &Value) {
+    let name = expected["name"].as_str().unwrap();
+    assert_eq!(actual["shape"], expected["shape"], "{model} {name}");
+    assert_eq!(actual["datatype"], expected["datatype"], "{model} {name}");
+    let (rtol, atol) = match expected["datatype"].as_str().unwrap() {
+        "FP16" | "BF16" => (1e-2, 1e-3),
+        "FP32" | "FP64" => (1e-5, 1e-6),
+        _ => (0.0, 0.0),
+    };
+    let want = expected["data"].as_array().unwrap();
+    let got = actual["data"].as_array().unwrap();
+    assert_eq!(want.len(), got.len(), "{model} {name}");
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+        match (w.as_f64(), g.as_f64()) {
+            (Some(w), Some(g)) if rtol > 0.0 => {
+                assert!(
+                    (w - g).abs() <= atol + rtol * w.abs(),
+                    "{model} {name}[{i}]: {g} != {w}"
+                )
+            }
+            _ => assert_eq!(w, g, "{model} {name}[{i}]"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn torchscript_twins_answer_the_golden_requests_like_their_onnx_models() {
+    let s = TestServer::demo().await;
+    let golden = golden();
+    for (onnx, twin) in twins() {
+        for model in [&onnx, &twin] {
+            let case = &golden[model.as_str()];
+            let r = s
+                .post_json(&format!("/v2/models/{model}/infer"), &json!({"inputs": case["inputs"]}))
+                .await;
+            assert_eq!(r.status(), 200, "{model}: {}", r.text().await.unwrap());
+            let body: Value = r.json().await.unwrap();
+            for expected in case["outputs"].as_array().unwrap() {
+                let actual = body["outputs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["name"] == expected["name"])
+                    .unwrap_or_else(|| panic!("{model}: no output {}", expected["name"]));
+                assert_close(model, expected, actual);
+            }
+        }
+        // The twin reports itself as Triton's PyTorch platform.
+        let config = s.get_json(&format!("/v2/models/{twin}/config")).await;
+        assert_eq!(config["platform"], "pytorch_libtorch", "{twin}");
+        assert_eq!(config["backend"], "pytorch", "{twin}");
+        let meta = s.get_json(&format!("/v2/models/{twin}")).await;
+        assert_eq!(meta["platform"], "pytorch_libtorch");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn torchscript_over_grpc_with_raw_contents() {
+    let s = TestServer::demo().await;
+    let mut client = s.grpc_client().await;
+    for model in ["add_sub", "add_sub_pt"] {
+        let tensor = |name: &str| InferInputTensor {
+            name: name.into(),
+            datatype: "INT32".into(),
+            shape: vec![2, 16],
+            ..Default::default()
+        };
+        let a: Vec<u8> = (0..32i32).flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = (0..32i32).flat_map(|v| (v * 3).to_le_bytes()).collect();
+        let answer = client
+            .model_infer(ModelInferRequest {
+                model_name: model.into(),
+                inputs: vec![tensor("INPUT0"), tensor("INPUT1")],
+                raw_input_contents: vec![a.into(), b.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let ints = |raw: &[u8]| -> Vec<i32> {
+            raw.chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        assert_eq!(answer.outputs[0].name, "OUTPUT0");
+        assert_eq!(answer.outputs[0].shape, vec![2, 16]);
+        assert_eq!(
+            ints(&answer.raw_output_contents[0]),
+            (0..32).map(|v| v * 4).collect::<Vec<_>>(),
+            "{model}"
+        );
+        assert_eq!(
+            ints(&answer.raw_output_contents[1]),
+            (0..32).map(|v| -2 * v).collect::<Vec<_>>(),
+            "{model}"
+        );
+    }
+    s.stop().await;
+}
+
+/// add_sub_pt's config with its tensors renamed and `extra` appended.
+fn add_sub_pt_config(name: &str, inputs: [&str; 2], outputs: [&str; 2], extra: &str) -> String {
+    format!(
+        r#"name: "{name}"
+platform: "pytorch_libtorch"
+max_batch_size: 8
+input [
+  {{ name: "{}" data_type: TYPE_INT32 dims: [ 16 ] }},
+  {{ name: "{}" data_type: TYPE_INT32 dims: [ 16 ] }}
+]
+output [
+  {{ name: "{}" data_type: TYPE_INT32 dims: [ 16 ] }},
+  {{ name: "{}" data_type: TYPE_INT32 dims: [ 16 ] }}
+]
+{extra}
+"#,
+        inputs[0], inputs[1], outputs[0], outputs[1]
+    )
+}
+
+fn torch_model(repo: &std::path::Path, name: &str, config: Option<&str>) {
+    let dir = repo.join(name);
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::copy(root().join("models/add_sub_pt/1/model.pt"), dir.join("1/model.pt")).unwrap();
+    if let Some(text) = config {
+        std::fs::write(dir.join("config.pbtxt"), text).unwrap();
+    }
+}
+
+async fn reason(s: &TestServer, model: &str) -> String {
+    let row = s.index_row(model, "1").await;
+    assert_eq!(row["state"], "UNAVAILABLE", "{model}: {row}");
+    row["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn bad_torchscript_models_fail_with_the_reason_and_the_rest_serve() {
+    let repo = temp_dir("torch-failures");
+    copy_model("add_sub", &repo.join("add_sub"));
+    // Triton's positional names: INPUT__0 is forward's first argument.
+    torch_model(
+        &repo,
+        "positional",
+        Some(&add_sub_pt_config(
+            "positional",
+            ["INPUT__0", "INPUT__1"],
+            ["OUTPUT__0", "OUTPUT__1"],
+            "",
+        )),
+    );
+    // Not TorchScript at all.
+    std::fs::create_dir_all(repo.join("not_torchscript/1")).unwrap();
+    std::fs::write(
+        repo.join("not_torchscript/1/model.pt"),
+        b"PK\x03\x04 this is not a model",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("not_torchscript/config.pbtxt"),
+        add_sub_pt_config("not_torchscript", ["INPUT0", "INPUT1"], ["OUTPUT0", "OUTPUT1"], ""),
+    )
+    .unwrap();
+    // Inputs forward does not take, a missing argument, no config at all.
+    torch_model(
+        &repo,
+        "wrong_names",
+        Some(&add_sub_pt_config(
+            "wrong_names",
+            ["a", "b"],
+            ["OUTPUT0", "OUTPUT1"],
+            "",
+        )),
+    );
+    torch_model(
+        &repo,
+        "wrong_datatype",
+        Some(
+            &add_sub_pt_config("wrong_datatype", ["INPUT0", "INPUT1"], ["OUTPUT0", "OUTPUT1"], "").replace(
+                "{ name: \"OUTPUT1\" data_type: TYPE_INT32",
+                "{ name: \"OUTPUT1\" data_type: TYPE_FP32",
+            ),
+        ),
+    );
+    torch_model(&repo, "no_config", None);
+    torch_model(
+        &repo,
+        "strings",
+        Some(
+            &add_sub_pt_config("strings", ["INPUT0", "INPUT1"], ["OUTPUT0", "OUTPUT1"], "").replacen(
+                "TYPE_INT32",
+                "TYPE_STRING",
+                1,
+            ),
+        ),
+    );
+    let s = TestServer::start(config(&repo)).await;
+
+    let e = reason(&s, "not_torchscript").await;
+    assert!(e.contains("not a TorchScript module"), "{e}");
+    let e = reason(&s, "wrong_names").await;
+    assert!(e.contains("input 'a'") && e.contains("forward(INPUT0, INPUT1)"), "{e}");
+    let e = reason(&s, "wrong_datatype").await;
+    assert!(
+        e.contains("output 'OUTPUT1' is INT32 but config.pbtxt declares FP32"),
+        "{e}"
+    );
+    let e = reason(&s, "no_config").await;
+    assert!(e.contains("config.pbtxt must list them"), "{e}");
+    let e = reason(&s, "strings").await;
+    assert!(e.contains("input 'INPUT0' is BYTES"), "{e}");
+
+    for model in ["add_sub", "positional"] {
+        let mut body = add_sub_json();
+        if model == "positional" {
+            body["inputs"][0]["name"] = json!("INPUT__0");
+            body["inputs"][1]["name"] = json!("INPUT__1");
+        }
+        let r: Value = s
+            .post_json(&format!("/v2/models/{model}/infer"), &body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let sum: Vec<i64> = serde_json::from_value(r["outputs"][0]["data"].clone()).unwrap_or_default();
+        assert_eq!(sum, expected_sum(), "{model}: {r}");
+    }
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+#[tokio::test]
+async fn gpu_instances_need_a_device_the_backend_can_use() {
+    let repo = temp_dir("torch-gpu");
+    torch_model(
+        &repo,
+        "on_gpu",
+        Some(&add_sub_pt_config(
+            "on_gpu",
+            ["INPUT0", "INPUT1"],
+            ["OUTPUT0", "OUTPUT1"],
+            "instance_group [ { count: 1 kind: KIND_GPU gpus: [ 0 ] } ]",
+        )),
+    );
+    copy_model("add_sub", &repo.join("onnx_on_gpu"));
+    let config_path = repo.join("onnx_on_gpu/config.pbtxt");
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        text.replace("add_sub", "onnx_on_gpu").replace("KIND_CPU", "KIND_GPU"),
+    )
+    .unwrap();
+    let s = TestServer::start(config(&repo)).await;
+    let row = s.index_row("on_gpu", "1").await;
+    if row["state"] == "READY" {
+        // A CUDA LibTorch on a GPU machine: the instance answers.
+        let r = s.post_json("/v2/models/on_gpu/infer", &add_sub_json()).await;
+        assert_eq!(r.status(), 200);
+    } else {
+        let e = reason(&s, "on_gpu").await;
+        assert!(e.contains("KIND_GPU instance on GPU 0") && e.contains("CUDA"), "{e}");
+    }
+    let e = reason(&s, "onnx_on_gpu").await;
+    assert!(e.contains("KIND_GPU") && e.contains("CPU execution provider"), "{e}");
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+#[tokio::test]
+async fn the_mock_backend_is_one_module_and_one_registry_line() {
+    let repo = temp_dir("mock-backend");
+    let config = r#"backend: "mock"
+max_batch_size: 4
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 3 ] } ]
+output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
+"#;
+    write(&repo.join("echo/config.pbtxt"), config);
+    write(&repo.join("echo/1/model.mock"), "echo");
+    write(&repo.join("broken/config.pbtxt"), config);
+    write(&repo.join("broken/1/model.mock"), "fail always broken");
+    let s = TestServer::start(common::config(&repo)).await;
+    let body = json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 2.5, 3.5]}]});
+    let r: Value = s.post_json("/v2/models/echo/infer", &body).await.json().await.unwrap();
+    assert_eq!(r["outputs"][0]["name"], "y");
+    assert_eq!(r["outputs"][0]["data"], json!([1.5, 2.5, 3.5]));
+    let meta = s.get_json("/v2/models/echo/config").await;
+    assert_eq!(meta["backend"], "mock");
+    // Its warm-up run fails, so the load does, with the runtime's message.
+    let e = reason(&s, "broken").await;
+    assert!(e.contains("always broken"), "{e}");
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+/// Starts the quiver binary (LibTorch's loading is once per process, so these
+/// cases each get their own) and returns its HTTP base URL once it answers.
+struct Child {
+    process: std::process::Child,
+    http: String,
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+async fn start_binary(repo: &std::path::Path, args: &[&str]) -> Child {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"));
+    command
+        .arg("--model-repository")
+        .arg(repo)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--http-port",
+            &port.to_string(),
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+        ])
+        .args(args)
+        .stderr(std::process::Stdio::null());
+    if !args.contains(&"--onnxruntime-lib") {
+        command
+            .arg("--onnxruntime-lib")
+            .arg(root().join(".cache/onnxruntime/libonnxruntime.so"));
+    }
+    let process = command.spawn().unwrap();
+    let child = Child {
+        process,
+        http: format!("http://127.0.0.1:{port}"),
+    };
+    let client = http_client();
+    let live = format!("{}/v2/health/live", child.http);
+    eventually(60, "the server answers", || {
+        let client = client.clone();
+        let live = live.clone();
+        async move { client.get(&live).send().await.is_ok() }
+    })
+    .await;
+    child
+}
+
+async fn row(http: &str, model: &str) -> Value {
+    let rows: Value = http_client()
+        .post(format!("{http}/v2/repository/index"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == model)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_missing_libtorch_fails_only_the_torchscript_models() {
+    let repo = temp_dir("no-libtorch");
+    copy_model("add_sub", &repo.join("add_sub"));
+    copy_model("add_sub_pt", &repo.join("add_sub_pt"));
+    let empty = temp_dir("no-libtorch-backends");
+    for (args, needle) in [
+        (
+            vec!["--backend-config", "pytorch,libtorch=/nonexistent/libtorch"],
+            "LibTorch not found: /nonexistent/libtorch has no libc10.so",
+        ),
+        (
+            vec!["--backend-directory", empty.to_str().unwrap()],
+            "libquiver_torch.so is not in",
+        ),
+    ] {
+        let child = start_binary(&repo, &args).await;
+        let torch = row(&child.http, "add_sub_pt").await;
+        assert_eq!(torch["state"], "UNAVAILABLE", "{torch}");
+        let reason = torch["reason"].as_str().unwrap();
+        assert!(reason.contains(needle), "{reason}");
+        assert!(
+            reason.contains("fetch-libtorch.sh") || reason.contains("cargo build -p quiver-torch"),
+            "{reason}"
+        );
+        assert_eq!(row(&child.http, "add_sub").await["state"], "READY");
+        let r = http_client()
+            .post(format!("{}/v2/models/add_sub/infer", child.http))
+            .json(&add_sub_json())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+#[tokio::test]
+async fn a_missing_onnxruntime_fails_only_the_onnx_models_saying_how_to_get_it() {
+    let repo = temp_dir("no-onnxruntime");
+    copy_model("add_sub", &repo.join("add_sub"));
+    copy_model("add_sub_pt", &repo.join("add_sub_pt"));
+    let child = start_binary(&repo, &["--onnxruntime-lib", "/nonexistent/libonnxruntime.so"]).await;
+    let onnx = row(&child.http, "add_sub").await;
+    assert_eq!(onnx["state"], "UNAVAILABLE", "{onnx}");
+    let reason = onnx["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("/nonexistent/libonnxruntime.so") && reason.contains("fetch-onnxruntime.sh"),
+        "{reason}"
+    );
+    assert_eq!(row(&child.http, "add_sub_pt").await["state"], "READY");
+    let _ = std::fs::remove_dir_all(&repo);
+}
