@@ -452,3 +452,44 @@ async fn a_missing_onnxruntime_fails_only_the_onnx_models_saying_how_to_get_it()
     assert_eq!(row(&child.http, "add_sub_pt").await["state"], "READY");
     let _ = std::fs::remove_dir_all(&repo);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_torchscript_instances_answer_concurrent_requests() {
+    let repo = temp_dir("torch-instances");
+    for (source, name) in [("fraud_mlp", "onnx2"), ("fraud_mlp_pt", "torch2")] {
+        copy_model(source, &repo.join(name));
+        let path = repo.join(name).join("config.pbtxt");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(source, name).replace("count: 1", "count: 2")).unwrap();
+    }
+    let s = std::sync::Arc::new(TestServer::start(config(&repo)).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let s = std::sync::Arc::clone(&s);
+        tasks.spawn(async move {
+            let row: Vec<f32> = (0..32).map(|j| ((i * 31 + j * 7) % 19) as f32 / 9.0 - 1.0).collect();
+            let body = json!({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": row}]});
+            let mut answers = Vec::new();
+            for model in ["onnx2", "torch2"] {
+                let r: Value = s
+                    .post_json(&format!("/v2/models/{model}/infer"), &body)
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                answers.push(r["outputs"][0].clone());
+            }
+            answers
+        });
+    }
+    while let Some(answers) = tasks.join_next().await {
+        let answers = answers.unwrap();
+        let mut expected = answers[0].clone();
+        expected["name"] = json!("probabilities");
+        assert_close("torch2", &expected, &answers[1]);
+    }
+    let config = s.get_json("/v2/models/torch2/config").await;
+    assert_eq!(config["instance_group"][0]["count"], 2);
+    std::sync::Arc::into_inner(s).unwrap().stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}

@@ -10,6 +10,13 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[tokio::test]
 async fn infer_with_raw_and_typed_inputs_answers_raw() {
     let s = TestServer::demo().await;
+    for model in ["add_sub", "add_sub_pt"] {
+        raw_and_typed_inputs(&s, model).await;
+    }
+    s.stop().await;
+}
+
+async fn raw_and_typed_inputs(s: &TestServer, model: &str) {
     let mut client = s.grpc_client().await;
     let a: Vec<i32> = (0..16).collect();
     let raw = |v: &[i32]| bytes::Bytes::from(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
@@ -21,14 +28,14 @@ async fn infer_with_raw_and_typed_inputs_answers_raw() {
         ..Default::default()
     };
     let raw_req = ModelInferRequest {
-        model_name: "add_sub".into(),
+        model_name: model.into(),
         id: "r1".into(),
         inputs: vec![input("INPUT0", None), input("INPUT1", None)],
         raw_input_contents: vec![raw(&a), raw(&[1; 16])],
         ..Default::default()
     };
     let typed_req = ModelInferRequest {
-        model_name: "add_sub".into(),
+        model_name: model.into(),
         model_version: "1".into(),
         inputs: vec![
             input(
@@ -50,7 +57,7 @@ async fn infer_with_raw_and_typed_inputs_answers_raw() {
     };
     for req in [raw_req, typed_req] {
         let resp = client.model_infer(req).await.unwrap().into_inner();
-        assert_eq!(resp.model_name, "add_sub");
+        assert_eq!(resp.model_name, model);
         assert_eq!(resp.model_version, "1");
         assert_eq!(resp.outputs.len(), 2);
         assert!(resp.outputs.iter().all(|o| o.contents.is_none()));
@@ -60,7 +67,6 @@ async fn infer_with_raw_and_typed_inputs_answers_raw() {
             .collect();
         assert_eq!(sum, (1..17).collect::<Vec<i32>>());
     }
-    s.stop().await;
 }
 
 #[tokio::test]

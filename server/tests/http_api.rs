@@ -51,20 +51,36 @@ async fn health_metadata_config_and_index() {
 #[tokio::test]
 async fn json_infer_with_and_without_version() {
     let s = TestServer::demo().await;
-    for path in ["/v2/models/add_sub/infer", "/v2/models/add_sub/versions/1/infer"] {
-        let r: Value = s.post_json(path, &add_sub_json()).await.json().await.unwrap();
-        assert_eq!(r["model_name"], "add_sub");
-        assert_eq!(r["model_version"], "1");
-        assert_eq!(r["id"], "t");
-        let sum: Vec<i64> = serde_json::from_value(r["outputs"][0]["data"].clone()).unwrap();
-        assert_eq!(sum, expected_sum());
+    for model in ["add_sub", "add_sub_pt"] {
+        for path in [
+            format!("/v2/models/{model}/infer"),
+            format!("/v2/models/{model}/versions/1/infer"),
+        ] {
+            json_infer(&s, model, &path).await;
+        }
     }
     s.stop().await;
+}
+
+async fn json_infer(s: &TestServer, model: &str, path: &str) {
+    let r: Value = s.post_json(path, &add_sub_json()).await.json().await.unwrap();
+    assert_eq!(r["model_name"], model);
+    assert_eq!(r["model_version"], "1");
+    assert_eq!(r["id"], "t");
+    let sum: Vec<i64> = serde_json::from_value(r["outputs"][0]["data"].clone()).unwrap();
+    assert_eq!(sum, expected_sum());
 }
 
 #[tokio::test]
 async fn binary_extension_mixed_inputs_and_outputs() {
     let s = TestServer::demo().await;
+    for model in ["add_sub", "add_sub_pt"] {
+        binary_extension(&s, model).await;
+    }
+    s.stop().await;
+}
+
+async fn binary_extension(s: &TestServer, model: &str) {
     let header = json!({
         "inputs": [
             {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "parameters": {"binary_data_size": 64}},
@@ -77,7 +93,7 @@ async fn binary_extension_mixed_inputs_and_outputs() {
     body.extend((0..16i32).flat_map(|v| v.to_le_bytes()));
     let r = s
         .client
-        .post(s.url("/v2/models/add_sub/infer"))
+        .post(s.url(&format!("/v2/models/{model}/infer")))
         .header("Inference-Header-Content-Length", header.len())
         .body(body)
         .send()
@@ -101,7 +117,6 @@ async fn binary_extension_mixed_inputs_and_outputs() {
         .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
         .collect();
     assert_eq!(diff, (-1..15).collect::<Vec<i32>>());
-    s.stop().await;
 }
 
 #[tokio::test]

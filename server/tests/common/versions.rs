@@ -55,3 +55,18 @@ pub const X: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
 pub fn infer_body() -> serde_json::Value {
     serde_json::json!({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": X}]})
 }
+
+/// The TorchScript scale model's config: SCALE_CONFIG on LibTorch.
+pub fn scale_config_torch(name: &str) -> String {
+    scale_config(name).replace("max_batch_size", "platform: \"pytorch_libtorch\"\nmax_batch_size")
+}
+
+/// Writes `<repo>/<name>/<version>/model.pt` computing `x * k` for k in
+/// 1..=8 (the fixtures in tests/fixtures/scale_pt), through a rename.
+pub fn write_torch_version(repo: &Path, name: &str, version: u64, k: u32) {
+    let dir = repo.join(name).join(version.to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = repo.join(format!(".{name}-{version}.tmp"));
+    std::fs::copy(root().join(format!("tests/fixtures/scale_pt/k{k}.pt")), &tmp).expect("a fixture for k in 1..=8");
+    std::fs::rename(&tmp, dir.join("model.pt")).unwrap();
+}
