@@ -247,12 +247,7 @@ async fn bad_torchscript_models_fail_with_the_reason_and_the_rest_serve() {
             body["inputs"][0]["name"] = json!("INPUT__0");
             body["inputs"][1]["name"] = json!("INPUT__1");
         }
-        let r: Value = s
-            .post_json(&format!("/v2/models/{model}/infer"), &body)
-            .await
-            .json()
-            .await
-            .unwrap();
+        let r = s.infer_json(model, &body).await;
         let sum: Vec<i64> = serde_json::from_value(r["outputs"][0]["data"].clone()).unwrap_or_default();
         assert_eq!(sum, expected_sum(), "{model}: {r}");
     }
@@ -311,7 +306,7 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
     write(&repo.join("broken/1/model.mock"), "fail always broken");
     let s = TestServer::start(common::config(&repo)).await;
     let body = json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 2.5, 3.5]}]});
-    let r: Value = s.post_json("/v2/models/echo/infer", &body).await.json().await.unwrap();
+    let r = s.infer_json("echo", &body).await;
     assert_eq!(r["outputs"][0]["name"], "y");
     assert_eq!(r["outputs"][0]["data"], json!([1.5, 2.5, 3.5]));
     let meta = s.get_json("/v2/models/echo/config").await;
@@ -381,21 +376,7 @@ async fn start_binary(repo: &std::path::Path, args: &[&str]) -> Child {
 }
 
 async fn row(http: &str, model: &str) -> Value {
-    let rows: Value = http_client()
-        .post(format!("{http}/v2/repository/index"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == model)
-        .cloned()
-        .unwrap_or(Value::Null)
+    index_row_at(&http_client(), http, model, "1").await
 }
 
 #[tokio::test]
@@ -471,12 +452,7 @@ async fn several_torchscript_instances_answer_concurrent_requests() {
             let body = json!({"inputs": [{"name": "input", "shape": [1, 32], "datatype": "FP32", "data": row}]});
             let mut answers = Vec::new();
             for model in ["onnx2", "torch2"] {
-                let r: Value = s
-                    .post_json(&format!("/v2/models/{model}/infer"), &body)
-                    .await
-                    .json()
-                    .await
-                    .unwrap();
+                let r = s.infer_json(model, &body).await;
                 answers.push(r["outputs"][0].clone());
             }
             answers

@@ -77,16 +77,20 @@ impl Torch {
     }
 }
 
-fn guarded<T>(what: &str, body: impl FnOnce() -> Result<T, RuntimeError>) -> Result<T, RuntimeError> {
+/// Runs `body`, turning a panic (tch panics where LibTorch reports an error
+/// it did not expect) into an error of `kind`.
+fn guarded<T>(
+    what: &str,
+    kind: fn(String) -> RuntimeError,
+    body: impl FnOnce() -> Result<T, RuntimeError>,
+) -> Result<T, RuntimeError> {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
             .unwrap_or_default();
-        Err(RuntimeError::Execution(format!(
-            "LibTorch failed while {what}: {message}"
-        )))
+        Err(kind(format!("LibTorch failed while {what}: {message}")))
     })
 }
 
@@ -96,7 +100,7 @@ impl Backend for Torch {
     }
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Runtime>, RuntimeError> {
-        guarded("loading a model", || {
+        guarded("loading a model", RuntimeError::Load, || {
             let cuda = match request.device {
                 Device::Cpu => None,
                 Device::Gpu(gpu) => {
@@ -137,6 +141,8 @@ impl Runtime for Guarded {
         inputs: &[quiver_runtimes::InputBatch<'_>],
         outputs: &[String],
     ) -> Result<Vec<quiver_runtimes::Tensor>, RuntimeError> {
-        guarded("running a batch", || self.0.run(inputs, outputs))
+        guarded("running a batch", RuntimeError::Execution, || {
+            self.0.run(inputs, outputs)
+        })
     }
 }

@@ -116,13 +116,17 @@ int qt_forward(void* module, at::Tensor* const* inputs, int count, void* ctx, qt
   return guarded(ctx, error, [&] {
     c10::InferenceMode inference;
     auto* m = static_cast<torch::jit::Module*>(module);
-    const auto& schema = m->get_method("forward").function().getSchema().arguments();
     std::vector<c10::IValue> args;
     args.reserve(count);
     for (int i = 0; i < count; ++i) {
       if (inputs[i] != nullptr) {
         args.emplace_back(*inputs[i]);
-      } else if (static_cast<size_t>(i) + 1 < schema.size() && schema[i + 1].default_value()) {
+        continue;
+      }
+      // An input the request left out (optional in config.pbtxt): the
+      // argument's default, else None.
+      const auto& schema = m->get_method("forward").function().getSchema().arguments();
+      if (static_cast<size_t>(i) + 1 < schema.size() && schema[i + 1].default_value()) {
         args.push_back(*schema[i + 1].default_value());
       } else {
         args.emplace_back();

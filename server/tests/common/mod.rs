@@ -82,18 +82,16 @@ impl TestServer {
 
     /// The repository index row of `model` at `version`.
     pub async fn index_row(&self, model: &str, version: &str) -> serde_json::Value {
-        let rows: serde_json::Value = self
-            .post_json("/v2/repository/index", &serde_json::json!({}))
+        index_row_at(&self.client, &self.http, model, version).await
+    }
+
+    /// POST a V2 JSON inference request to `model` and parse the answer.
+    pub async fn infer_json(&self, model: &str, body: &serde_json::Value) -> serde_json::Value {
+        self.post_json(&format!("/v2/models/{model}/infer"), body)
             .await
             .json()
             .await
-            .unwrap();
-        rows.as_array()
             .unwrap()
-            .iter()
-            .find(|r| r["name"] == model && r["version"] == version)
-            .cloned()
-            .unwrap_or(serde_json::Value::Null)
     }
 
     /// POST `body` as JSON to `path`.
@@ -112,6 +110,26 @@ impl TestServer {
             s.shutdown(Duration::ZERO).await;
         }
     }
+}
+
+/// The repository index row of `model` at `version` of the server at `http`
+/// (a base URL): also for servers started as a process of their own.
+pub async fn index_row_at(client: &reqwest::Client, http: &str, model: &str, version: &str) -> serde_json::Value {
+    let rows: serde_json::Value = client
+        .post(format!("{http}/v2/repository/index"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == model && r["version"] == version)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// Checks an error answer: its status, and a JSON body whose `error`

@@ -140,12 +140,10 @@ pub fn load_version(
         };
         backend.load(&options.backends, &request).map_err(|e| e.to_string())
     };
-    let first = load(devices[0])?;
-    let mut runtimes: Vec<Box<dyn Runtime>> = Vec::with_capacity(devices.len());
-    for &device in &devices[1..] {
-        runtimes.push(load(device)?);
-    }
-    runtimes.insert(0, first);
+    let mut runtimes = devices
+        .iter()
+        .map(|&d| load(d))
+        .collect::<Result<Vec<Box<dyn Runtime>>, _>>()?;
     let mut spec = model_config::complete(
         &mut config,
         name,
