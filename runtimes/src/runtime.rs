@@ -27,6 +27,38 @@ impl<'a> InputBatch<'a> {
     pub fn byte_len(&self) -> usize {
         self.parts.iter().map(|p| p.len()).sum()
     }
+
+    /// The batch's byte length, checked against its shape and (fixed-size)
+    /// datatype, before a backend allocates a tensor for it.
+    pub fn checked_len(&self) -> Result<usize, RuntimeError> {
+        let expected = crate::element_count(&self.shape)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.datatype.size().unwrap_or(1));
+        if expected != self.byte_len() {
+            return Err(RuntimeError::InvalidInput(format!(
+                "input '{}': {} bytes of data for shape {:?}, expected {expected}",
+                self.name,
+                self.byte_len(),
+                self.shape
+            )));
+        }
+        Ok(expected)
+    }
+
+    /// Lays the requests' bytes end to end at `dest`: the one copy of each
+    /// request's data on its way into a backend's tensor.
+    ///
+    /// # Safety
+    /// `dest` must be valid for writes of `self.byte_len()` bytes and must not
+    /// overlap the parts.
+    pub unsafe fn copy_to(&self, dest: *mut u8) {
+        let mut offset = 0;
+        for part in &self.parts {
+            // SAFETY: the caller vouches for `byte_len()` bytes at `dest`.
+            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dest.add(offset), part.len()) };
+            offset += part.len();
+        }
+    }
 }
 
 /// Name, datatype and shape of one model input or output as the model file
@@ -74,5 +106,35 @@ pub trait Runtime: Send {
     /// batch, so one client's bad string never fails the others'.
     fn utf8_strings(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_checked_against_the_shape_and_laid_end_to_end() {
+        let (a, b) = ([1u8, 2, 3, 4], [5u8, 6, 7, 8]);
+        let batch = InputBatch {
+            name: "x",
+            datatype: DataType::Int16,
+            shape: vec![2, 2],
+            parts: vec![&a, &b],
+        };
+        assert_eq!(batch.checked_len().unwrap(), 8);
+        let mut dest = [0u8; 8];
+        // SAFETY: dest holds byte_len() bytes.
+        unsafe { batch.copy_to(dest.as_mut_ptr()) };
+        assert_eq!(dest, [1, 2, 3, 4, 5, 6, 7, 8]);
+        let short = InputBatch {
+            shape: vec![3, 2],
+            ..batch
+        };
+        let e = short.checked_len().unwrap_err().to_string();
+        assert!(
+            e.contains("input 'x': 8 bytes of data for shape [3, 2], expected 12"),
+            "{e}"
+        );
     }
 }

@@ -198,26 +198,12 @@ fn to_value(input: &InputBatch<'_>) -> Result<DynValue, RuntimeError> {
             .map_err(exec)?
             .into_dyn());
     }
-    let expected = element_count(&input.shape)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(input.datatype.size().unwrap_or(1));
-    if expected != input.byte_len() {
-        return Err(RuntimeError::InvalidInput(format!(
-            "input '{name}': {} bytes of data for shape {:?}, expected {expected}",
-            input.byte_len(),
-            input.shape
-        )));
-    }
+    let len = input.checked_len()?;
     let mut value = DynTensor::new(&Allocator::default(), to_ort(input.datatype), input.shape.clone()).map_err(exec)?;
-    if expected > 0 {
-        let dest = value.data_ptr_mut().cast::<u8>();
-        let mut offset = 0;
-        for part in &input.parts {
-            // SAFETY: ONNX Runtime allocated exactly `expected` bytes on the CPU
-            // for this shape and element type, and the parts add up to `expected`.
-            unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dest.add(offset), part.len()) };
-            offset += part.len();
-        }
+    if len > 0 {
+        // SAFETY: ONNX Runtime allocated exactly `len` bytes on the CPU for
+        // this shape and element type.
+        unsafe { input.copy_to(value.data_ptr_mut().cast::<u8>()) };
     }
     Ok(value.into_dyn())
 }

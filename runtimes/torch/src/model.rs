@@ -122,27 +122,13 @@ impl TorchModel {
 
     fn tensor(&self, input: &InputBatch<'_>, kind: Kind) -> Result<tch::Tensor, RuntimeError> {
         let name = input.name;
-        let expected = element_count(&input.shape)
-            .unwrap_or(usize::MAX)
-            .saturating_mul(input.datatype.size().unwrap_or(1));
-        if expected != input.byte_len() {
-            return Err(RuntimeError::InvalidInput(format!(
-                "input '{name}': {} bytes of data for shape {:?}, expected {expected}",
-                input.byte_len(),
-                input.shape
-            )));
-        }
+        let len = input.checked_len()?;
         let exec = |e: tch::TchError| RuntimeError::Execution(format!("input '{name}': {e}"));
         let tensor = tch::Tensor::f_empty(input.shape.as_slice(), (kind, Device::Cpu)).map_err(exec)?;
-        if expected > 0 {
-            let dest = tensor.data_ptr().cast::<u8>();
-            let mut offset = 0;
-            for part in &input.parts {
-                // SAFETY: LibTorch allocated `expected` contiguous bytes on the
-                // CPU for this shape and kind; the parts add up to `expected`.
-                unsafe { std::ptr::copy_nonoverlapping(part.as_ptr(), dest.add(offset), part.len()) };
-                offset += part.len();
-            }
+        if len > 0 {
+            // SAFETY: LibTorch allocated `len` contiguous bytes on the CPU for
+            // this shape and kind.
+            unsafe { input.copy_to(tensor.data_ptr().cast::<u8>()) };
         }
         match self.device {
             Device::Cpu => Ok(tensor),
