@@ -1,6 +1,7 @@
 # Sourced by the benchmark scripts: ONNX Runtime, a release build, and
 # start_quiver LOG ARGS... which starts the server on core 0 with every port
 # picked by the OS and sets $server (pid), $http and $grpc (base URLs).
+# QUIVER_BIN runs another server binary (an earlier build, for before/after).
 root="$PWD"
 out="$root/target/bench"
 mkdir -p "$out"
@@ -14,7 +15,7 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release"
 start_quiver() {
   local log="$1"
   shift
-  taskset -c 0 "$bin/quiver" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
+  taskset -c 0 "${QUIVER_BIN:-$bin/quiver}" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
     --worker-threads 1 --shutdown-drain-seconds 0 --log info "$@" 2> "$log" &
   server=$!
   trap 'kill $server 2>/dev/null || true' EXIT

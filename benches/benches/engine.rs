@@ -16,6 +16,7 @@ fn engine(c: &mut Criterion) {
         default_max_batch_size: 64,
         intra_op_threads: 1,
         queue_capacity: 4096,
+        delay_policy: Default::default(),
         model_name: None,
         default_warmup: false,
         control: quiver_server::engine::lifecycle::ControlMode::None,

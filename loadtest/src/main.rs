@@ -7,6 +7,7 @@ mod cpu;
 mod inprocess;
 mod report;
 mod run;
+mod stream;
 mod swap;
 mod workload;
 
@@ -32,12 +33,17 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     grpc: String,
     /// Protocols to drive, in order: grpc, http-binary, http-json, and
-    /// grpc-live (ServerLive calls: the gRPC stack's floor, no inference).
+    /// grpc-live (ServerLive calls: the gRPC stack's floor, no inference),
+    /// grpc-stream (ModelStreamInfer: each of --concurrency streams sends
+    /// --stream-requests requests as fast as it can).
     #[arg(long, value_delimiter = ',', default_value = "grpc,http-binary,http-json")]
     protocols: Vec<String>,
     /// Closed-loop concurrency levels to sweep.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     concurrency: Vec<usize>,
+    /// Requests per stream for grpc-stream.
+    #[arg(long, default_value_t = 10_000)]
+    stream_requests: u64,
     /// Open loop at this many requests per second instead of the sweep.
     #[arg(long)]
     rate: Option<f64>,
@@ -179,7 +185,7 @@ async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
         let mut senders = Vec::new();
         for _ in 0..args.connections.max(1) {
             senders.push(match protocol.as_str() {
-                "grpc" => Sender::grpc(&args.grpc, workload::grpc_request(&args.model, &specs)).await?,
+                "grpc" | "grpc-stream" => Sender::grpc(&args.grpc, workload::grpc_request(&args.model, &specs)).await?,
                 "grpc-live" => Sender::grpc(&args.grpc, workload::grpc_request(&args.model, &specs))
                     .await?
                     .into_live(),
@@ -192,7 +198,9 @@ async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
                     workload::http_json_body(&specs),
                     None,
                 ),
-                other => anyhow::bail!("unknown protocol '{other}' (grpc, http-binary, http-json, grpc-live)"),
+                other => {
+                    anyhow::bail!("unknown protocol '{other}' (grpc, grpc-stream, http-binary, http-json, grpc-live)")
+                }
             });
         }
         let loads: Vec<(Option<usize>, Option<f64>)> = match args.rate {
@@ -200,17 +208,29 @@ async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
             None => args.concurrency.iter().map(|&c| (Some(c), None)).collect(),
         };
         for (concurrency, rate) in loads {
-            let before = counts(args).await;
+            let mut before = counts(args).await;
+            let mut stream_before = None;
             let client = cpu::CpuMeter::start(None);
             let server = args.server_pid.map(|p| cpu::CpuMeter::start(Some(p)));
-            let m = match (concurrency, rate) {
-                (Some(c), _) => run::closed_loop(&senders, c, warmup, duration).await,
-                (None, Some(r)) => run::open_loop(&senders, r, warmup, duration, args.max_in_flight).await,
+            let m = match (concurrency, rate, &senders[0]) {
+                (Some(c), _, Sender::Grpc { client, request }) if protocol == "grpc-stream" => {
+                    // A short unmeasured stream first warms connection and model up.
+                    stream::run(client, request, c, args.stream_requests.min(1_000)).await;
+                    let before_warm = counts(args).await;
+                    let m = stream::run(client, request, c, args.stream_requests).await;
+                    stream_before = before_warm;
+                    m
+                }
+                (Some(c), _, _) => run::closed_loop(&senders, c, warmup, duration).await,
+                (None, Some(r), _) => run::open_loop(&senders, r, warmup, duration, args.max_in_flight).await,
                 _ => unreachable!("either a concurrency or a rate"),
             };
             let client_cpu = client.cores();
             let server_cpu = server.and_then(|s| s.cores());
             let after = counts(args).await;
+            if stream_before.is_some() {
+                before = stream_before;
+            }
             let mode = if rate.is_some() { "open" } else { "closed" };
             let mut row = Row::from_measured(&args.model, protocol, mode, args.batch, &m);
             row.concurrency = concurrency;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use crate::engine::batcher::policy::DelayPolicy;
+
 pub use crate::engine::lifecycle::ControlMode;
 
 #[derive(Clone, Debug, Parser)]
@@ -124,6 +126,14 @@ pub struct Config {
     /// 429 / RESOURCE_EXHAUSTED.
     #[arg(long, env = "QUIVER_QUEUE_CAPACITY", default_value_t = 1024)]
     pub queue_capacity: usize,
+
+    /// How a dynamic batcher waits for a fuller batch within the model's
+    /// max_queue_delay_microseconds: "adaptive" waits only while another
+    /// request is likely to join; "fixed" always waits the whole delay, as
+    /// Triton does. A model's config can choose for itself with
+    /// parameters { key: "queue_delay_policy" value: { string_value: "fixed" } }.
+    #[arg(long, env = "QUIVER_QUEUE_DELAY_POLICY", default_value = "adaptive")]
+    pub queue_delay_policy: DelayPolicy,
 
     /// Tokio worker threads for HTTP and gRPC I/O. Inference runs on its own
     /// threads, so a small number leaves the cores to the models.

@@ -63,6 +63,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         default_max_batch_size: config.default_max_batch_size,
         intra_op_threads: config.intra_op_threads,
         queue_capacity: config.queue_capacity,
+        delay_policy: config.queue_delay_policy,
         model_name: config.model_name.clone(),
         default_warmup: !config.no_default_warmup,
         control: config.model_control_mode,

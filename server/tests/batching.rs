@@ -19,11 +19,15 @@ fn fraud_repo(name: &str, source: &str) -> std::path::PathBuf {
         ("fraud_alone", without.clone()),
         (
             "fraud_batched",
-            // A long delay with preferred sizes: batches form deterministically
-            // (at 16 or 32 rows, at 64, or when the delay ends).
+            // A long fixed delay with preferred sizes: batches form
+            // deterministically (at 16 or 32 rows, at 64, or when the delay ends).
             format!(
-                "{without}\ndynamic_batching {{ preferred_batch_size: [ 16, 32 ] max_queue_delay_microseconds: 300000 }}\n"
+                "{without}\ndynamic_batching {{ preferred_batch_size: [ 16, 32 ] max_queue_delay_microseconds: 300000 }}\n{FIXED}"
             ),
+        ),
+        (
+            "fraud_adaptive",
+            format!("{without}\ndynamic_batching {{ max_queue_delay_microseconds: 10000000 }}\n"),
         ),
     ] {
         copy_model(source, &repo.join(model));
@@ -31,6 +35,9 @@ fn fraud_repo(name: &str, source: &str) -> std::path::PathBuf {
     }
     repo
 }
+
+/// Triton's fixed queue delay, for a model whose config ends with this.
+const FIXED: &str = r#"parameters { key: "queue_delay_policy" value: { string_value: "fixed" } }"#;
 
 fn request(model: &str, rows: usize, seed: usize) -> InferRequest {
     let values: Vec<f32> = (0..rows * 32)
@@ -99,6 +106,41 @@ async fn answers_in_a_batch_equal_answers_alone(source: &str) {
     assert!(stats.batches.keys().any(|&b| b >= 16), "{:?}", stats.batches.keys());
     let alone_stats = engine.statistics(Some("fraud_alone"), Some("1")).unwrap().remove(0);
     assert_eq!(alone_stats.execution_count, rows.len() as u64);
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+/// A 10 s delay under the default (adaptive) policy: a lone client is not
+/// made to wait for company, and closed-loop clients batch without waiting
+/// out the delay. (Triton's policy would take 10 s per batch here.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_delay_does_not_wait_for_requests_that_cannot_come() {
+    let repo = fraud_repo("adaptive", "fraud_mlp");
+    let s = TestServer::start(config(&repo)).await;
+    let engine = std::sync::Arc::clone(&s.server.as_ref().unwrap().engine);
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        engine.infer(request("fraud_adaptive", 1, i)).await.unwrap();
+    }
+    let clients = futures_join((0..8).map(|c| {
+        let engine = std::sync::Arc::clone(&engine);
+        tokio::spawn(async move {
+            for i in 0..50 {
+                engine.infer(request("fraud_adaptive", 1, c * 100 + i)).await.unwrap();
+            }
+        })
+    }))
+    .await;
+    assert_eq!(clients.len(), 8);
+    let elapsed = started.elapsed();
+    assert!(elapsed < std::time::Duration::from_secs(5), "took {elapsed:?}");
+    let stats = engine.statistics(Some("fraud_adaptive"), None).unwrap().remove(0);
+    assert_eq!(stats.inference_count, 3 + 8 * 50);
+    assert!(
+        stats.execution_count < stats.inference_count,
+        "no batch formed: {:?}",
+        stats.batches.keys()
+    );
     s.stop().await;
     let _ = std::fs::remove_dir_all(&repo);
 }
@@ -215,6 +257,14 @@ async fn prometheus_metrics_have_triton_names_and_histograms() {
         ] {
             assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
         }
+        // Every request was answered: none is pending (the gauge is counted
+        // before the queue can take a request, so it never dips below 0).
+        let pending = text
+            .lines()
+            .find(|l| l.starts_with("nv_inference_pending_request_count{model=\"text_greet\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(pending, Some(0.0), "{text}");
     }
     s.stop().await;
 }

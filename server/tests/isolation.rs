@@ -7,7 +7,7 @@ use quiver_proto::inference::model_infer_request::InferInputTensor;
 use serde_json::Value;
 
 /// text_greet (ONNX string tensors) served with a batch dimension; a batch
-/// runs once 15 rows are queued (or after 10 s).
+/// runs once 15 rows are queued (or after 10 s: Triton's fixed delay).
 fn greet_batched(repo: &std::path::Path) {
     copy_model("text_greet", &repo.join("greet"));
     write(
@@ -15,7 +15,8 @@ fn greet_batched(repo: &std::path::Path) {
         r#"name: "greet" max_batch_size: 16
            input [ { name: "name" data_type: TYPE_STRING dims: [ ] } ]
            output [ { name: "greeting" data_type: TYPE_STRING dims: [ ] } ]
-           dynamic_batching { preferred_batch_size: [ 15 ] max_queue_delay_microseconds: 10000000 }"#,
+           dynamic_batching { preferred_batch_size: [ 15 ] max_queue_delay_microseconds: 10000000 }
+           parameters { key: "queue_delay_policy" value: { string_value: "fixed" } }"#,
     );
 }
 

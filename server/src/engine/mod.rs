@@ -380,8 +380,13 @@ impl Engine {
             enqueued,
             reply,
         };
-        model.scheduler.submit(job)?;
+        // Counted before the instance can take it, so the pending gauge
+        // never dips below the requests really waiting.
         model.stats.enqueued();
+        if let Err(e) = model.scheduler.submit(job) {
+            model.stats.refused();
+            return Err(e);
+        }
         let Answer {
             outputs,
             queued,

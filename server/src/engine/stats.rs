@@ -73,6 +73,11 @@ impl VersionStats {
         self.metrics.pending(1.0);
     }
 
+    /// A request counted by `enqueued` was refused by the queue after all.
+    pub fn refused(&self) {
+        self.metrics.pending(-1.0);
+    }
+
     /// A request left the queue: run, timed out or cancelled.
     pub fn dequeued(&self, waited: Duration) {
         self.metrics.pending(-1.0);

@@ -6,7 +6,8 @@ pub mod batch;
 pub mod policy;
 pub mod queue;
 
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quiver_runtimes::{Runtime, Tensor};
@@ -56,6 +57,8 @@ pub struct SchedulerConfig {
 /// must never wait for them.
 pub struct Scheduler {
     queue: Arc<JobQueue>,
+    #[cfg(test)]
+    reorder: Option<Arc<Reorder>>,
 }
 
 impl Scheduler {
@@ -67,21 +70,25 @@ impl Scheduler {
         stats: Arc<VersionStats>,
     ) -> std::io::Result<Scheduler> {
         let queue = Arc::new(JobQueue::new(config.queue));
-        let turnstile = config.preserve_ordering.then(|| Arc::new(Turnstile::default()));
+        let reorder = config.preserve_ordering.then(|| Arc::new(Reorder::default()));
         for (i, runtime) in runtimes.into_iter().enumerate() {
-            let (shared, stats, turnstile) = (Arc::clone(&queue), Arc::clone(&stats), turnstile.clone());
+            let (shared, stats, reorder) = (Arc::clone(&queue), Arc::clone(&stats), reorder.clone());
             // Linux caps thread names at 15 bytes.
             let name: String = format!("q-{label}-{i}").chars().take(15).collect();
             // Detached: the thread ends by itself once the queue is closed and empty.
             let spawned = std::thread::Builder::new()
                 .name(name)
-                .spawn(move || serve(runtime, &shared, &stats, turnstile));
+                .spawn(move || serve(runtime, &shared, &stats, reorder));
             if let Err(e) = spawned {
                 queue.close(); // lets the threads already started exit
                 return Err(e);
             }
         }
-        Ok(Scheduler { queue })
+        Ok(Scheduler {
+            queue,
+            #[cfg(test)]
+            reorder,
+        })
     }
 
     pub fn queue_config(&self) -> &QueueConfig {
@@ -135,29 +142,57 @@ impl Drop for Scheduler {
     }
 }
 
-/// Delivers batches in the order they left the queue (`preserve_ordering`),
-/// whichever instance finishes first.
+/// One request's answer, ready to send.
+type Delivery = (oneshot::Sender<Result<Answer>>, Result<Answer>);
+
+/// Delivers batches' answers in the order the batches left the queue
+/// (`preserve_ordering`), whichever instance finishes first. An instance that
+/// finishes ahead of its turn parks its answers here and goes on to its next
+/// batch: ordering costs the early answers their wait, never an instance.
 #[derive(Default)]
-struct Turnstile {
-    next: Mutex<u64>,
-    turn: Condvar,
+struct Reorder {
+    state: Mutex<ReorderState>,
 }
 
-impl Turnstile {
-    fn wait_for(&self, ticket: u64) {
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        while *next != ticket {
-            next = self.turn.wait(next).unwrap_or_else(|e| e.into_inner());
+#[derive(Default)]
+struct ReorderState {
+    /// The ticket whose answers go out next.
+    next: u64,
+    parked: BTreeMap<u64, Vec<Delivery>>,
+}
+
+impl Reorder {
+    fn deliver(&self, ticket: u64, answers: Vec<Delivery>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if ticket != st.next {
+            st.parked.insert(ticket, answers);
+            return;
+        }
+        send(answers);
+        st.next += 1;
+        loop {
+            let next = st.next;
+            let Some(answers) = st.parked.remove(&next) else { break };
+            send(answers);
+            st.next += 1;
         }
     }
 
-    fn done(&self) {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.turn.notify_all();
+    /// Batches finished ahead of their turn.
+    #[cfg(test)]
+    fn parked(&self) -> usize {
+        self.state.lock().unwrap().parked.len()
     }
 }
 
-fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, turnstile: Option<Arc<Turnstile>>) {
+fn send(answers: Vec<Delivery>) {
+    for (reply, answer) in answers {
+        // The client may have gone; nothing is waiting for the answer then.
+        let _ = reply.send(answer);
+    }
+}
+
+fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, reorder: Option<Arc<Reorder>>) {
     let timed_out = |job: Job| {
         let waited = job.enqueued.elapsed();
         stats.dequeued(waited);
@@ -185,22 +220,28 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
         let mut timing = batch::Timing::default();
         let results = execute(&mut *runtime, &jobs, &mut timing);
         let rows: usize = jobs.iter().map(|j| j.rows).sum();
+        let n = jobs.len();
         // Recorded before answering, so a client that reads the statistics
         // after its answer sees its own execution.
-        stats.batch(jobs.len(), rows, timing.input, timing.infer, timing.output);
-        if let Some(t) = &turnstile {
-            t.wait_for(ticket);
+        stats.batch(n, rows, timing.input, timing.infer, timing.output);
+        let answers: Vec<Delivery> = jobs
+            .into_iter()
+            .zip(results)
+            .zip(queued)
+            .map(|((job, result), queued)| {
+                let answer = result.map(|outputs| Answer {
+                    outputs,
+                    queued,
+                    batch_rows: rows,
+                });
+                (job.reply, answer)
+            })
+            .collect();
+        match &reorder {
+            Some(r) => r.deliver(ticket, answers),
+            None => send(answers),
         }
-        for ((job, result), queued) in jobs.into_iter().zip(results).zip(queued) {
-            let _ = job.reply.send(result.map(|outputs| Answer {
-                outputs,
-                queued,
-                batch_rows: rows,
-            }));
-        }
-        if let Some(t) = &turnstile {
-            t.done();
-        }
+        queue.finished(n);
     }
 }
 
@@ -393,6 +434,7 @@ mod tests {
             max_batch_size: 8,
             preferred: vec![],
             max_queue_delay: Duration::ZERO,
+            delay_policy: Default::default(),
         };
         let h = harness(vec![QueuePolicy::default()], Some(batching), 16);
         let (a, ra) = job(1, 0, None);
@@ -599,9 +641,32 @@ mod tests {
             r2.try_recv().is_err(),
             "the second request was answered before the first"
         );
+        // The instance that finished early parked its answer and is free:
+        // it takes the third request while the first still runs.
+        let (third, mut r3) = job(3, 0, None);
+        scheduler.submit(third).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while taken.lock().unwrap().len() < 3 {
+            assert!(Instant::now() < deadline, "the early instance stayed blocked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(holder_of(3), holder_of(2));
+        gates[holder_of(3)].send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            r3.try_recv().is_err(),
+            "the third request was answered before the first"
+        );
+        assert_eq!(reorder_parked(&scheduler), 2);
         gates[holder_of(1)].send(()).unwrap();
         assert_eq!(r1.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[1]);
         assert_eq!(r2.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[2]);
+        assert_eq!(r3.blocking_recv().unwrap().unwrap().outputs[0].data.as_ref(), &[3]);
+        assert_eq!(reorder_parked(&scheduler), 0);
+    }
+
+    fn reorder_parked(s: &Scheduler) -> usize {
+        s.reorder.as_ref().map_or(0, |r| r.parked())
     }
 
     /// Fails any run that holds a request whose id (first byte) is 13.
@@ -639,6 +704,7 @@ mod tests {
                     max_batch_size: 4,
                     preferred: vec![4],
                     max_queue_delay: Duration::from_secs(30),
+                    delay_policy: Default::default(),
                 }),
             },
             preserve_ordering: false,

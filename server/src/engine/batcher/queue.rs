@@ -6,7 +6,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::Job;
-use super::policy::{self, BatchingConfig, Candidate, Decision};
+use super::policy::{self, Arrivals, BatchingConfig, Candidate, Decision};
 use crate::error::{Error, ErrorKind};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -68,6 +68,8 @@ struct State {
     closed: bool,
     /// Batches handed out so far: the order ticket for `preserve_ordering`.
     next_ticket: u64,
+    /// Arrival gaps and requests in flight, for the adaptive delay.
+    arrivals: Arrivals,
 }
 
 impl State {
@@ -152,6 +154,7 @@ impl JobQueue {
                 with_deadline: 0,
                 closed: false,
                 next_ticket: 0,
+                arrivals: Arrivals::default(),
             }),
             arrived: Condvar::new(),
             config,
@@ -198,6 +201,12 @@ impl JobQueue {
         if deadline.is_some() {
             st.with_deadline += 1;
         }
+        let cap = self
+            .config
+            .batching
+            .as_ref()
+            .map_or(Duration::ZERO, |b| b.max_queue_delay);
+        st.arrivals.arrived(Instant::now(), cap);
         st.levels[level].push_back(Queued { job, deadline });
         drop(st);
         self.arrived.notify_one();
@@ -218,6 +227,16 @@ impl JobQueue {
         self.len() == 0
     }
 
+    /// Requests queued or running.
+    pub fn in_flight(&self) -> usize {
+        self.lock().arrivals.in_flight()
+    }
+
+    /// An instance has answered the `n` requests of a batch it took.
+    pub fn finished(&self, n: usize) {
+        self.lock().arrivals.left(n);
+    }
+
     /// Blocks until the policy releases a batch; `None` once closed and empty.
     /// Requests that time out meanwhile are handed to `timed_out`, and ones
     /// whose client went away to `cancelled`, both without running.
@@ -226,6 +245,7 @@ impl JobQueue {
         loop {
             let now = Instant::now();
             let (rejected, next_deadline) = st.expire(now, &self.config.levels);
+            st.arrivals.left(rejected.len());
             for job in rejected {
                 timed_out(job);
             }
@@ -239,9 +259,10 @@ impl JobQueue {
                         ..c.clone()
                     },
                     st.candidates(),
+                    &st.arrivals,
                     now,
                 ),
-                (Some(c), false) => policy::decide(c, st.candidates(), now),
+                (Some(c), false) => policy::decide(c, st.candidates(), &st.arrivals, now),
             };
             match decision {
                 Decision::Run(n) => {
@@ -249,6 +270,7 @@ impl JobQueue {
                     for _ in 0..n {
                         let Some(q) = st.pop() else { break };
                         if q.job.reply.is_closed() {
+                            st.arrivals.left(1);
                             cancelled(q.job);
                         } else {
                             jobs.push(q.job);

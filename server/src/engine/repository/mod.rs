@@ -14,7 +14,7 @@ use quiver_proto::inference::ModelConfig;
 use quiver_runtimes::registry::{self, Entry};
 use quiver_runtimes::{Device, LoadRequest, Runtime, Settings};
 
-use super::batcher::policy::BatchingConfig;
+use super::batcher::policy::{BatchingConfig, DelayPolicy};
 use super::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
 use super::batcher::{Scheduler, SchedulerConfig};
 use super::model::ModelVersion;
@@ -27,6 +27,9 @@ pub struct LoadOptions {
     pub default_max_batch_size: i32,
     pub intra_op_threads: usize,
     pub queue_capacity: usize,
+    /// `--queue-delay-policy`: how batches wait, unless a model's config
+    /// sets parameters { key: "queue_delay_policy" }.
+    pub delay_policy: DelayPolicy,
     /// `--model-name`: serve a repository folder that is one model under this name.
     pub model_name: Option<String>,
     /// Warm a model that has no `model_warmup` with one run on zeros.
@@ -39,6 +42,10 @@ pub struct LoadOptions {
     /// `--backend-directory` and `--backend-config`.
     pub backends: Arc<Settings>,
 }
+
+/// The model config parameter that picks a model's queue delay policy
+/// ("adaptive" or "fixed"), over the server's `--queue-delay-policy`.
+pub const DELAY_POLICY_PARAMETER: &str = "queue_delay_policy";
 
 /// The model folders of a repository, sorted by name. Hidden folders are skipped.
 /// With `single_model`, a root that is itself a model folder (it holds numeric
@@ -171,7 +178,7 @@ pub fn start_version(
     runtimes: Vec<Box<dyn Runtime>>,
     options: &LoadOptions,
 ) -> Result<ModelVersion, String> {
-    let scheduler_config = scheduler_config(&config, options.queue_capacity)?;
+    let scheduler_config = scheduler_config(&config, options.queue_capacity, options.delay_policy)?;
     let stats = Arc::new(VersionStats::new(name, version));
     let scheduler = Scheduler::start(
         &format!("{name}:{version}"),
@@ -264,9 +271,19 @@ fn threads(config: &ModelConfig, options: &LoadOptions) -> Result<(usize, usize)
 
 /// Triton's `dynamic_batching` block as the scheduler's settings. Without the
 /// block (or with `max_batch_size: 0`) every request runs alone.
-fn scheduler_config(config: &ModelConfig, capacity: usize) -> Result<SchedulerConfig, String> {
+fn scheduler_config(
+    config: &ModelConfig,
+    capacity: usize,
+    server_delay_policy: DelayPolicy,
+) -> Result<SchedulerConfig, String> {
     use quiver_proto::inference::model_config::SchedulingChoice;
     use quiver_proto::inference::{ModelQueuePolicy, model_queue_policy};
+    let delay_policy = match model_config::parameter(config, DELAY_POLICY_PARAMETER) {
+        Some(v) => v
+            .parse()
+            .map_err(|e| format!("parameter '{DELAY_POLICY_PARAMETER}': {e}"))?,
+        None => server_delay_policy,
+    };
     let queue_policy = |p: Option<&ModelQueuePolicy>| -> QueuePolicy {
         let Some(p) = p else { return QueuePolicy::default() };
         QueuePolicy {
@@ -329,8 +346,32 @@ fn scheduler_config(config: &ModelConfig, capacity: usize) -> Result<SchedulerCo
                 max_batch_size: max,
                 preferred,
                 max_queue_delay: std::time::Duration::from_micros(db.max_queue_delay_microseconds),
+                delay_policy,
             }),
         },
         preserve_ordering: db.preserve_ordering,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batching(text: &str, server: DelayPolicy) -> Result<Option<BatchingConfig>, String> {
+        let config = model_config::parse(text).expect("a valid config");
+        scheduler_config(&config, 16, server).map(|c| c.queue.batching)
+    }
+
+    #[test]
+    fn the_delay_policy_is_the_servers_unless_the_model_picks_one() {
+        let base = r#"name: "m" max_batch_size: 8 dynamic_batching { max_queue_delay_microseconds: 500 }"#;
+        let policy = |text: &str, server| batching(text, server).unwrap().unwrap().delay_policy;
+        assert_eq!(policy(base, DelayPolicy::Adaptive), DelayPolicy::Adaptive);
+        assert_eq!(policy(base, DelayPolicy::Fixed), DelayPolicy::Fixed);
+        let fixed = format!(r#"{base} parameters {{ key: "queue_delay_policy" value: {{ string_value: "fixed" }} }}"#);
+        assert_eq!(policy(&fixed, DelayPolicy::Adaptive), DelayPolicy::Fixed);
+        let bad = format!(r#"{base} parameters {{ key: "queue_delay_policy" value: {{ string_value: "soon" }} }}"#);
+        let e = batching(&bad, DelayPolicy::Adaptive).unwrap_err();
+        assert!(e.contains("queue_delay_policy") && e.contains("'soon'"), "{e}");
+    }
 }
