@@ -195,6 +195,50 @@ async fn stream_infer_answers_in_order_and_survives_errors() {
     s.stop().await;
 }
 
+/// One stream's requests run concurrently, so they batch with each other,
+/// and still come back in the order sent, each with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_pipelines_its_requests_into_batches() {
+    let s = TestServer::demo().await;
+    let mut client = s.grpc_client().await;
+    let n = 400;
+    let requests: Vec<ModelInferRequest> = (0..n)
+        .map(|i| ModelInferRequest {
+            model_name: "fraud_mlp".into(),
+            id: format!("r{i}"),
+            inputs: vec![InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape: vec![1, 32],
+                ..Default::default()
+            }],
+            raw_input_contents: vec![(0..32).flat_map(|j| ((i * j) as f32).to_le_bytes()).collect()],
+            ..Default::default()
+        })
+        .collect();
+    let mut stream = client
+        .model_stream_infer(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(msg) = stream.message().await.unwrap() {
+        assert!(msg.error_message.is_empty(), "{}", msg.error_message);
+        ids.push(msg.infer_response.unwrap().id);
+    }
+    let expected: Vec<String> = (0..n).map(|i| format!("r{i}")).collect();
+    assert_eq!(ids, expected);
+    let engine = &s.server.as_ref().unwrap().engine;
+    let stats = engine.statistics(Some("fraud_mlp"), None).unwrap().remove(0);
+    assert_eq!(stats.inference_count, n as u64);
+    assert!(
+        stats.execution_count < n as u64 / 2,
+        "{} executions for {n} requests: the stream did not overlap them",
+        stats.execution_count
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn reflection_lists_the_services() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;

@@ -78,6 +78,16 @@ impl Headers for Metadata<'_> {
 
 type StreamResult = Result<ModelStreamInferResponse, Status>;
 
+/// Requests one `ModelStreamInfer` stream may have in flight at once.
+pub const STREAM_IN_FLIGHT: usize = 128;
+
+/// What a stream answers next, in request order.
+enum InFlight {
+    Answer(tokio::task::JoinHandle<ModelStreamInferResponse>),
+    /// The client's side of the stream failed: end with this status.
+    End(Status),
+}
+
 #[tonic::async_trait]
 impl GrpcInferenceService for InferenceService {
     async fn server_live(&self, _: Request<ServerLiveRequest>) -> Result<Response<ServerLiveResponse>, Status> {
@@ -144,7 +154,10 @@ impl GrpcInferenceService for InferenceService {
 
     type ModelStreamInferStream = Pin<Box<dyn Stream<Item = StreamResult> + Send + 'static>>;
 
-    /// Requests on one stream are answered in order; a failed request is
+    /// Requests on one stream run concurrently, up to [`STREAM_IN_FLIGHT`]
+    /// at a time, so they batch with each other and with other clients; they
+    /// are answered in the order they were sent (Triton's rule for models
+    /// that are not decoupled), each with its `id`. A failed request is
     /// reported in `error_message` and the stream carries on, as Triton does.
     async fn model_stream_infer(
         &self,
@@ -153,7 +166,12 @@ impl GrpcInferenceService for InferenceService {
         let ticket = ticket(&r);
         // Every request on the stream is routed with the stream's metadata.
         let (metadata, _, mut incoming) = r.into_parts();
-        let (tx, rx) = tokio::sync::mpsc::channel::<StreamResult>(16);
+        let metadata = Arc::new(metadata);
+        let (tx, rx) = tokio::sync::mpsc::channel::<StreamResult>(STREAM_IN_FLIGHT);
+        // Requests in flight, in the order they came: the bound is the
+        // channel's, so a stream that sends faster than it is served waits
+        // here (and in HTTP/2 flow control), not in memory.
+        let (order, mut answers) = tokio::sync::mpsc::channel::<InFlight>(STREAM_IN_FLIGHT);
         let engine = Arc::clone(&self.engine);
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
@@ -167,33 +185,54 @@ impl GrpcInferenceService for InferenceService {
                     Ok(Some(msg)) => msg,
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = order.send(InFlight::End(status)).await;
                         break;
                     }
                 };
-                let started = Instant::now();
-                let size = prost::Message::encoded_len(&msg) + 5;
-                let result = infer(&engine, msg, &metadata).await.map(|(resp, _)| resp);
-                // Answered: its bytes no longer count against the budget.
-                if let Some(t) = &ticket {
-                    t.shrink(size);
+                let (engine, metadata, ticket) = (Arc::clone(&engine), Arc::clone(&metadata), ticket.clone());
+                let answer = tokio::spawn(async move {
+                    let started = Instant::now();
+                    let size = prost::Message::encoded_len(&msg) + 5;
+                    let result = infer(&engine, msg, &metadata).await.map(|(resp, _)| resp);
+                    // Answered: its bytes no longer count against the budget.
+                    if let Some(t) = &ticket {
+                        t.shrink(size);
+                    }
+                    telemetry::grpc_request(
+                        "ModelStreamInfer",
+                        result.as_ref().map_or_else(|e| e.kind.grpc_code(), |_| tonic::Code::Ok),
+                        started.elapsed(),
+                    );
+                    match result {
+                        Ok(resp) => ModelStreamInferResponse {
+                            error_message: String::new(),
+                            infer_response: Some(resp),
+                        },
+                        Err(e) => ModelStreamInferResponse {
+                            error_message: e.message,
+                            infer_response: None,
+                        },
+                    }
+                });
+                if order.send(InFlight::Answer(answer)).await.is_err() {
+                    break;
                 }
-                telemetry::grpc_request(
-                    "ModelStreamInfer",
-                    result.as_ref().map_or_else(|e| e.kind.grpc_code(), |_| tonic::Code::Ok),
-                    started.elapsed(),
-                );
-                let answer = match result {
-                    Ok(resp) => ModelStreamInferResponse {
-                        error_message: String::new(),
-                        infer_response: Some(resp),
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(next) = answers.recv().await {
+                let item = match next {
+                    InFlight::Answer(answer) => match answer.await {
+                        Ok(a) => Ok(a),
+                        // The request's task panicked: say so in its place.
+                        Err(_) => Ok(ModelStreamInferResponse {
+                            error_message: "internal error while running this request".into(),
+                            infer_response: None,
+                        }),
                     },
-                    Err(e) => ModelStreamInferResponse {
-                        error_message: e.message,
-                        infer_response: None,
-                    },
+                    InFlight::End(status) => Err(status),
                 };
-                if tx.send(Ok(answer)).await.is_err() {
+                if tx.send(item).await.is_err() {
                     break;
                 }
             }
