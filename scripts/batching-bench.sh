@@ -7,7 +7,7 @@
 #     d1000    1000 µs, the server's default delay policy (adaptive)
 #     d1000f   1000 µs, queue_delay_policy "fixed" (Triton's behaviour)
 #   closed loop c=16 and c=1 over gRPC; open loop at 70% of the fixed
-#   policy's c=64 capacity; one ModelStreamInfer stream of 10,000 requests
+#   policy's open-loop capacity; one ModelStreamInfer stream of 10,000 requests
 #   on the demo fraud_mlp; add_sub gRPC c=1 against ServerLive c=1.
 #
 # QUIVER_BIN=<binary> benchmarks another build (the "before" column).
@@ -47,20 +47,27 @@ load() { taskset -c 1 "$bin/quiver-loadtest" --http "$http" --grpc "$grpc" --ser
 for m in fraud_d0 fraud_d1000 fraud_d1000f; do
   load --model "$m" --protocols grpc --concurrency 16,1 --json "$out/$tag-$m.json" --markdown "$out/$tag-$m.md"
 done
-load --model fraud_d1000f --protocols grpc --concurrency 64 --json "$out/$tag-capacity.json" \
+# Capacity: what the fixed policy sustains in open loop when offered far
+# more than it can take (at most 256 outstanding); the comparison then runs
+# at 70% of that, each policy twice, alternating.
+load --model fraud_d1000f --protocols grpc --rate 100000 --max-in-flight 256 --json "$out/$tag-capacity.json" \
   --markdown "$out/$tag-capacity.md"
 capacity=$(python3 -c "import json; print(json.load(open('$out/$tag-capacity.json'))[0]['inferences_per_s'])")
 rate=$(python3 -c "print(round(0.7 * $capacity))")
-for m in fraud_d1000f fraud_d1000; do
-  load --model "$m" --protocols grpc --rate "$rate" --json "$out/$tag-open-$m.json" --markdown "$out/$tag-open-$m.md"
+for round in 1 2; do
+  for m in fraud_d1000f fraud_d1000; do
+    load --model "$m" --protocols grpc --rate "$rate" --json "$out/$tag-open-$m-$round.json" \
+      --markdown "$out/$tag-open-$m-$round.md"
+  done
 done
 load --model fraud_mlp --protocols grpc-stream --concurrency 1 --stream-requests 10000 \
   --json "$out/$tag-stream.json" --markdown "$out/$tag-stream.md"
 load --model add_sub --protocols grpc,grpc-live --concurrency 1 --json "$out/$tag-floor.json" \
   --markdown "$out/$tag-floor.md"
 
-echo "capacity (fraud_d1000f, c=64): $capacity/s; open loop at $rate/s"
-for f in fraud_d0 fraud_d1000 fraud_d1000f capacity open-fraud_d1000f open-fraud_d1000 stream floor; do
+echo "capacity (fraud_d1000f, open loop): $capacity/s; open loop at $rate/s"
+for f in fraud_d0 fraud_d1000 fraud_d1000f capacity open-fraud_d1000f-1 open-fraud_d1000-1 \
+         open-fraud_d1000f-2 open-fraud_d1000-2 stream floor; do
   echo "### $f"
   cat "$out/$tag-$f.md"
   echo

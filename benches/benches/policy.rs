@@ -15,7 +15,7 @@ fn policy(c: &mut Criterion) {
     // A steady stream every 10 µs, so the adaptive rule has an estimate to use.
     let mut arrivals = Arrivals::default();
     for i in (0..64u64).rev() {
-        arrivals.arrived(now - Duration::from_micros(10 * i), config.max_queue_delay);
+        arrivals.arrived(now - Duration::from_micros(10 * i));
     }
     let mut g = c.benchmark_group("policy/decide");
     for queued in [1usize, 8, 64, 1024] {

@@ -81,8 +81,17 @@ pub async fn closed_loop(senders: &[Sender], concurrency: usize, warmup: Duratio
     total
 }
 
+/// The open loop's pacing resolution.
+const TICK: Duration = Duration::from_micros(100);
+
 /// Requests at `rate` per second; at most `max_in_flight` outstanding (the
 /// rest are counted as "generator saturated", never silently skipped).
+///
+/// A thread of its own paces the sends with high-resolution sleeps, waking
+/// at most every [`TICK`] and sending what is due: tokio's timer ticks in
+/// milliseconds and would send a 40,000/s stream as bursts of 40 every
+/// millisecond, which is not the steady load this mode promises, and a wake
+/// per request would cost the generator more than the requests do.
 pub async fn open_loop(
     senders: &[Sender],
     rate: f64,
@@ -98,45 +107,62 @@ pub async fn open_loop(
         }
         m
     });
-    let interval = Duration::from_secs_f64(1.0 / rate);
-    let start = tokio::time::Instant::now();
-    let measure_from = start + warmup;
-    let end = measure_from + duration;
-    let in_flight = Arc::new(AtomicUsize::new(0));
-    let mut saturated = 0u64;
-    let mut tasks = Vec::new();
-    for i in 0u64.. {
-        let scheduled = start + interval.mul_f64(i as f64);
-        if scheduled >= end {
-            break;
+    let runtime = tokio::runtime::Handle::current();
+    let senders = senders.to_vec();
+    let pacer = std::thread::spawn(move || {
+        // The default 50 µs timer slack would round every sleep up.
+        // SAFETY: prctl with PR_SET_TIMERSLACK only changes this thread's slack.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
         }
-        tokio::time::sleep_until(scheduled).await;
-        let measured = scheduled >= measure_from;
-        if in_flight.load(Ordering::Relaxed) >= max_in_flight {
-            if measured {
-                saturated += 1;
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        let start = Instant::now();
+        let measure_from = start + warmup;
+        let end = measure_from + duration;
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut saturated = 0u64;
+        let mut tasks = Vec::new();
+        for i in 0u64.. {
+            let scheduled = start + interval.mul_f64(i as f64);
+            if scheduled >= end {
+                break;
             }
-            continue;
-        }
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let mut sender = senders[i as usize % senders.len()].clone();
-        let (tx, in_flight) = (tx.clone(), Arc::clone(&in_flight));
-        tasks.push(tokio::spawn(async move {
-            let result = sender.send().await;
-            let latency = scheduled.elapsed();
-            in_flight.fetch_sub(1, Ordering::Relaxed);
-            if measured {
-                let _ = tx.send((latency, result));
+            let now = Instant::now();
+            if scheduled > now {
+                std::thread::sleep((scheduled - now).max(TICK));
             }
-        }));
-        if tasks.len() > 4096 {
-            tasks.retain(|t| !t.is_finished());
+            let measured = scheduled >= measure_from;
+            if in_flight.load(Ordering::Relaxed) >= max_in_flight {
+                if measured {
+                    saturated += 1;
+                }
+                continue;
+            }
+            in_flight.fetch_add(1, Ordering::Relaxed);
+            let mut sender = senders[i as usize % senders.len()].clone();
+            let (tx, in_flight) = (tx.clone(), Arc::clone(&in_flight));
+            tasks.push(runtime.spawn(async move {
+                let result = sender.send().await;
+                let latency = scheduled.elapsed();
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                if measured {
+                    let _ = tx.send((latency, result));
+                }
+            }));
+            if tasks.len() > 4096 {
+                tasks.retain(|t| !t.is_finished());
+            }
         }
-    }
+        (tasks, saturated)
+    });
+    let (tasks, saturated) = tokio::task::spawn_blocking(move || pacer.join())
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
     for t in tasks {
         let _ = t.await;
     }
-    drop(tx);
     let mut m = collector.await.unwrap_or_else(|_| Measured::new());
     if saturated > 0 {
         m.errors.insert("generator saturated (max in flight)".into(), saturated);

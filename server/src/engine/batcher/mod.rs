@@ -237,11 +237,14 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
                 (job.reply, answer)
             })
             .collect();
+        // Out of flight before the answers go: a client that sends its next
+        // request the moment it has this answer must not find itself
+        // counted twice (the adaptive delay would think it had company).
+        queue.finished(n);
         match &reorder {
             Some(r) => r.deliver(ticket, answers),
             None => send(answers),
         }
-        queue.finished(n);
     }
 }
 

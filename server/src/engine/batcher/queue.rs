@@ -201,12 +201,7 @@ impl JobQueue {
         if deadline.is_some() {
             st.with_deadline += 1;
         }
-        let cap = self
-            .config
-            .batching
-            .as_ref()
-            .map_or(Duration::ZERO, |b| b.max_queue_delay);
-        st.arrivals.arrived(Instant::now(), cap);
+        st.arrivals.arrived(Instant::now());
         st.levels[level].push_back(Queued { job, deadline });
         drop(st);
         self.arrived.notify_one();
