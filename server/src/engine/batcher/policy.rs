@@ -122,10 +122,6 @@ impl Arrivals {
         self.in_flight = self.in_flight.saturating_sub(n);
     }
 
-    pub fn in_flight(&self) -> usize {
-        self.in_flight
-    }
-
     /// The usual gap between two arrivals, once two have been seen.
     pub fn gap(&self) -> Option<Duration> {
         self.last_gap.or_else(|| {

@@ -222,11 +222,6 @@ impl JobQueue {
         self.len() == 0
     }
 
-    /// Requests queued or running.
-    pub fn in_flight(&self) -> usize {
-        self.lock().arrivals.in_flight()
-    }
-
     /// An instance has answered the `n` requests of a batch it took.
     pub fn finished(&self, n: usize) {
         self.lock().arrivals.left(n);
