@@ -4,18 +4,23 @@
 # official `onnxruntime` wheel on PyPI. Nothing is downloaded at build time:
 # quiver loads the library at start-up (ort's `load-dynamic`).
 #   ORT_VERSION   wheel version (default 1.31.1)
-#   ORT_PACKAGE   onnxruntime (CPU) or onnxruntime-gpu (CUDA + TensorRT providers)
+#   ORT_PACKAGE   onnxruntime (CPU) or onnxruntime-gpu (adds the CUDA and
+#                 TensorRT providers: libonnxruntime_providers_{cuda,tensorrt}.so
+#                 beside libonnxruntime.so; 1.31 needs CUDA 13 and cuDNN 9, see
+#                 the README's GPU section)
+#   ORT_DEST      folder to put it in (default .cache/onnxruntime)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version="${ORT_VERSION:-1.31.1}"
 package="${ORT_PACKAGE:-onnxruntime}"
-dest="$root/.cache/onnxruntime"
+dest="${ORT_DEST:-$root/.cache/onnxruntime}"
 if [ -e "$dest/libonnxruntime.so" ] && [ "$(cat "$dest/VERSION" 2>/dev/null)" = "$package==$version" ]; then
   exit 0
 fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "$package==$version"
+rm -f "$dest"/libonnxruntime*.so*
 mkdir -p "$dest"
 python3 - "$tmp" "$dest" <<'PY'
 import glob, os, sys, zipfile

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine: fetches ONNX Runtime and a CPU
-# LibTorch (both from PyPI wheels, into .cache/, reused when there), builds,
+# The whole test suite, on a fresh machine: fetches ONNX Runtime (its CPU and
+# GPU builds) and a CPU LibTorch (all from PyPI wheels, into .cache/, reused when there), builds,
 # checks formatting and lints, runs the Rust tests (unit, codec properties,
 # the real server over HTTP and gRPC), a short fuzz run of the decoders
 # (AFL++ via cargo-afl, installed on first use), then the Python suites with the clients
@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 
 ./scripts/fetch-onnxruntime.sh
+# The GPU build too: the tests check that on a machine without CUDA a
+# KIND_GPU model fails to load naming the missing library (no silent CPU).
+ORT_PACKAGE=onnxruntime-gpu ORT_DEST="$root/.cache/onnxruntime-gpu" ./scripts/fetch-onnxruntime.sh
 ./scripts/fetch-libtorch.sh
 # The TLS tests make their certificates with the openssl command line.
 if ! command -v openssl > /dev/null; then

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use quiver_runtimes::registry;
-use quiver_runtimes::{Device, InputBatch, LoadRequest, Settings};
-use quiver_server::engine::repository::{model_config, read_config};
+use quiver_runtimes::{InputBatch, LoadRequest, Settings};
+use quiver_server::engine::repository::{accelerators, instance_devices, model_config, read_config};
 
 use crate::run::Measured;
 use crate::workload::{InputSpec, raw_data};
@@ -34,7 +34,16 @@ pub fn run(
             .ok_or_else(|| anyhow::anyhow!("no backend takes {}", model.display()))?,
     };
     let declared = model_config::declared_io(&config).map_err(anyhow::Error::msg)?;
-    let parameters = BTreeMap::new();
+    let parameters: BTreeMap<String, String> = config
+        .parameters
+        .iter()
+        .map(|(k, v)| (k.clone(), v.string_value.clone()))
+        .collect();
+    // The device and providers of the config's first instance, as the
+    // server would place it: the ceiling of the same provider.
+    let device = instance_devices(&config).map_err(anyhow::Error::msg)?[0];
+    let accelerators = accelerators(&config);
+    eprintln!("in-process: {} on {device:?}", config.name);
     let warn = |m: &str| eprintln!("warning: {m}");
     let request = LoadRequest {
         model: &config.name,
@@ -44,7 +53,9 @@ pub fn run(
         intra_op_threads,
         inter_op_threads: 1,
         graph_level: 0,
-        device: Device::Cpu,
+        device,
+        accelerators: &accelerators,
+        settings,
         warn: &warn,
     };
     let mut session = backend.load(settings, &request)?;

@@ -72,6 +72,9 @@ struct Args {
     /// ONNX Runtime library for --in-process.
     #[arg(long, env = "ORT_DYLIB_PATH", default_value = ".cache/onnxruntime/libonnxruntime.so")]
     onnxruntime_lib: PathBuf,
+    /// CUDA library folders for --in-process on a GPU (as quiver's flag).
+    #[arg(long, env = "QUIVER_CUDA_LIBRARY_PATH", value_delimiter = ':')]
+    cuda_library_path: Vec<PathBuf>,
     #[arg(long, default_value_t = 1)]
     intra_op_threads: usize,
     /// JSON report of an --in-process run: its throughput is the ceiling the
@@ -165,6 +168,7 @@ async fn drive(args: &Args) -> anyhow::Result<Vec<Row>> {
         let meter = cpu::CpuMeter::start(None);
         let mut settings = quiver_runtimes::Settings::default();
         settings.set("onnxruntime", "library", args.onnxruntime_lib.to_string_lossy());
+        settings.cuda_library_path = args.cuda_library_path.clone();
         let m = inprocess::run(&settings, model, args.batch, args.intra_op_threads, warmup, duration)?;
         let mut row = Row::from_measured(&args.model, "in-process", "loop", args.batch, &m);
         row.client_cpu = meter.cores();

@@ -13,6 +13,28 @@ pub enum Device {
     Gpu(u32),
 }
 
+/// One entry of Triton's `optimization.execution_accelerators`: a provider
+/// the backend should put ahead of its default one (`tensorrt` before CUDA,
+/// `openvino` on the CPU) and that provider's options, by Triton's names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accelerator {
+    pub name: String,
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// The accelerators a config lists, for GPU and for CPU instances.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accelerators {
+    pub gpu: Vec<Accelerator>,
+    pub cpu: Vec<Accelerator>,
+}
+
+impl Accelerators {
+    pub fn is_empty(&self) -> bool {
+        self.gpu.is_empty() && self.cpu.is_empty()
+    }
+}
+
 /// Everything a backend needs to load one instance of a model version.
 pub struct LoadRequest<'a> {
     /// The model's name, for messages.
@@ -32,6 +54,10 @@ pub struct LoadRequest<'a> {
     /// Triton's `optimization { graph { level } }`: -1 basic, 0 default, 1 extended.
     pub graph_level: i32,
     pub device: Device,
+    /// `optimization.execution_accelerators`.
+    pub accelerators: &'a Accelerators,
+    /// Server-wide backend settings (GPU fallback, library folders).
+    pub settings: &'a Settings,
     /// Reports something the operator should know but that does not fail
     /// the load (e.g. a process-wide setting that a later model cannot change).
     pub warn: &'a (dyn Fn(&str) + Sync),
@@ -44,6 +70,14 @@ pub struct Settings {
     /// Where backends that are shared libraries live (LibTorch's). Unset:
     /// beside the executable, then its parent folder.
     pub directory: Option<PathBuf>,
+    /// `--allow-cpu-fallback`: a GPU instance whose provider cannot start
+    /// (no driver, no CUDA libraries, a CPU-only build) runs on the CPU with
+    /// a warning instead of failing the load.
+    pub cpu_fallback: bool,
+    /// `--cuda-library-path`: folders holding CUDA, cuDNN and TensorRT
+    /// libraries (the `nvidia-*` wheels' `lib` folders, say), searched before
+    /// the ones quiver finds itself.
+    pub cuda_library_path: Vec<PathBuf>,
     values: BTreeMap<(String, String), String>,
 }
 

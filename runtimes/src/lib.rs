@@ -17,7 +17,7 @@ mod tensor;
 #[cfg(feature = "torch")]
 pub mod torch;
 
-pub use backend::{Backend, Device, LoadRequest, Settings};
+pub use backend::{Accelerator, Accelerators, Backend, Device, LoadRequest, Settings};
 pub use runtime::{InputBatch, ModelIo, Runtime, RuntimeError, TensorSpec};
 pub use tensor::{DataType, Tensor, bytes_elements, element_count};
 

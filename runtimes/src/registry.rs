@@ -187,6 +187,8 @@ mod tests {
             inter_op_threads: 1,
             graph_level: 0,
             device: crate::Device::Cpu,
+            accelerators: &Default::default(),
+            settings: &Default::default(),
             warn: &|_| {},
         };
         let e = missing.load(&Settings::default(), &request).err().unwrap().to_string();

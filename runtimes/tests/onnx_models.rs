@@ -15,15 +15,15 @@ fn root() -> PathBuf {
 }
 
 fn load(model: &str) -> OnnxModel {
+    try_load(model, &OnnxOptions::default()).expect("model loads")
+}
+
+fn try_load(model: &str, options: &OnnxOptions) -> Result<OnnxModel, quiver_runtimes::RuntimeError> {
     let lib = std::env::var_os("ORT_DYLIB_PATH")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so"));
     init(&lib).expect("ONNX Runtime loads");
-    OnnxModel::load(
-        &root().join("models").join(model).join("1/model.onnx"),
-        &OnnxOptions::default(),
-    )
-    .expect("model loads")
+    OnnxModel::load(&root().join("models").join(model).join("1/model.onnx"), options)
 }
 
 fn le<T: Copy, const N: usize>(values: &[T], to: fn(T) -> [u8; N]) -> Bytes {
@@ -72,7 +72,16 @@ fn io_metadata_comes_from_the_model_file() {
 
 #[test]
 fn every_datatype_passes_through_identity() {
-    let mut model = load("all_types");
+    for bind_io in [false, true] {
+        let options = OnnxOptions {
+            bind_io,
+            ..Default::default()
+        };
+        every_datatype_passes_through(try_load("all_types", &options).expect("model loads"));
+    }
+}
+
+fn every_datatype_passes_through(mut model: OnnxModel) {
     let inputs: Vec<Tensor> = model
         .io()
         .inputs
@@ -165,5 +174,69 @@ fn parts_are_laid_end_to_end_along_dim_0() {
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-6, "row {i}: {got:?} vs {want:?}");
         }
+    }
+}
+
+/// The I/O-binding path (what GPU instances run, here on the CPU allocator)
+/// computes what the plain path computes, output by output.
+#[test]
+fn io_binding_answers_as_the_plain_run_does() {
+    let mut plain = load("conv_net");
+    let mut bound = try_load(
+        "conv_net",
+        &OnnxOptions {
+            bind_io: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let spec = plain.io().inputs[0].clone();
+    let shape: Vec<i64> = spec.shape.iter().map(|&d| if d < 0 { 3 } else { d }).collect();
+    let n: i64 = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let input = [Tensor {
+        name: spec.name.clone(),
+        datatype: DataType::Fp32,
+        shape,
+        data: le(&values, f32::to_le_bytes),
+    }];
+    let a = plain.run(&batch(&input), &[]).unwrap();
+    let b = bound.run(&batch(&input), &[]).unwrap();
+    assert!(!a.is_empty());
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.name, &x.shape, x.datatype), (&y.name, &y.shape, y.datatype));
+        assert!(!x.data.is_empty());
+        assert_eq!(x.data, y.data, "{}", x.name);
+    }
+    // Only the outputs asked for are bound and returned.
+    let name = a[0].name.clone();
+    let one = bound.run(&batch(&input), std::slice::from_ref(&name)).unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].data, a[0].data);
+}
+
+/// No silent fall back: a GPU provider that cannot start fails the load and
+/// says which provider and what is missing.
+#[test]
+fn a_gpu_provider_that_cannot_start_fails_the_load_with_the_reason() {
+    use quiver_runtimes::onnx::providers::{Provider, ProviderKind};
+    for kind in [ProviderKind::Cuda, ProviderKind::TensorRt] {
+        let options = OnnxOptions {
+            providers: vec![Provider {
+                kind,
+                options: vec![("device_id".into(), "0".into())],
+            }],
+            ..Default::default()
+        };
+        let e = try_load("add_sub", &options).err().expect("no GPU here").to_string();
+        eprintln!("{e}");
+        assert!(
+            e.contains(&format!("ONNX Runtime's {} execution provider", kind.name())),
+            "{e}"
+        );
+        // Either the build lacks the provider, or a library it needs is
+        // missing: both are named.
+        assert!(e.contains("CPU-only build") || e.contains(".so"), "{e}");
     }
 }

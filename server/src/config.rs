@@ -58,6 +58,20 @@ pub struct Config {
     #[arg(long, env = "QUIVER_METRICS_PORT", default_value_t = 8082)]
     pub metrics_port: u16,
 
+    /// Export Triton's GPU metrics (nv_gpu_*, nv_energy_consumption) read
+    /// through NVML; they are absent on machines without an NVIDIA driver.
+    #[arg(long, env = "QUIVER_ALLOW_GPU_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub allow_gpu_metrics: bool,
+
+    /// How often GPU metrics are read, in milliseconds (Triton's flag).
+    #[arg(long, env = "QUIVER_METRICS_INTERVAL_MS", default_value_t = 2000)]
+    pub metrics_interval_ms: u64,
+
+    /// NVML library to read GPU metrics from (default: the driver's
+    /// libnvidia-ml.so.1 on the loader's path).
+    #[arg(long, env = "QUIVER_NVML_LIBRARY", hide = true)]
+    pub nvml_library: Option<PathBuf>,
+
     /// Path of libonnxruntime.so. Unset: ORT_DYLIB_PATH, then
     /// .cache/onnxruntime/libonnxruntime.so under the working directory, then
     /// next to the quiver binary, then /usr/local/lib and /usr/lib.
@@ -80,6 +94,18 @@ pub struct Config {
     /// folder; else LIBTORCH), `onnxruntime,library=<path>` (as --onnxruntime-lib).
     #[arg(long = "backend-config", value_name = "BACKEND,KEY=VALUE")]
     pub backend_config: Vec<String>,
+
+    /// Run a KIND_GPU instance on the CPU, with a warning, when its GPU
+    /// provider cannot start (no driver, missing CUDA libraries, a CPU-only
+    /// ONNX Runtime). Off: such a model fails to load, naming what is missing.
+    #[arg(long, env = "QUIVER_ALLOW_CPU_FALLBACK")]
+    pub allow_cpu_fallback: bool,
+
+    /// Folders holding CUDA, cuDNN and TensorRT libraries for ONNX Runtime's
+    /// GPU providers (colon-separated), searched before $CUDA_HOME,
+    /// /usr/local/cuda and the nvidia-* Python wheels quiver finds itself.
+    #[arg(long, env = "QUIVER_CUDA_LIBRARY_PATH", value_delimiter = ':')]
+    pub cuda_library_path: Vec<PathBuf>,
 
     /// Largest HTTP request body, in bytes, before and after gzip/deflate inflation.
     #[arg(long, env = "QUIVER_HTTP_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
@@ -279,6 +305,8 @@ impl Config {
     pub fn backend_settings(&self) -> Result<quiver_runtimes::Settings, String> {
         let mut settings = quiver_runtimes::Settings::default();
         settings.directory = self.backend_directory.clone();
+        settings.cpu_fallback = self.allow_cpu_fallback;
+        settings.cuda_library_path = self.cuda_library_path.clone();
         settings.set("onnxruntime", "library", self.onnxruntime_library().to_string_lossy());
         for arg in &self.backend_config {
             settings.parse_into(arg)?;

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gpu_metrics;
 pub mod sources;
 pub mod telemetry;
 pub mod tls;
@@ -50,6 +51,12 @@ pub struct Server {
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
     config.validate().map_err(anyhow::Error::msg)?;
     telemetry::install();
+    if config.allow_gpu_metrics {
+        let interval = Duration::from_millis(config.metrics_interval_ms.max(100));
+        let library = config.nvml_library.clone();
+        // Opening NVML can take a moment on a GPU machine; it never blocks start-up.
+        tokio::task::spawn_blocking(move || gpu_metrics::start(interval, library.as_deref()));
+    }
     // A certificate that cannot be used stops start-up, before any loading.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(cert, key)?)),

@@ -286,9 +286,112 @@ async fn gpu_instances_need_a_device_the_backend_can_use() {
         let e = reason(&s, "on_gpu").await;
         assert!(e.contains("KIND_GPU instance on GPU 0") && e.contains("CUDA"), "{e}");
     }
-    let e = reason(&s, "onnx_on_gpu").await;
-    assert!(e.contains("KIND_GPU") && e.contains("CPU execution provider"), "{e}");
+    if !nvidia_driver_present() {
+        // No silent fall back: the reason names the provider and what is
+        // missing, and how to ask for the CPU instead.
+        let e = reason(&s, "onnx_on_gpu").await;
+        assert!(
+            e.contains("KIND_GPU instance on GPU 0")
+                && e.contains("CUDA execution provider")
+                && e.contains("--allow-cpu-fallback"),
+            "{e}"
+        );
+    }
     s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+fn nvidia_driver_present() -> bool {
+    std::path::Path::new("/proc/driver/nvidia").exists() || std::path::Path::new("/dev/nvidia0").exists()
+}
+
+/// A KIND_GPU ONNX model in a repository, with `extra` appended to its config.
+fn onnx_gpu_model(repo: &std::path::Path, name: &str, extra: &str) {
+    copy_model("add_sub", &repo.join(name));
+    let path = repo.join(name).join("config.pbtxt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("add_sub", name).replace("KIND_CPU", "KIND_GPU") + extra,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn without_a_gpu_a_kind_gpu_model_runs_on_the_cpu_only_when_asked() {
+    if nvidia_driver_present() {
+        // On a GPU machine the providers start; scripts/gpu-check.sh covers it.
+        return;
+    }
+    let repo = temp_dir("gpu-fallback");
+    onnx_gpu_model(&repo, "on_gpu", "");
+    onnx_gpu_model(
+        &repo,
+        "on_tensorrt",
+        r#"optimization { execution_accelerators { gpu_execution_accelerator : [ {
+             name : "tensorrt"
+             parameters { key: "precision_mode" value: "FP16" }
+             parameters { key: "max_workspace_size_bytes" value: "1073741824" } } ] } }"#,
+    );
+    onnx_gpu_model(
+        &repo,
+        "bad_precision",
+        r#"optimization { execution_accelerators { gpu_execution_accelerator : [ {
+             name : "tensorrt" parameters { key: "precision_mode" value: "FP8" } } ] } }"#,
+    );
+    let gpu_build = root().join(".cache/onnxruntime-gpu/libonnxruntime.so");
+    assert!(
+        gpu_build.is_file(),
+        "the GPU build of ONNX Runtime is missing: ORT_PACKAGE=onnxruntime-gpu \
+         ORT_DEST=.cache/onnxruntime-gpu scripts/fetch-onnxruntime.sh (scripts/test.sh does this)"
+    );
+    let gpu_lib = gpu_build.to_str().unwrap();
+    let cpu_lib = root().join(".cache/onnxruntime/libonnxruntime.so");
+    let cpu_lib = cpu_lib.to_str().unwrap();
+    for (lib, missing) in [
+        // The CPU build lacks the provider; the GPU build lacks CUDA here.
+        (cpu_lib, "CPU-only build"),
+        (gpu_lib, "cannot open shared object file"),
+    ] {
+        let child = start_binary(&repo, &["--onnxruntime-lib", lib]).await;
+        for model in ["on_gpu", "on_tensorrt"] {
+            let r = row(&child.http, model).await;
+            assert_eq!(r["state"], "UNAVAILABLE", "{r}");
+            let reason = r["reason"].as_str().unwrap();
+            assert!(
+                reason.contains(missing) && reason.contains("--allow-cpu-fallback"),
+                "{reason}"
+            );
+        }
+        let reason = row(&child.http, "on_tensorrt").await["reason"].to_string();
+        assert!(reason.contains("TensorRT execution provider"), "{reason}");
+        let reason = row(&child.http, "bad_precision").await["reason"].to_string();
+        assert!(reason.contains("precision_mode") && reason.contains("FP8"), "{reason}");
+        drop(child);
+
+        let child = start_binary(&repo, &["--onnxruntime-lib", lib, "--allow-cpu-fallback"]).await;
+        for model in ["on_gpu", "on_tensorrt"] {
+            assert_eq!(row(&child.http, model).await["state"], "READY", "{model}");
+            let r = http_client()
+                .post(format!("{}/v2/models/{model}/infer", child.http))
+                .json(&add_sub_json())
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            let sum = body["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["name"] == "OUTPUT0")
+                .unwrap();
+            assert_eq!(sum["data"], json!(expected_sum()), "{body}");
+        }
+        // A bad setting is still refused: fall back covers a missing GPU only.
+        assert_eq!(row(&child.http, "bad_precision").await["state"], "UNAVAILABLE");
+    }
     let _ = std::fs::remove_dir_all(&repo);
 }
 
@@ -467,5 +570,121 @@ async fn several_torchscript_instances_answer_concurrent_requests() {
     let config = s.get_json("/v2/models/torch2/config").await;
     assert_eq!(config["instance_group"][0]["count"], 2);
     std::sync::Arc::into_inner(s).unwrap().stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+async fn metrics_text(http: &str) -> String {
+    http_client()
+        .get(format!("{http}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample `name{labels}` in an exposition, if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Triton's GPU metrics from NVML, with a stand-in NVML library built from
+/// tests/fixtures/fake_nvml.c: names, units, the gpu_uuid label, a reading a
+/// GPU does not support left out, and energy counted from start.
+#[tokio::test]
+async fn gpu_metrics_carry_tritons_names_units_and_labels() {
+    let dir = temp_dir("fake-nvml");
+    let lib = dir.join("libnvidia-ml.so.1");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let built = std::process::Command::new(&cc)
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&lib)
+        .arg(root().join("server/tests/fixtures/fake_nvml.c"))
+        .status()
+        .unwrap_or_else(|e| panic!("{cc} (a C compiler) is needed to build the stand-in NVML: {e}"));
+    assert!(built.success());
+    let repo = temp_dir("fake-nvml-repo");
+    copy_model("add_sub", &repo.join("add_sub"));
+    let child = start_binary(
+        &repo,
+        &["--nvml-library", lib.to_str().unwrap(), "--metrics-interval-ms", "100"],
+    )
+    .await;
+    let gpu0 = |m: &str| format!("{m}{{gpu_uuid=\"GPU-fake-0000\"}}");
+    let gpu1 = |m: &str| format!("{m}{{gpu_uuid=\"GPU-fake-0001\"}}");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = metrics_text(&child.http).await;
+        if sample(&text, &gpu0("nv_energy_consumption")).is_some_and(|j| j >= 10.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sample(&text, &gpu0("nv_gpu_utilization")), Some(0.42), "{text}");
+    assert_eq!(sample(&text, &gpu1("nv_gpu_utilization")), Some(0.07));
+    assert_eq!(
+        sample(&text, &gpu0("nv_gpu_memory_total_bytes")),
+        Some(80.0 * (1u64 << 30) as f64)
+    );
+    assert_eq!(
+        sample(&text, &gpu0("nv_gpu_memory_used_bytes")),
+        Some(3.0 * (1u64 << 30) as f64)
+    );
+    assert_eq!(
+        sample(&text, &gpu1("nv_gpu_memory_used_bytes")),
+        Some((1u64 << 20) as f64)
+    );
+    assert_eq!(sample(&text, &gpu0("nv_gpu_power_usage")), Some(123.456));
+    assert_eq!(sample(&text, &gpu0("nv_gpu_power_limit")), Some(700.0));
+    // The second board reports no power: its series are absent, not zero.
+    assert_eq!(sample(&text, &gpu1("nv_gpu_power_usage")), None, "{text}");
+    assert_eq!(sample(&text, &gpu1("nv_gpu_power_limit")), None);
+    // Energy is joules since quiver started: 5 J per reading here.
+    let joules = sample(&text, &gpu0("nv_energy_consumption")).unwrap();
+    assert!(joules >= 10.0 && joules % 5.0 == 0.0, "{joules}");
+    assert!(text.contains("# TYPE nv_energy_consumption counter"), "{text}");
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+/// Without NVML (no NVIDIA driver), the GPU metrics are absent and the
+/// server serves as ever.
+#[tokio::test]
+async fn gpu_metrics_are_absent_without_nvml() {
+    let repo = temp_dir("no-nvml");
+    copy_model("add_sub", &repo.join("add_sub"));
+    let mut runs = vec![vec![
+        "--nvml-library",
+        "/nonexistent/libnvidia-ml.so.1",
+        "--metrics-interval-ms",
+        "100",
+    ]];
+    if !nvidia_driver_present() {
+        // The default library, on a machine without the driver.
+        runs.push(vec!["--metrics-interval-ms", "100"]);
+    }
+    for args in runs {
+        let child = start_binary(&repo, &args).await;
+        let r = http_client()
+            .post(format!("{}/v2/models/add_sub/infer", child.http))
+            .json(&add_sub_json())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let text = metrics_text(&child.http).await;
+        assert!(text.contains("nv_inference_request_success"), "{text}");
+        assert!(
+            !text.contains("nv_gpu_") && !text.contains("nv_energy"),
+            "{args:?}: {text}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&repo);
 }

@@ -1,7 +1,9 @@
 //! The ONNX Runtime backend (Triton's `onnxruntime_onnx` / `onnxruntime`).
+pub mod cuda_libs;
+pub mod providers;
 mod session;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use session::{OnnxModel, OnnxOptions, init};
 
@@ -21,18 +23,91 @@ impl Backend for OnnxBackend {
     }
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Runtime>, RuntimeError> {
-        if let Device::Gpu(gpu) = request.device {
-            return Err(RuntimeError::Load(format!(
-                "model '{}' asks for a KIND_GPU instance on GPU {gpu}, but this build runs ONNX \
-                 models on the CPU execution provider only",
-                request.model
-            )));
+        let plan = providers::plan(request.device, request.accelerators, request.parameters, &|| {
+            engine_cache(request.file)
+        })
+        .map_err(|e| RuntimeError::Load(format!("model '{}': {e}", request.model)))?;
+        if request.device == Device::Cpu && !request.accelerators.gpu.is_empty() {
+            (request.warn)("gpu_execution_accelerator applies to KIND_GPU instances; this instance runs on the CPU");
         }
-        let options = OnnxOptions {
+        let mut options = OnnxOptions {
             intra_op_threads: request.intra_op_threads,
             inter_op_threads: request.inter_op_threads,
             graph_level: request.graph_level,
+            providers: plan,
+            bind_io: false,
         };
-        Ok(Box::new(OnnxModel::load(request.file, &options)?))
+        if !options.providers.is_empty() {
+            let found = cuda_libs::preload(&request.settings.cuda_library_path);
+            if !found.failed.is_empty() {
+                (request.warn)(&format!(
+                    "CUDA libraries that did not load: {}",
+                    found.failed.join("; ")
+                ));
+            }
+        }
+        let model = match OnnxModel::load(request.file, &options) {
+            Err(e) if !options.providers.is_empty() => {
+                let Device::Gpu(gpu) = request.device else {
+                    return Err(e);
+                };
+                let searched = cuda_libs::preload(&request.settings.cuda_library_path).dirs;
+                let searched = if searched.is_empty() {
+                    "no CUDA library folder was found (--cuda-library-path names one)".to_owned()
+                } else {
+                    let dirs: Vec<String> = searched.iter().map(|d| d.display().to_string()).collect();
+                    format!("CUDA libraries were looked for in {}", dirs.join(", "))
+                };
+                let reason = format!(
+                    "model '{}' KIND_GPU instance on GPU {gpu}: {e}; {searched}",
+                    request.model
+                );
+                if !request.settings.cpu_fallback {
+                    return Err(RuntimeError::Load(format!(
+                        "{reason}. quiver does not fall back to the CPU unless --allow-cpu-fallback is set"
+                    )));
+                }
+                (request.warn)(&format!(
+                    "{reason}; running this instance on the CPU (--allow-cpu-fallback)"
+                ));
+                options.providers.clear();
+                OnnxModel::load(request.file, &options)?
+            }
+            other => other?,
+        };
+        for note in &model.notes {
+            (request.warn)(note);
+        }
+        Ok(Box::new(model))
     }
+}
+
+/// Hidden folder of a model folder where TensorRT engines are cached, one
+/// subfolder per version, unless the config names a path: beside the model,
+/// so a restart does not rebuild them. The repository's change detection
+/// skips hidden folders.
+pub const ENGINE_CACHE_DIR: &str = ".quiver-trt-cache";
+
+/// `<model>/.quiver-trt-cache/<version>` for `<model>/<version>/model.onnx`
+/// when that can be created (a read-only repository cannot), else a folder
+/// under `$XDG_CACHE_HOME` (or `~/.cache`) named for the model file's path.
+fn engine_cache(file: &Path) -> PathBuf {
+    let version_dir = file.parent().unwrap_or(Path::new("."));
+    let version = version_dir.file_name().map(|v| v.to_os_string()).unwrap_or_default();
+    let model_dir = version_dir.parent().unwrap_or(Path::new("."));
+    let beside = model_dir.join(ENGINE_CACHE_DIR).join(&version);
+    if std::fs::create_dir_all(&beside).is_ok() {
+        return beside;
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let name: String = file
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    base.join("quiver").join("tensorrt").join(name)
 }

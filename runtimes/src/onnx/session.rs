@@ -4,11 +4,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use ort::memory::Allocator;
+use ort::ep::{ArbitrarilyConfigurableExecutionProvider, CUDA, ExecutionProvider, TensorRT};
+use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{DynTensor, DynTensorValueType, DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
 
+use super::providers::{Provider, ProviderKind};
 use crate::{DataType, InputBatch, ModelIo, Runtime, RuntimeError, Tensor, TensorSpec, bytes_elements, element_count};
 
 static ENVIRONMENT: OnceLock<ort::environment::Environment> = OnceLock::new();
@@ -50,6 +52,14 @@ pub struct OnnxOptions {
     pub inter_op_threads: usize,
     /// Triton's `optimization { graph { level } }`: -1 basic only, 0 all (default), 1 extended.
     pub graph_level: i32,
+    /// Execution providers ahead of the CPU's, best first (see `providers`).
+    /// Each must register: a failure fails the load.
+    pub providers: Vec<Provider>,
+    /// Run through I/O binding: inputs in host memory the provider can copy
+    /// from directly (pinned when a CUDA provider is registered), outputs
+    /// copied back once into the same kind of memory. Always on with a GPU
+    /// provider; settable for the CPU so the path is tested without a GPU.
+    pub bind_io: bool,
 }
 
 impl Default for OnnxOptions {
@@ -58,6 +68,8 @@ impl Default for OnnxOptions {
             intra_op_threads: 1,
             inter_op_threads: 1,
             graph_level: 0,
+            providers: Vec::new(),
+            bind_io: false,
         }
     }
 }
@@ -67,6 +79,89 @@ pub struct OnnxModel {
     session: Session,
     io: ModelIo,
     path: PathBuf,
+    /// Where batch buffers live: the CPU allocator, or CUDA's pinned one.
+    allocator: Allocator,
+    bind_io: bool,
+    /// What the load did that an operator should hear of (pinned memory
+    /// unavailable, say).
+    pub notes: Vec<String>,
+}
+
+/// Registers `provider` so that a failure is an error naming the provider,
+/// never a quiet fall back to the CPU.
+fn register(builder: &mut SessionBuilder, provider: &Provider) -> Result<(), String> {
+    let result = match provider.kind {
+        ProviderKind::TensorRt => {
+            let mut ep = TensorRT::default();
+            for (k, v) in &provider.options {
+                ep = ep.with_arbitrary_config(k, v);
+            }
+            ep.register(builder)
+        }
+        ProviderKind::Cuda => {
+            let mut ep = CUDA::default();
+            for (k, v) in &provider.options {
+                ep = ep.with_arbitrary_config(k, v);
+            }
+            ep.register(builder)
+        }
+    };
+    result.map_err(|e| {
+        // ONNX Runtime prefixes its source location; the reason follows "FAIL : ".
+        let message = e.to_string();
+        let message = message
+            .rsplit_once("FAIL : ")
+            .map_or(message.as_str(), |(_, m)| m)
+            .trim();
+        let in_build = match provider.kind {
+            ProviderKind::TensorRt => TensorRT::is_available(),
+            ProviderKind::Cuda => CUDA::is_available(),
+        };
+        let hint = if in_build.unwrap_or(false) {
+            "the provider is in this ONNX Runtime build, so a library it needs is missing (see \
+             --cuda-library-path) or no NVIDIA driver is installed"
+        } else {
+            "the ONNX Runtime library loaded is a CPU-only build: fetch the GPU one with \
+             ORT_PACKAGE=onnxruntime-gpu scripts/fetch-onnxruntime.sh"
+        };
+        format!(
+            "cannot start ONNX Runtime's {} execution provider: {message} ({hint})",
+            provider.kind.name()
+        )
+    })
+}
+
+/// The host memory batches are built in: CUDA's pinned memory, so copies to
+/// the device need no staging, or ONNX Runtime's CPU allocator.
+fn host_allocator(session: &Session, providers: &[Provider], notes: &mut Vec<String>) -> Allocator {
+    if !providers.iter().any(|p| p.kind == ProviderKind::Cuda) {
+        return Allocator::default();
+    }
+    let pinned = |device_id| {
+        MemoryInfo::new(
+            AllocationDevice::CUDA_PINNED,
+            device_id,
+            AllocatorType::Device,
+            MemoryType::CPUOutput,
+        )
+        .and_then(|info| Allocator::new(session, info))
+    };
+    let gpu: i32 = providers
+        .iter()
+        .find_map(|p| p.options.iter().find(|(k, _)| k == "device_id"))
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0);
+    // ONNX Runtime has registered the pinned allocator under device 0 in
+    // some releases and under the GPU's id in others.
+    match pinned(gpu).or_else(|_| pinned(0)) {
+        Ok(a) => a,
+        Err(e) => {
+            notes.push(format!(
+                "pinned host memory is unavailable ({e}); batches use pageable memory"
+            ));
+            Allocator::default()
+        }
+    }
 }
 
 impl OnnxModel {
@@ -92,7 +187,12 @@ impl OnnxModel {
                 .with_inter_threads(options.inter_op_threads)
                 .map_err(|e| fail(&e))?;
         }
+        for provider in &options.providers {
+            register(&mut builder, provider).map_err(|e| fail(&e))?;
+        }
         let session = builder.commit_from_file(path).map_err(|e| fail(&e))?;
+        let mut notes = Vec::new();
+        let allocator = host_allocator(&session, &options.providers, &mut notes);
         let io = ModelIo {
             inputs: session
                 .inputs()
@@ -109,6 +209,9 @@ impl OnnxModel {
             session,
             io,
             path: path.to_owned(),
+            allocator,
+            bind_io: options.bind_io || !options.providers.is_empty(),
+            notes,
         })
     }
 
@@ -174,9 +277,9 @@ fn to_ort(datatype: DataType) -> TensorElementType {
 }
 
 /// Copies one batched input into an ONNX Runtime value: each request's bytes
-/// are copied once, straight into a buffer ONNX Runtime allocates (so
-/// alignment is its problem, not the wire's).
-fn to_value(input: &InputBatch<'_>) -> Result<DynValue, RuntimeError> {
+/// are copied once, straight into a buffer `allocator` gives (so alignment is
+/// its problem, not the wire's, and a GPU copy starts from pinned memory).
+fn to_value(input: &InputBatch<'_>, allocator: &Allocator) -> Result<DynValue, RuntimeError> {
     let name = input.name;
     let exec = |e: ort::Error| RuntimeError::Execution(format!("input '{name}': {e}"));
     if input.datatype == DataType::Bytes {
@@ -199,10 +302,10 @@ fn to_value(input: &InputBatch<'_>) -> Result<DynValue, RuntimeError> {
             .into_dyn());
     }
     let len = input.checked_len()?;
-    let mut value = DynTensor::new(&Allocator::default(), to_ort(input.datatype), input.shape.clone()).map_err(exec)?;
+    let mut value = DynTensor::new(allocator, to_ort(input.datatype), input.shape.clone()).map_err(exec)?;
     if len > 0 {
-        // SAFETY: ONNX Runtime allocated exactly `len` bytes on the CPU for
-        // this shape and element type.
+        // SAFETY: ONNX Runtime allocated exactly `len` bytes of host memory
+        // (pageable or pinned) for this shape and element type.
         unsafe { input.copy_to(value.data_ptr_mut().cast::<u8>()) };
     }
     Ok(value.into_dyn())
@@ -217,8 +320,9 @@ struct OrtBuffer {
 
 impl AsRef<[u8]> for OrtBuffer {
     fn as_ref(&self) -> &[u8] {
-        // SAFETY: a CPU tensor of this shape and element type holds `len`
-        // contiguous bytes at `data_ptr`, alive as long as `tensor` is.
+        // SAFETY: a host tensor (outputs are bound to host memory) of this
+        // shape and element type holds `len` contiguous bytes at `data_ptr`,
+        // alive as long as `tensor` is.
         unsafe { std::slice::from_raw_parts(self.tensor.data_ptr().cast::<u8>(), self.len) }
     }
 }
@@ -272,16 +376,34 @@ impl Runtime for OnnxModel {
     fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
         let values = inputs
             .iter()
-            .map(|t| Ok((t.name, to_value(t)?)))
+            .map(|t| Ok((t.name, to_value(t, &self.allocator)?)))
             .collect::<Result<Vec<_>, RuntimeError>>()?;
-        let mut results = self
-            .session
-            .run(values)
-            .map_err(|e| RuntimeError::Execution(format!("{}: {e}", self.path.display())))?;
         let wanted: Vec<&str> = if outputs.is_empty() {
             self.io.outputs.iter().map(|o| o.name.as_str()).collect()
         } else {
             outputs.iter().map(String::as_str).collect()
+        };
+        let failed = |e: ort::Error| RuntimeError::Execution(format!("{}: {e}", self.path.display()));
+        // With I/O binding, inputs go from host memory to wherever the
+        // providers want them; outputs come back once, into host memory of
+        // the same allocator, and reach the wire without another copy.
+        let binding = if self.bind_io {
+            let mut binding = self.session.create_binding().map_err(failed)?;
+            for (name, value) in &values {
+                binding.bind_input(*name, value).map_err(failed)?;
+            }
+            for name in &wanted {
+                binding
+                    .bind_output_to_device(*name, self.allocator.memory_info())
+                    .map_err(failed)?;
+            }
+            Some(binding)
+        } else {
+            None
+        };
+        let mut results = match &binding {
+            Some(binding) => self.session.run_binding(binding).map_err(failed)?,
+            None => self.session.run(values).map_err(failed)?,
         };
         wanted
             .into_iter()

@@ -101,6 +101,13 @@ impl Backend for Torch {
 
     fn load(&self, request: &LoadRequest<'_>) -> Result<Box<dyn Runtime>, RuntimeError> {
         guarded("loading a model", RuntimeError::Load, || {
+            if let Some(a) = request.accelerators.gpu.iter().chain(&request.accelerators.cpu).next() {
+                return Err(RuntimeError::Load(format!(
+                    "model '{}': execution accelerator '{}' is an ONNX Runtime setting; LibTorch models \
+                     run on the instance group's device as they are",
+                    request.model, a.name
+                )));
+            }
             let cuda = match request.device {
                 Device::Cpu => None,
                 Device::Gpu(gpu) => {

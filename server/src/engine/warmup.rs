@@ -5,7 +5,10 @@
 //! Triton's `model_warmup` samples are honoured (zero, random or file data,
 //! `batch_size`, `count`). A model without any gets one run on zeros of every
 //! declared input shape (variable dims as 1, batch 1), unless
-//! `--no-default-warmup` turns that off.
+//! `--no-default-warmup` turns that off. On a GPU it gets a second run at
+//! `max_batch_size`, so that TensorRT builds its engine for the batch sizes
+//! the batcher will send and cuDNN's algorithm search happens here, not on a
+//! client's request.
 use std::path::Path;
 
 use bytes::Bytes;
@@ -24,36 +27,47 @@ pub struct Sample {
 
 /// The warm-up samples of a version; `version_dir` holds the `warmup/`
 /// folder that `input_data_file` names are relative to, as in Triton.
+/// `on_gpu`: some instance runs on a GPU.
 pub fn samples(
     config: &ModelConfig,
     spec: &ModelSpec,
     version_dir: &Path,
     default: bool,
+    on_gpu: bool,
 ) -> Result<Vec<Sample>, String> {
     let batching = spec.max_batch_size > 0;
     if config.model_warmup.is_empty() {
         if !default {
             return Ok(Vec::new());
         }
-        let inputs = spec
-            .inputs
-            .iter()
-            .filter(|i| !i.optional)
-            .map(|i| {
-                let dims = i.dims.iter().map(|&d| if d < 0 { 1 } else { d });
-                let shape: Vec<i64> = if batching {
-                    std::iter::once(1).chain(dims).collect()
-                } else {
-                    dims.collect()
-                };
-                zeros(&i.name, i.datatype, shape)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        return Ok(vec![Sample {
+        let zeros_at = |batch: usize| {
+            spec.inputs
+                .iter()
+                .filter(|i| !i.optional)
+                .map(|i| {
+                    let dims = i.dims.iter().map(|&d| if d < 0 { 1 } else { d });
+                    let shape: Vec<i64> = if batching {
+                        std::iter::once(batch as i64).chain(dims).collect()
+                    } else {
+                        dims.collect()
+                    };
+                    zeros(&i.name, i.datatype, shape)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut samples = vec![Sample {
             name: "default (zeros)".into(),
-            inputs,
+            inputs: zeros_at(1)?,
             runs: 1,
-        }]);
+        }];
+        if on_gpu && spec.max_batch_size > 1 {
+            samples.push(Sample {
+                name: format!("default (zeros, batch {})", spec.max_batch_size),
+                inputs: zeros_at(spec.max_batch_size)?,
+                runs: 1,
+            });
+        }
+        return Ok(samples);
     }
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
     config
@@ -246,12 +260,21 @@ mod tests {
     #[test]
     fn default_sample_is_zeros_of_every_input_with_variable_dims_as_one() {
         let (spec, config) = spec_and_config("");
-        let s = samples(&config, &spec, Path::new("."), true).unwrap();
+        let s = samples(&config, &spec, Path::new("."), true, false).unwrap();
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].inputs[0].shape, vec![1, 1, 3]);
         assert_eq!(s[0].inputs[0].data.len(), 12);
         assert_eq!(s[0].inputs[1].data.as_ref(), &[0, 0, 0, 0]);
-        assert!(samples(&config, &spec, Path::new("."), false).unwrap().is_empty());
+        assert!(
+            samples(&config, &spec, Path::new("."), false, false)
+                .unwrap()
+                .is_empty()
+        );
+        // On a GPU, a second run at the largest batch the batcher will form.
+        let s = samples(&config, &spec, Path::new("."), true, true).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].inputs[0].shape, vec![4, 1, 3]);
+        assert_eq!(s[1].inputs[1].shape, vec![4, 1]);
     }
 
     #[test]
@@ -261,7 +284,7 @@ mod tests {
                  inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 5, 3 ] random_data: true } }
                  inputs { key: "s" value: { data_type: TYPE_STRING dims: [ 1 ] zero_data: true } } } ]"#,
         );
-        let s = samples(&config, &spec, Path::new("."), true).unwrap();
+        let s = samples(&config, &spec, Path::new("."), true, false).unwrap();
         assert_eq!(s[0].runs, 3);
         let x = &s[0].inputs[0];
         assert_eq!(x.shape, vec![2, 5, 3]);
@@ -279,12 +302,14 @@ mod tests {
         let (spec, config) = spec_and_config(
             r#"model_warmup [ { name: "w" batch_size: 9 inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 1, 3 ] zero_data: true } } } ]"#,
         );
-        let e = samples(&config, &spec, Path::new("."), true).err().unwrap();
+        let e = samples(&config, &spec, Path::new("."), true, false).err().unwrap();
         assert!(e.contains("batch_size 9"), "{e}");
         let (spec, config) = spec_and_config(
             r#"model_warmup [ { name: "w" batch_size: 1 inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 1, 3 ] input_data_file: "nope" } } } ]"#,
         );
-        let e = samples(&config, &spec, Path::new("/nonexistent"), true).err().unwrap();
+        let e = samples(&config, &spec, Path::new("/nonexistent"), true, false)
+            .err()
+            .unwrap();
         assert!(e.contains("'x'") && e.contains("warmup/nope"), "{e}");
     }
 }

@@ -13,7 +13,10 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-/// Every regular file under `dir`, as paths relative to it, sorted.
+/// Every regular file under `dir`, as paths relative to it, sorted. Hidden
+/// folders are skipped: the loader never reads them, and quiver writes its
+/// TensorRT engine cache into one (`.quiver-trt-cache`), which must not look
+/// like a change to the model.
 fn files(dir: &Path) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
     let mut out = Vec::new();
     let mut pending = vec![PathBuf::new()];
@@ -24,7 +27,9 @@ fn files(dir: &Path) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
             // Follows symlinks, as the loader does.
             let meta = std::fs::metadata(entry.path())?;
             if meta.is_dir() {
-                pending.push(path);
+                if !entry.file_name().to_string_lossy().starts_with('.') {
+                    pending.push(path);
+                }
             } else if meta.is_file() {
                 out.push((path, meta));
             }
@@ -84,7 +89,12 @@ mod tests {
         std::fs::write(dir.join("sub/model.onnx"), b"abd").unwrap();
         assert_ne!(a, content(b"cfg", &dir).unwrap(), "same size, other bytes");
         std::fs::write(dir.join("extra.txt"), b"").unwrap();
-        assert_ne!(s1, stat_signature(&dir).unwrap(), "a new file shows");
+        let s2 = stat_signature(&dir).unwrap();
+        assert_ne!(s1, s2, "a new file shows");
+        // A TensorRT engine written into the hidden cache folder is no change.
+        std::fs::create_dir_all(dir.join(".quiver-trt-cache/1")).unwrap();
+        std::fs::write(dir.join(".quiver-trt-cache/1/engine"), b"plan").unwrap();
+        assert_eq!(s2, stat_signature(&dir).unwrap());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

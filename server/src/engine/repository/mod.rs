@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use quiver_proto::inference::ModelConfig;
 use quiver_runtimes::registry::{self, Entry};
-use quiver_runtimes::{Device, LoadRequest, Runtime, Settings};
+use quiver_runtimes::{Accelerator, Accelerators, Device, LoadRequest, Runtime, Settings};
 
 use super::batcher::policy::{BatchingConfig, DelayPolicy};
 use super::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
@@ -121,6 +121,7 @@ pub fn load_version(
         );
     }
     let devices = instance_devices(&config)?;
+    let accelerators = accelerators(&config);
     let declared = model_config::declared_io(&config)?;
     let parameters: BTreeMap<String, String> = config
         .parameters
@@ -143,6 +144,8 @@ pub fn load_version(
                 .and_then(|o| o.graph.as_ref())
                 .map_or(0, |g| g.level),
             device,
+            accelerators: &accelerators,
+            settings: &options.backends,
             warn: &warn,
         };
         backend.load(&options.backends, &request).map_err(|e| e.to_string())
@@ -159,7 +162,8 @@ pub fn load_version(
         options.default_max_batch_size,
     )?;
     spec.utf8_strings = runtimes[0].utf8_strings();
-    let samples = warmup::samples(&config, &spec, &version_dir, options.default_warmup)?;
+    let on_gpu = devices.iter().any(|d| matches!(d, Device::Gpu(_)));
+    let samples = warmup::samples(&config, &spec, &version_dir, options.default_warmup, on_gpu)?;
     for runtime in &mut runtimes {
         warmup::run(runtime.as_mut(), &samples)?;
     }
@@ -214,9 +218,32 @@ fn backend_for(config: &ModelConfig, version_dir: &Path) -> Result<&'static Entr
     })
 }
 
+/// `optimization.execution_accelerators`, for the backend to apply.
+pub fn accelerators(config: &ModelConfig) -> Accelerators {
+    let list = |l: &[quiver_proto::inference::model_optimization_policy::execution_accelerators::Accelerator]| {
+        l.iter()
+            .map(|a| Accelerator {
+                name: a.name.clone(),
+                parameters: a.parameters.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            })
+            .collect()
+    };
+    match config
+        .optimization
+        .as_ref()
+        .and_then(|o| o.execution_accelerators.as_ref())
+    {
+        Some(a) => Accelerators {
+            gpu: list(&a.gpu_execution_accelerator),
+            cpu: list(&a.cpu_execution_accelerator),
+        },
+        None => Accelerators::default(),
+    }
+}
+
 /// One device per instance: `count` instances on the CPU, or on each GPU of
 /// a KIND_GPU group (GPU 0 when it lists none), as Triton places them.
-fn instance_devices(config: &ModelConfig) -> Result<Vec<Device>, String> {
+pub fn instance_devices(config: &ModelConfig) -> Result<Vec<Device>, String> {
     const KIND_GPU: i32 = 1;
     let mut devices = Vec::new();
     for group in &config.instance_group {
@@ -360,6 +387,49 @@ mod tests {
     fn batching(text: &str, server: DelayPolicy) -> Result<Option<BatchingConfig>, String> {
         let config = model_config::parse(text).expect("a valid config");
         scheduler_config(&config, 16, server).map(|c| c.queue.batching)
+    }
+
+    #[test]
+    fn gpu_groups_and_accelerators_read_as_triton_writes_them() {
+        let config = model_config::parse(
+            r#"name: "m" platform: "onnxruntime_onnx" max_batch_size: 8
+               instance_group [ { count: 2 kind: KIND_GPU gpus: [ 0, 1 ] },
+                                { count: 1 kind: KIND_CPU },
+                                { kind: KIND_GPU } ]
+               optimization { execution_accelerators {
+                 gpu_execution_accelerator : [ {
+                   name : "tensorrt"
+                   parameters { key: "precision_mode" value: "FP16" }
+                   parameters { key: "max_workspace_size_bytes" value: "1073741824" }
+                   parameters { key: "trt_engine_cache_enable" value: "1" } },
+                   { name : "cuda" parameters { key: "cudnn_conv_use_max_workspace" value: "0" } } ]
+                 cpu_execution_accelerator : [ { name : "openvino" } ] } }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            instance_devices(&config).unwrap(),
+            [
+                Device::Gpu(0),
+                Device::Gpu(0),
+                Device::Gpu(1),
+                Device::Gpu(1),
+                Device::Cpu,
+                Device::Gpu(0)
+            ]
+        );
+        let a = accelerators(&config);
+        assert_eq!(a.gpu.len(), 2);
+        assert_eq!(a.gpu[0].name, "tensorrt");
+        assert_eq!(a.gpu[0].parameters["precision_mode"], "FP16");
+        assert_eq!(a.gpu[0].parameters["max_workspace_size_bytes"], "1073741824");
+        assert_eq!(a.gpu[0].parameters["trt_engine_cache_enable"], "1");
+        assert_eq!(a.gpu[1].name, "cuda");
+        assert_eq!(a.gpu[1].parameters["cudnn_conv_use_max_workspace"], "0");
+        assert_eq!(a.cpu[0].name, "openvino");
+        // Accelerators are the backend's to take or refuse, not a config error.
+        assert!(unsupported::review(&config).unwrap().is_empty());
+        let bad = model_config::parse(r#"instance_group [ { kind: KIND_GPU gpus: [ -1 ] } ]"#).unwrap();
+        assert!(instance_devices(&bad).unwrap_err().contains("GPU -1"));
     }
 
     #[test]

@@ -6,8 +6,16 @@
 //! here and in `docs/compatibility.md` are the same lists.
 use quiver_proto::inference::ModelConfig;
 
-/// Model parameters quiver acts on.
-pub const KNOWN_PARAMETERS: &[&str] = &["intra_op_thread_count", "inter_op_thread_count"];
+/// Model parameters quiver acts on (the last four: the CUDA provider's
+/// options under Triton's older names, for GPU instances).
+pub const KNOWN_PARAMETERS: &[&str] = &[
+    "intra_op_thread_count",
+    "inter_op_thread_count",
+    "cudnn_conv_algo_search",
+    "gpu_mem_limit",
+    "arena_extend_strategy",
+    "do_copy_in_default_stream",
+];
 
 /// `Ok`: the fields set in `config` that are harmless to ignore, by name.
 /// `Err`: the first field set that quiver cannot honour, and why.
@@ -79,26 +87,16 @@ pub fn review(config: &ModelConfig) -> Result<Vec<String>, String> {
         }
     }
     if let Some(o) = &config.optimization {
-        let accelerators = o.execution_accelerators.as_ref();
-        if let Some(a) = accelerators.and_then(|a| {
-            a.gpu_execution_accelerator
-                .iter()
-                .chain(&a.cpu_execution_accelerator)
-                .next()
-        }) {
-            return refuse(
-                format!("optimization.execution_accelerators '{}'", a.name),
-                "this build runs ONNX Runtime's CPU execution provider only",
-            );
-        }
+        // execution_accelerators are the backend's to apply or refuse: ONNX
+        // Runtime maps them to its providers, LibTorch refuses them.
         if o.priority != 0 {
             ignored.push("optimization.priority".into());
         }
         if o.input_pinned_memory.is_some() {
-            ignored.push("optimization.input_pinned_memory (no GPU)".into());
+            ignored.push("optimization.input_pinned_memory (GPU instances always use pinned memory)".into());
         }
         if o.output_pinned_memory.is_some() {
-            ignored.push("optimization.output_pinned_memory (no GPU)".into());
+            ignored.push("optimization.output_pinned_memory (GPU instances always use pinned memory)".into());
         }
     }
     if config.model_transaction_policy.as_ref().is_some_and(|p| p.decoupled) {
@@ -108,7 +106,7 @@ pub fn review(config: &ModelConfig) -> Result<Vec<String>, String> {
         );
     }
     if !config.cc_model_filenames.is_empty() {
-        ignored.push("cc_model_filenames (no GPU)".into());
+        ignored.push("cc_model_filenames (the default model file is loaded on every GPU)".into());
     }
     if !config.metric_tags.is_empty() {
         ignored.push("metric_tags".into());
@@ -149,10 +147,6 @@ mod tests {
                 "output 'y' is_shape_tensor",
             ),
             (r#"instance_group [ { name: "g" kind: KIND_MODEL } ]"#, "KIND_MODEL"),
-            (
-                r#"optimization { execution_accelerators { gpu_execution_accelerator [ { name: "tensorrt" } ] } }"#,
-                "execution_accelerators 'tensorrt'",
-            ),
             (r#"model_transaction_policy { decoupled: true }"#, "decoupled"),
             (r#"runtime: "model.py""#, "runtime 'model.py'"),
         ];
@@ -175,7 +169,7 @@ mod tests {
         assert_eq!(
             ignored,
             vec![
-                "optimization.input_pinned_memory (no GPU)",
+                "optimization.input_pinned_memory (GPU instances always use pinned memory)",
                 "metric_tags",
                 "response_cache (answers are computed every time)",
                 "parameters 'enable_mem_pattern'"
