@@ -81,6 +81,9 @@ pub struct OnnxModel {
     path: PathBuf,
     /// Where batch buffers live: the CPU allocator, or CUDA's pinned one.
     allocator: Allocator,
+    /// Plain host memory, for string outputs: ONNX Runtime builds string
+    /// tensors on the CPU allocator only.
+    cpu_memory: MemoryInfo<'static>,
     bind_io: bool,
     /// What the load did that an operator should hear of (pinned memory
     /// unavailable, say).
@@ -211,6 +214,8 @@ impl OnnxModel {
             path: path.to_owned(),
             allocator,
             bind_io: options.bind_io || !options.providers.is_empty(),
+            cpu_memory: MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
+                .map_err(|e| fail(&e))?,
             notes,
         })
     }
@@ -393,9 +398,17 @@ impl Runtime for OnnxModel {
                 binding.bind_input(*name, value).map_err(failed)?;
             }
             for name in &wanted {
-                binding
-                    .bind_output_to_device(*name, self.allocator.memory_info())
-                    .map_err(failed)?;
+                let strings = self
+                    .io
+                    .outputs
+                    .iter()
+                    .any(|o| o.name == *name && o.datatype == DataType::Bytes);
+                let memory = if strings {
+                    &self.cpu_memory
+                } else {
+                    self.allocator.memory_info()
+                };
+                binding.bind_output_to_device(*name, memory).map_err(failed)?;
             }
             Some(binding)
         } else {
