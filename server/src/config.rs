@@ -58,9 +58,26 @@ pub struct Config {
     #[arg(long, env = "QUIVER_METRICS_PORT", default_value_t = 8082)]
     pub metrics_port: u16,
 
+    /// Serve HTTP/REST (Triton's --allow-http=<bool>).
+    #[arg(long, env = "QUIVER_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub allow_http: bool,
+
+    /// Serve gRPC (Triton's --allow-grpc=<bool>).
+    #[arg(long, env = "QUIVER_ALLOW_GRPC", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub allow_grpc: bool,
+
+    /// Open the metrics port (Triton's --allow-metrics=<bool>); /metrics on
+    /// the HTTP port stays.
+    #[arg(long, env = "QUIVER_ALLOW_METRICS", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub allow_metrics: bool,
+
     /// Export Triton's GPU metrics (nv_gpu_*, nv_energy_consumption) read
     /// through NVML; they are absent on machines without an NVIDIA driver.
-    #[arg(long, env = "QUIVER_ALLOW_GPU_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    #[arg(long, env = "QUIVER_ALLOW_GPU_METRICS", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     pub allow_gpu_metrics: bool,
 
     /// How often GPU metrics are read, in milliseconds (Triton's flag).
@@ -224,7 +241,12 @@ pub struct Config {
     pub load_model: Vec<String>,
 
     /// Model loads that may run at once (loads of one model always take turns).
-    #[arg(long, env = "QUIVER_MODEL_LOAD_THREADS", default_value_t = 2)]
+    #[arg(
+        long,
+        alias = "model-load-thread-count",
+        env = "QUIVER_MODEL_LOAD_THREADS",
+        default_value_t = 2
+    )]
     pub model_load_threads: usize,
 
     /// Do not warm a model that has no `model_warmup` with one run on zeros
@@ -234,7 +256,12 @@ pub struct Config {
 
     /// After the drain, how long in-flight requests get to finish before open
     /// connections and streams are closed and quiver exits anyway.
-    #[arg(long, env = "QUIVER_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    #[arg(
+        long,
+        alias = "exit-timeout-secs",
+        env = "QUIVER_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10
+    )]
     pub shutdown_grace_seconds: u64,
 
     /// Server readiness (`/v2/health/ready`, ServerReady) says 503/false
@@ -278,6 +305,18 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "quiver_server=debug".
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     pub log: String,
+
+    /// Triton's verbose logging level: 1 or more turns quiver's own logs to
+    /// debug (unless --log says otherwise).
+    #[arg(long, env = "QUIVER_LOG_VERBOSE", default_value_t = 0)]
+    pub log_verbose: u32,
+
+    /// Exit at start-up if a model that should serve fails to load (Triton's
+    /// --exit-on-error, whose default is true). quiver's default is false:
+    /// one broken model does not take the others down.
+    #[arg(long, env = "QUIVER_EXIT_ON_ERROR", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub exit_on_error: bool,
 }
 
 impl Config {
@@ -292,6 +331,32 @@ impl Config {
     /// The largest request body or message the listeners accept.
     pub fn largest_request(&self) -> usize {
         self.http_max_body_bytes.max(self.grpc_max_message_bytes)
+    }
+
+    /// Parses the command line, Triton's flags included: the ones quiver
+    /// cannot honour are taken out first and returned as warnings to log.
+    pub fn parse_with_triton_flags() -> (Config, Vec<String>) {
+        let (args, mut warnings) = crate::triton_cli::strip_ignored(std::env::args_os());
+        let config = Config::parse_from(args);
+        for arg in &config.backend_config {
+            let backend = arg.split(',').next().unwrap_or_default();
+            if !["onnxruntime", "pytorch"].contains(&backend) {
+                warnings.push(format!(
+                    "--backend-config={arg} is accepted and ignored: quiver has no '{backend}' backend"
+                ));
+            }
+        }
+        (config, warnings)
+    }
+
+    /// The log filter: --log, or debug for quiver's own logs with
+    /// --log-verbose when --log is left at its default.
+    pub fn log_filter(&self) -> String {
+        if self.log_verbose > 0 && self.log == "info" {
+            "info,quiver=debug,quiver_server=debug,quiver_runtimes=debug".into()
+        } else {
+            self.log.clone()
+        }
     }
 
     /// `--strict-readiness`, or its default for how the server is used.
@@ -384,7 +449,17 @@ impl Config {
         if self.worker_threads == 0 {
             return Err("--worker-threads must be at least 1".into());
         }
-        let mut ports = vec![self.http_port, self.grpc_port, self.metrics_port];
+        if !self.allow_http && !self.allow_grpc {
+            return Err("--allow-http=false and --allow-grpc=false leave nothing to serve".into());
+        }
+        let mut ports: Vec<u16> = [
+            (self.allow_http, self.http_port),
+            (self.allow_grpc, self.grpc_port),
+            (self.allow_metrics, self.metrics_port),
+        ]
+        .into_iter()
+        .filter_map(|(on, port)| on.then_some(port))
+        .collect();
         ports.extend(self.admin_port);
         for (i, a) in ports.iter().enumerate() {
             if *a != 0 && ports[i + 1..].contains(a) {

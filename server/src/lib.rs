@@ -12,6 +12,7 @@ pub mod gpu_metrics;
 pub mod sources;
 pub mod telemetry;
 pub mod tls;
+pub mod triton_cli;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,9 +33,11 @@ use engine::repository::LoadOptions;
 
 /// A running server: its bound addresses and the handles to stop it.
 pub struct Server {
-    pub http_addr: SocketAddr,
-    pub grpc_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
+    /// `None` where Triton's --allow-http / --allow-grpc / --allow-metrics
+    /// turned the listener off.
+    pub http_addr: Option<SocketAddr>,
+    pub grpc_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
     /// The admin listener, when `--admin-port` is set.
     pub admin_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
@@ -103,6 +106,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             .await
             .with_context(|| format!("cannot read model repository {}", config.model_repository.display()))?;
     }
+    if config.exit_on_error {
+        let failed: Vec<String> = engine
+            .repository_index()
+            .into_iter()
+            .filter(|row| row.state == "UNAVAILABLE" && !row.reason.is_empty())
+            .map(|row| format!("{}: {}", row.name, row.reason))
+            .collect();
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "--exit-on-error: {} model(s) failed to load: {}",
+                failed.len(),
+                failed.join("; ")
+            );
+        }
+    }
     // Reported once the models exist, so the index shows it on their rows.
     if let Some(e) = &unsynced {
         engine.source_failed(None, "object_store", e);
@@ -125,10 +143,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
                 .with_context(|| format!("cannot listen on {addr}"))
         }
     };
-    let http = bind(config.http_port).await?;
-    let grpc = bind(config.grpc_port).await?;
-    let metrics_listener = bind(config.metrics_port).await?;
-    let (http_addr, grpc_addr, metrics_addr) = (http.local_addr()?, grpc.local_addr()?, metrics_listener.local_addr()?);
+    // Triton's --allow-http / --allow-grpc / --allow-metrics leave a listener out.
+    let bind_if = |on: bool, port: u16| async move {
+        match on {
+            true => bind(port).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let http = bind_if(config.allow_http, config.http_port).await?;
+    let grpc = bind_if(config.allow_grpc, config.grpc_port).await?;
+    let metrics_listener = bind_if(config.allow_metrics, config.metrics_port).await?;
+    let addr = |l: &Option<TcpListener>| l.as_ref().map(|l| l.local_addr()).transpose();
+    let (http_addr, grpc_addr, metrics_addr) = (addr(&http)?, addr(&grpc)?, addr(&metrics_listener)?);
 
     let (stop, stopped) = watch::channel(false);
     let stop_signal = stopped.clone();
@@ -207,39 +233,44 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         let every = Duration::from_secs(config.tls_reload_seconds.max(1));
         tasks.push(tokio::spawn(Arc::clone(tls).watch(every, stopped.clone())));
     }
-    let http = match &tls {
-        Some(t) => {
-            let listener = tls::HttpsListener {
-                streams: tls::accept(http, t.http_acceptor()),
-                local: http_addr,
-            };
-            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await })
-        }
-        None => {
-            // Small answers must leave at once: without TCP_NODELAY, Nagle's
-            // algorithm and the client's delayed ACK add up to 40 ms to a response.
-            let http = http.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            tokio::spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await })
-        }
-    };
-    tasks.push(tokio::spawn(async move {
-        if let Ok(Err(e)) = http.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }));
+    if let Some(http) = http {
+        let local = http.local_addr()?;
+        let served = match &tls {
+            Some(t) => {
+                let listener = tls::HttpsListener {
+                    streams: tls::accept(http, t.http_acceptor()),
+                    local,
+                };
+                tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await })
+            }
+            None => {
+                // Small answers must leave at once: without TCP_NODELAY, Nagle's
+                // algorithm and the client's delayed ACK add up to 40 ms to a response.
+                let http = http.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                tokio::spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await })
+            }
+        };
+        tasks.push(tokio::spawn(async move {
+            if let Ok(Err(e)) = served.await {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        }));
+    }
 
-    let metrics_app = telemetry::router();
-    let shutdown = until_stopped();
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(metrics_listener, metrics_app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "metrics server failed");
-        }
-    }));
+    if let Some(metrics_listener) = metrics_listener {
+        let metrics_app = telemetry::router();
+        let shutdown = until_stopped();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics_listener, metrics_app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        }));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -255,36 +286,38 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(Arc::clone(&engine), stopped.clone()))
             .max_decoding_message_size(limit)
             .max_encoding_message_size(limit);
-    let shutdown = until_stopped();
-    let grpc_acceptor = tls.as_ref().map(|t| t.grpc_acceptor());
-    tasks.push(tokio::spawn(async move {
-        let router = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .layer(api::grpc::guard::GuardLayer { auth, admission })
-            .add_service(inference)
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(reflection_alpha);
-        let served = match grpc_acceptor {
-            Some(acceptor) => {
-                let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(grpc, acceptor))
-                    .map(|(tls, _)| Ok::<_, std::io::Error>(tls));
-                router.serve_with_incoming_shutdown(incoming, shutdown).await
+    if let Some(grpc) = grpc {
+        let shutdown = until_stopped();
+        let grpc_acceptor = tls.as_ref().map(|t| t.grpc_acceptor());
+        tasks.push(tokio::spawn(async move {
+            let router = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .layer(api::grpc::guard::GuardLayer { auth, admission })
+                .add_service(inference)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(reflection_alpha);
+            let served = match grpc_acceptor {
+                Some(acceptor) => {
+                    let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(grpc, acceptor))
+                        .map(|(tls, _)| Ok::<_, std::io::Error>(tls));
+                    router.serve_with_incoming_shutdown(incoming, shutdown).await
+                }
+                None => {
+                    // tonic sets TCP_NODELAY only on sockets it accepts itself; these are ours.
+                    let incoming = TcpListenerStream::new(grpc).map(|conn| {
+                        conn.inspect(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        })
+                    });
+                    router.serve_with_incoming_shutdown(incoming, shutdown).await
+                }
+            };
+            if let Err(e) = served {
+                tracing::error!(error = %e, "gRPC server failed");
             }
-            None => {
-                // tonic sets TCP_NODELAY only on sockets it accepts itself; these are ours.
-                let incoming = TcpListenerStream::new(grpc).map(|conn| {
-                    conn.inspect(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    })
-                });
-                router.serve_with_incoming_shutdown(incoming, shutdown).await
-            }
-        };
-        if let Err(e) = served {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    }));
+        }));
+    }
 
     engine.set_ready(true);
     health

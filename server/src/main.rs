@@ -1,16 +1,18 @@
 //! `quiver`: parse the config, set up logging, start, wait for a signal, drain.
 use std::time::Duration;
 
-use clap::Parser;
 use quiver_server::config::Config;
 
 fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let (config, triton_warnings) = Config::parse_with_triton_flags();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(config.log_filter()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for warning in &triton_warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .max_blocking_threads(config.max_blocking_threads)
@@ -35,9 +37,16 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = quiver_server::start(&config).await?;
-    tracing::info!(address = %server.http_addr, "HTTP listening");
-    tracing::info!(address = %server.grpc_addr, "gRPC listening");
-    tracing::info!(address = %server.metrics_addr, "metrics listening");
+    for (addr, what) in [
+        (server.http_addr, "HTTP listening"),
+        (server.grpc_addr, "gRPC listening"),
+        (server.metrics_addr, "metrics listening"),
+    ] {
+        match addr {
+            Some(addr) => tracing::info!(address = %addr, "{what}"),
+            None => tracing::info!("{what}: off"),
+        }
+    }
     if let Some(addr) = server.admin_addr {
         tracing::info!(address = %addr, "admin listening");
     }

@@ -239,7 +239,7 @@ async fn prometheus_metrics_have_triton_names_and_histograms() {
             ..Default::default()
         })
         .await;
-    let addr = s.server.as_ref().unwrap().metrics_addr;
+    let addr = s.server.as_ref().unwrap().metrics_addr.unwrap();
     for url in [format!("http://{addr}/metrics"), s.url("/metrics")] {
         let text = s.client.get(url).send().await.unwrap().text().await.unwrap();
         for needle in [

@@ -35,8 +35,8 @@ impl TestServer {
     pub async fn start(config: Config) -> TestServer {
         let server = quiver_server::start(&config).await.expect("server starts");
         TestServer {
-            http: format!("http://{}", server.http_addr),
-            grpc: format!("http://{}", server.grpc_addr),
+            http: format!("http://{}", server.http_addr.expect("HTTP on")),
+            grpc: format!("http://{}", server.grpc_addr.expect("gRPC on")),
             server: Some(server),
             client: http_client(),
         }
@@ -69,7 +69,7 @@ impl TestServer {
 
     /// The Prometheus exposition of the metrics port.
     pub async fn metrics(&self) -> String {
-        let addr = self.server.as_ref().expect("running").metrics_addr;
+        let addr = self.server.as_ref().expect("running").metrics_addr.expect("metrics on");
         self.client
             .get(format!("http://{addr}/metrics"))
             .send()
