@@ -56,6 +56,9 @@ wait "$venv_triton"
 wait "$venv_kserve"
 wait "$venv_registry"
 export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
+# deploy/: the CRD schemas (where ../shared/k8s exists) and quiver's command
+# line, probes and grace period in every manifest.
+"$root/.venv/registry/bin/python" scripts/check-manifests.py
 cd tests/python
 "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py

@@ -306,6 +306,11 @@ pub struct Config {
     #[arg(long, env = "QUIVER_LOG", default_value = "info")]
     pub log: String,
 
+    /// Check the command line (quiver's and Triton's flags) and exit: 0 when
+    /// it would start, 2 with the reason when it would not. Loads nothing.
+    #[arg(long)]
+    pub check_config: bool,
+
     /// Triton's verbose logging level: 1 or more turns quiver's own logs to
     /// debug (unless --log says otherwise).
     #[arg(long, env = "QUIVER_LOG_VERBOSE", default_value_t = 0)]

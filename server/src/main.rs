@@ -13,6 +13,15 @@ fn main() -> std::process::ExitCode {
     for warning in &triton_warnings {
         tracing::warn!("{warning}");
     }
+    if config.check_config {
+        return match config.validate() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("quiver: {e}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads)
         .max_blocking_threads(config.max_blocking_threads)
