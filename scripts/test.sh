@@ -11,6 +11,25 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
+venv() {
+  local name="$1" requirements="$2"
+  local dir="$root/.venv/$name"
+  local stamp="$dir/.requirements"
+  if [ ! -x "$dir/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$stamp"
+  fi
+}
+# --venvs-only: the Python client environments and nothing else (for
+# scripts/container-test.sh, which runs the suites against a container).
+if [ "${1:-}" = --venvs-only ]; then
+  venv tritonclient tests/python/requirements-tritonclient.txt
+  venv kserve tests/python/requirements-kserve.txt
+  exit 0
+fi
+
 ./scripts/fetch-onnxruntime.sh
 # The GPU build too: the tests check that on a machine without CUDA a
 # KIND_GPU model fails to load naming the missing library (no silent CPU).
@@ -24,17 +43,6 @@ export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
 # ONNX Runtime's telemetry writes under XDG_CACHE_HOME; keep it out of $HOME.
 export XDG_CACHE_HOME="$root/.cache/xdg"
 
-venv() {
-  local name="$1" requirements="$2"
-  local dir="$root/.venv/$name"
-  local stamp="$dir/.requirements"
-  if [ ! -x "$dir/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
-    rm -rf "$dir"
-    python3 -m venv "$dir"
-    "$dir/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements"
-    cp "$requirements" "$stamp"
-  fi
-}
 venv tritonclient tests/python/requirements-tritonclient.txt &
 venv_triton=$!
 venv kserve tests/python/requirements-kserve.txt &

@@ -1,11 +1,11 @@
 import pytest
 
-from quiver_server import QuiverServer
+from quiver_server import session_server
 
 
 @pytest.fixture(scope="session")
 def server():
-    s = QuiverServer()
+    s = session_server()
     yield s
     assert s.alive(), "quiver exited during the tests"
     s.stop()

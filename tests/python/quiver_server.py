@@ -14,6 +14,29 @@ MODELS = os.path.join(ROOT, "models")
 ADDRESS = re.compile(r"(HTTP|gRPC|metrics) listening address=\S+:(\d+)")
 
 
+class ExternalServer:
+    """A quiver started elsewhere (a container: scripts/container-test.sh),
+    named by QUIVER_EXTERNAL=<host>:<http port>,<grpc port>,<metrics port>."""
+
+    def __init__(self, spec):
+        host, http, grpc, metrics = re.match(r"(.+):(\d+),(\d+),(\d+)$", spec).groups()
+        self.http, self.grpc, self.metrics = f"{host}:{http}", f"{host}:{grpc}", f"{host}:{metrics}"
+        self.log = []
+
+    def alive(self):
+        return True
+
+    def stop(self):
+        pass
+
+
+def session_server():
+    """The server a suite's session runs against: the one QUIVER_EXTERNAL
+    names, else a quiver started here on the demo models."""
+    spec = os.environ.get("QUIVER_EXTERNAL")
+    return ExternalServer(spec) if spec else QuiverServer()
+
+
 class QuiverServer:
     def __init__(self, repository=MODELS, extra_args=(), env=None):
         self.cache = tempfile.mkdtemp(prefix="quiver-xdg-")

@@ -1,0 +1,60 @@
+# quiver's image: the server built from this tree, ONNX Runtime's library from
+# its official wheel, on a slim Debian runtime, as uid 1000. Models are not
+# baked in: mount a Triton-layout repository at /models.
+#
+#   docker build -t quiver .
+#   docker run --rm -p 8080:8080 -p 8081:8081 -p 8082:8082 -v "$PWD/models:/models:ro" quiver
+#
+# GPU variant (ONNX Runtime's CUDA and TensorRT providers; CUDA 13 and cuDNN 9
+# from NVIDIA's runtime image; run with --gpus all):
+#   docker build -t quiver:gpu --build-arg ORT_PACKAGE=onnxruntime-gpu \
+#     --build-arg RUNTIME_IMAGE=docker.io/nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04 .
+#
+# Where base images cannot be pulled, point RUST_IMAGE, PYTHON_IMAGE and
+# RUNTIME_IMAGE at local ones (scripts/container-test.sh makes them).
+ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
+ARG PYTHON_IMAGE=docker.io/library/python:3.11-slim-bookworm
+ARG RUNTIME_IMAGE=docker.io/library/debian:bookworm-slim
+
+FROM ${RUST_IMAGE} AS build
+# The image's own toolchain (1.95), without rustup fetching the components
+# rust-toolchain.toml lists for development.
+ENV RUSTUP_TOOLCHAIN=1.95.0
+WORKDIR /src
+COPY . .
+# The server alone: TorchScript models need the LibTorch backend library,
+# which this image does not carry (they fail to load, saying so).
+RUN cargo build --release --locked -p quiver-server \
+ && strip -o /quiver target/release/quiver
+
+FROM ${PYTHON_IMAGE} AS onnxruntime
+ARG ORT_PACKAGE=onnxruntime
+ARG ORT_VERSION=1.31.1
+COPY scripts/fetch-onnxruntime.sh /fetch-onnxruntime.sh
+RUN ORT_PACKAGE=${ORT_PACKAGE} ORT_VERSION=${ORT_VERSION} ORT_DEST=/onnxruntime bash /fetch-onnxruntime.sh
+
+FROM ${RUNTIME_IMAGE}
+# uid 1000, as Triton's image and Seldon's pods run (NVIDIA's Ubuntu images
+# already have a user with that uid).
+RUN (getent passwd 1000 > /dev/null || useradd --uid 1000 --user-group --no-create-home --shell /usr/sbin/nologin quiver) \
+ && mkdir -p /models /opt/quiver/bin /opt/quiver/lib /opt/tritonserver/bin
+COPY --from=onnxruntime /onnxruntime/ /opt/quiver/lib/
+COPY --from=build /quiver /opt/quiver/bin/quiver
+# Triton's command lines run unchanged: `tritonserver ...` (KServe's and
+# Seldon's manifests) and /opt/tritonserver/bin/tritonserver (Seldon Core 1).
+RUN ln -s quiver /opt/quiver/bin/tritonserver \
+ && ln -s /opt/quiver/bin/quiver /opt/tritonserver/bin/tritonserver
+ENV PATH=/opt/quiver/bin:/opt/tritonserver/bin:$PATH \
+    ORT_DYLIB_PATH=/opt/quiver/lib/libonnxruntime.so \
+    QUIVER_MODEL_REPOSITORY=/models \
+    QUIVER_CACHE_DIR=/tmp/quiver-cache \
+    XDG_CACHE_HOME=/tmp
+USER 1000:1000
+WORKDIR /tmp
+EXPOSE 8080 8081 8082
+# bash's /dev/tcp: no HTTP client needed in the image.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${QUIVER_HTTP_PORT:-8080} && printf 'GET /v2/health/ready HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+# quiver is PID 1 and handles SIGTERM itself: not ready at once, drain, then
+# finish in-flight requests (--shutdown-drain-seconds, --shutdown-grace-seconds).
+ENTRYPOINT ["quiver"]

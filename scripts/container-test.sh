@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Builds quiver's image and tests it as a platform would run it:
+#   1. build the image (Dockerfile) with Docker if a daemon answers, else with
+#      Podman (installed with apt-get when missing); report build time and size;
+#   2. run it with the demo repository mounted read-only, check it runs as
+#      uid 1000 and that its HEALTHCHECK passes;
+#   3. run the tritonclient and KServe SDK suites against it over REST and gRPC;
+#   4. send SIGTERM while clients keep requests in flight: no request may fail,
+#      and the container must exit within its drain + grace time.
+#
+# Base images: where docker.io cannot be reached (this project's build
+# machines), the script makes local ones and passes them as build arguments:
+#   RUST_IMAGE     Debian bookworm + gcc + this machine's Rust toolchain
+#   PYTHON_IMAGE   Debian bookworm + python3-pip (fetches ONNX Runtime's wheel)
+#   RUNTIME_IMAGE  Debian bookworm, minbase (debootstrap from the apt mirror)
+# Set them yourself to use other local images, e.g.
+#   RUNTIME_IMAGE=localhost/debian:bookworm-slim scripts/container-test.sh
+# Needs root for apt-get and debootstrap when it must make them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+out="$root/target/container-test"
+mkdir -p "$out"
+tag="${IMAGE:-localhost/quiver:test}"
+flags=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
+
+# --- The engine ----------------------------------------------------------------
+if command -v docker > /dev/null && docker info > /dev/null 2>&1; then
+  engine=docker
+  flags=()
+else
+  if ! command -v podman > /dev/null; then
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman runc debootstrap
+  fi
+  engine=podman
+  # This kind of machine needs runc (crun fails on hybrid cgroups).
+  flags+=(--runtime runc)
+fi
+echo "engine: $engine"
+run_flags=("${flags[@]}")
+build_flags=("${flags[@]}")
+
+# --- Base images -----------------------------------------------------------------
+have_image() { $engine image exists "$1" 2> /dev/null || $engine image inspect "$1" > /dev/null 2>&1; }
+debian_base() {
+  have_image localhost/quiver-base:bookworm && return
+  command -v debootstrap > /dev/null || { apt-get update -q && apt-get install -y -q debootstrap; }
+  local mirror rootfs
+  mirror="$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2> /dev/null || true)"
+  mirror="${mirror:-http://deb.debian.org/debian}"
+  rootfs="$(mktemp -d)/rootfs"
+  debootstrap --variant=minbase bookworm "$rootfs" "$mirror" > "$out/debootstrap.log"
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  mkdir -p "$rootfs/var/lib/apt/lists/partial" "$rootfs/etc/ssl/certs"
+  cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/"
+  tar -C "$rootfs" -c . | $engine import --change 'CMD ["/bin/bash"]' - localhost/quiver-base:bookworm
+  rm -rf "$(dirname "$rootfs")"
+}
+if [ -z "${RUNTIME_IMAGE:-}${RUST_IMAGE:-}${PYTHON_IMAGE:-}" ] && ! $engine pull -q docker.io/library/debian:bookworm-slim > /dev/null 2>&1; then
+  echo "docker.io cannot be reached: making local base images"
+  debian_base
+  RUNTIME_IMAGE=localhost/quiver-base:bookworm
+  if ! have_image localhost/quiver-python:bookworm; then
+    printf 'FROM localhost/quiver-base:bookworm\nRUN apt-get update -q && apt-get install -y -q --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*\n' |
+      $engine build "${build_flags[@]}" -t localhost/quiver-python:bookworm -f - "$out"
+  fi
+  PYTHON_IMAGE=localhost/quiver-python:bookworm
+  if ! have_image localhost/quiver-rust:bookworm; then
+    toolchain="$(rustc --print sysroot)"
+    ctx="$(mktemp -d)"
+    cp -a "$toolchain" "$ctx/rust"
+    rm -rf "$ctx/rust/share/doc" "$ctx/rust/lib/rustlib/src"
+    printf '%s\n' 'FROM localhost/quiver-base:bookworm' \
+      'RUN apt-get update -q && apt-get install -y -q --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*' \
+      'COPY rust /usr/local/rust' \
+      'ENV PATH=/usr/local/rust/bin:$PATH' > "$ctx/Dockerfile"
+    $engine build "${build_flags[@]}" -t localhost/quiver-rust:bookworm "$ctx"
+    rm -rf "$ctx"
+  fi
+  RUST_IMAGE=localhost/quiver-rust:bookworm
+fi
+args=()
+[ -n "${RUST_IMAGE:-}" ] && args+=(--build-arg "RUST_IMAGE=$RUST_IMAGE")
+[ -n "${PYTHON_IMAGE:-}" ] && args+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
+[ -n "${RUNTIME_IMAGE:-}" ] && args+=(--build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE")
+
+# --- 1. Build --------------------------------------------------------------------
+start=$(date +%s)
+$engine build "${build_flags[@]}" "${args[@]}" -t "$tag" . 2>&1 | tee "$out/build.log" | tail -n 3
+built=$(($(date +%s) - start))
+size=$($engine image inspect "$tag" --format '{{.Size}}')
+echo "image $tag: built in ${built} s, $((size / 1024 / 1024)) MiB"
+
+# --- 2. Run ----------------------------------------------------------------------
+cid=""
+cleanup() { [ -n "$cid" ] && $engine rm -f "$cid" > /dev/null 2>&1 || true; }
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+http=$(port) grpc=$(port) metrics=$(port)
+cid=$($engine run -d "${run_flags[@]}" -p "127.0.0.1:$http:8080" -p "127.0.0.1:$grpc:8081" -p "127.0.0.1:$metrics:8082" \
+  -v "$root/models:/models:ro" "$tag" --shutdown-drain-seconds=3 --shutdown-grace-seconds=10)
+for _ in $(seq 120); do
+  curl -sf "http://127.0.0.1:$http/v2/health/ready" > /dev/null && break
+  sleep 0.5
+done
+curl -sf "http://127.0.0.1:$http/v2/health/ready" > /dev/null || { $engine logs "$cid" | tail -20; echo "FAIL: not ready"; exit 1; }
+uid=$($engine exec "$cid" id -u)
+[ "$uid" = 1000 ] || { echo "FAIL: runs as uid $uid"; exit 1; }
+echo "runs as uid $uid"
+$engine exec "$cid" bash -c "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /v2/health/ready HTTP/1.0\r\n\r\n' >&3 && head -n1 <&3 | grep -q ' 200 '" ||
+  { echo "FAIL: the HEALTHCHECK command fails"; exit 1; }
+echo "HEALTHCHECK command passes"
+
+# --- 3. Client suites ------------------------------------------------------------
+# The image carries no LibTorch: the TorchScript twins (*_pt) are left out.
+./scripts/test.sh --venvs-only
+export QUIVER_EXTERNAL="127.0.0.1:$http,$grpc,$metrics"
+(cd tests/python && "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py -k "not _pt" &&
+  "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py -k "not _pt")
+unset QUIVER_EXTERNAL
+
+# --- 4. SIGTERM under load ---------------------------------------------------------
+"$root/.venv/tritonclient/bin/python" - "$http" "$engine" "$cid" << 'PY'
+import subprocess, sys, threading, time
+import numpy as np
+import tritonclient.http as httpclient
+http, engine, cid = sys.argv[1:]
+ok, failed, stop = [0], [], threading.Event()
+def client():
+    c = httpclient.InferenceServerClient(url=f"127.0.0.1:{http}")
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    while not stop.is_set():
+        inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_data_from_numpy(a); inputs[1].set_data_from_numpy(a)
+        try:
+            r = c.infer("add_sub", inputs)
+            assert (r.as_numpy("OUTPUT0") == 2 * a).all()
+            ok[0] += 1
+        except Exception as e:
+            # Refused connections after the listener closes are not failed
+            # requests: a load balancer has moved away by then (readiness
+            # went false at SIGTERM). Anything else is.
+            if "onnection refused" in str(e) or "not ready" in str(e).lower():
+                time.sleep(0.05)
+                continue
+            failed.append(repr(e))
+threads = [threading.Thread(target=client) for _ in range(8)]
+for t in threads: t.start()
+time.sleep(2)
+before = ok[0]
+start = time.time()
+subprocess.run([engine, "kill", "--signal", "TERM", cid], check=True)
+code = subprocess.run([engine, "wait", cid], capture_output=True, text=True).stdout.strip()
+took = time.time() - start
+stop.set()
+for t in threads: t.join()
+print(f"SIGTERM under load: {before} answered before it, {ok[0] - before} during the drain, "
+      f"{len(failed)} failed, exit code {code} after {took:.1f} s")
+if failed:
+    print("\n".join(failed[:5])); sys.exit(1)
+if took > 3 + 10 + 5:
+    print("FAIL: did not exit within drain + grace"); sys.exit(1)
+PY
+echo "container test passed (image ${built} s to build, $((size / 1024 / 1024)) MiB)"
