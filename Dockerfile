@@ -21,7 +21,14 @@ FROM ${RUST_IMAGE} AS build
 # rust-toolchain.toml lists for development.
 ENV RUSTUP_TOOLCHAIN=1.95.0
 WORKDIR /src
-COPY . .
+# The workspace alone, so that edits to docs, scripts or the Python suites do
+# not rebuild the server.
+COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
+COPY proto proto
+COPY runtimes runtimes
+COPY server server
+COPY loadtest loadtest
+COPY benches benches
 # The server alone: TorchScript models need the LibTorch backend library,
 # which this image does not carry (they fail to load, saying so).
 RUN cargo build --release --locked -p quiver-server \

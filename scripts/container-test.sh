@@ -53,6 +53,8 @@ debian_base() {
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   mkdir -p "$rootfs/var/lib/apt/lists/partial" "$rootfs/etc/ssl/certs"
   cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/"
+  mkdir -p "$rootfs/usr/local/share/ca-certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$rootfs/usr/local/share/ca-certificates/" 2> /dev/null || true
   tar -C "$rootfs" -c . | $engine import --change 'CMD ["/bin/bash"]' - localhost/quiver-base:bookworm
   rm -rf "$(dirname "$rootfs")"
 }
@@ -61,8 +63,17 @@ if [ -z "${RUNTIME_IMAGE:-}${RUST_IMAGE:-}${PYTHON_IMAGE:-}" ] && ! $engine pull
   debian_base
   RUNTIME_IMAGE=localhost/quiver-base:bookworm
   if ! have_image localhost/quiver-python:bookworm; then
-    printf 'FROM localhost/quiver-base:bookworm\nRUN apt-get update -q && apt-get install -y -q --no-install-recommends python3-pip && rm -rf /var/lib/apt/lists/*\n' |
-      $engine build "${build_flags[@]}" -t localhost/quiver-python:bookworm -f - "$out"
+    # pip inside the build must trust what this machine trusts (a proxy's
+    # CA, say): the host's extra CA certificates go in with python3-pip.
+    ctx="$(mktemp -d)"
+    mkdir -p "$ctx/ca"
+    cp /usr/local/share/ca-certificates/*.crt "$ctx/ca/" 2> /dev/null || true
+    printf '%s\n' 'FROM localhost/quiver-base:bookworm' \
+      'COPY ca/ /usr/local/share/ca-certificates/' \
+      'RUN apt-get update -q && apt-get install -y -q --no-install-recommends python3-pip ca-certificates && update-ca-certificates && rm -rf /var/lib/apt/lists/*' \
+      > "$ctx/Dockerfile"
+    $engine build "${build_flags[@]}" -t localhost/quiver-python:bookworm "$ctx"
+    rm -rf "$ctx"
   fi
   PYTHON_IMAGE=localhost/quiver-python:bookworm
   if ! have_image localhost/quiver-rust:bookworm; then
@@ -97,8 +108,16 @@ cleanup() { [ -n "$cid" ] && $engine rm -f "$cid" > /dev/null 2>&1 || true; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 http=$(port) grpc=$(port) metrics=$(port)
+# The demo models without their TorchScript twins: the image carries no
+# LibTorch (docs/deploy.md).
+repo="$out/models"
+rm -rf "$repo" && mkdir -p "$repo"
+for m in "$root"/models/*; do
+  case "$m" in *_pt) ;; *) cp -r "$m" "$repo/" ;; esac
+done
+chmod -R a+rX "$repo"
 cid=$($engine run -d "${run_flags[@]}" -p "127.0.0.1:$http:8080" -p "127.0.0.1:$grpc:8081" -p "127.0.0.1:$metrics:8082" \
-  -v "$root/models:/models:ro" "$tag" --shutdown-drain-seconds=3 --shutdown-grace-seconds=10)
+  -v "$repo:/models:ro" "$tag" --shutdown-drain-seconds=3 --shutdown-grace-seconds=10)
 for _ in $(seq 120); do
   curl -sf "http://127.0.0.1:$http/v2/health/ready" > /dev/null && break
   sleep 0.5
@@ -112,12 +131,11 @@ $engine exec "$cid" bash -c "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /v2/
 echo "HEALTHCHECK command passes"
 
 # --- 3. Client suites ------------------------------------------------------------
-# The image carries no LibTorch: the TorchScript twins (*_pt) are left out.
 ./scripts/test.sh --venvs-only
-export QUIVER_EXTERNAL="127.0.0.1:$http,$grpc,$metrics"
-(cd tests/python && "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py -k "not _pt" &&
-  "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py -k "not _pt")
-unset QUIVER_EXTERNAL
+export QUIVER_EXTERNAL="127.0.0.1:$http,$grpc,$metrics" QUIVER_ONNX_ONLY=1
+(cd tests/python && "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py &&
+  "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py)
+unset QUIVER_EXTERNAL QUIVER_ONNX_ONLY
 
 # --- 4. SIGTERM under load ---------------------------------------------------------
 "$root/.venv/tritonclient/bin/python" - "$http" "$engine" "$cid" << 'PY'
