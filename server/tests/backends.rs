@@ -372,13 +372,7 @@ async fn without_a_gpu_a_kind_gpu_model_runs_on_the_cpu_only_when_asked() {
         let child = start_binary(&repo, &["--onnxruntime-lib", lib, "--allow-cpu-fallback"]).await;
         for model in ["on_gpu", "on_tensorrt"] {
             assert_eq!(row(&child.http, model).await["state"], "READY", "{model}");
-            let r = http_client()
-                .post(format!("{}/v2/models/{model}/infer", child.http))
-                .json(&add_sub_json())
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .unwrap();
+            let r = infer_add_sub(&child.http, model).await;
             assert_eq!(r.status(), 200);
             let body: Value = r.json().await.unwrap();
             let sum = body["outputs"]
@@ -508,13 +502,7 @@ async fn a_missing_libtorch_fails_only_the_torchscript_models() {
             "{reason}"
         );
         assert_eq!(row(&child.http, "add_sub").await["state"], "READY");
-        let r = http_client()
-            .post(format!("{}/v2/models/add_sub/infer", child.http))
-            .json(&add_sub_json())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap();
+        let r = infer_add_sub(&child.http, "add_sub").await;
         assert_eq!(r.status(), 200);
     }
     let _ = std::fs::remove_dir_all(&repo);
@@ -571,6 +559,17 @@ async fn several_torchscript_instances_answer_concurrent_requests() {
     assert_eq!(config["instance_group"][0]["count"], 2);
     std::sync::Arc::into_inner(s).unwrap().stop().await;
     let _ = std::fs::remove_dir_all(&repo);
+}
+
+/// add_sub's JSON request to `model` on a server started by `start_binary`.
+async fn infer_add_sub(http: &str, model: &str) -> reqwest::Response {
+    http_client()
+        .post(format!("{http}/v2/models/{model}/infer"))
+        .json(&add_sub_json())
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn metrics_text(http: &str) -> String {
@@ -670,13 +669,7 @@ async fn gpu_metrics_are_absent_without_nvml() {
     }
     for args in runs {
         let child = start_binary(&repo, &args).await;
-        let r = http_client()
-            .post(format!("{}/v2/models/add_sub/infer", child.http))
-            .json(&add_sub_json())
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap();
+        let r = infer_add_sub(&child.http, "add_sub").await;
         assert_eq!(r.status(), 200);
         tokio::time::sleep(Duration::from_millis(400)).await;
         let text = metrics_text(&child.http).await;

@@ -17,20 +17,7 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
 }
 
 fn infer_request() -> ModelInferRequest {
-    use quiver_proto::inference::model_infer_request::InferInputTensor;
-    let raw = |v: i32| bytes::Bytes::from((0..16).flat_map(|_| v.to_le_bytes()).collect::<Vec<u8>>());
-    let input = |name: &str| InferInputTensor {
-        name: name.into(),
-        datatype: "INT32".into(),
-        shape: vec![1, 16],
-        ..Default::default()
-    };
-    ModelInferRequest {
-        model_name: "add_sub".into(),
-        inputs: vec![input("INPUT0"), input("INPUT1")],
-        raw_input_contents: vec![raw(1), raw(2)],
-        ..Default::default()
-    }
+    add_sub_grpc("add_sub", 1, 2)
 }
 
 #[tokio::test]

@@ -10,10 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use quiver_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use quiver_proto::inference::{
-    ModelInferRequest, ModelReadyRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
-    model_infer_request::InferInputTensor,
-};
+use quiver_proto::inference::{ModelReadyRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest};
 
 struct Server {
     child: Child,
@@ -87,25 +84,13 @@ async fn ready(http: &str, server: &mut Server) {
     panic!("not ready: {}", std::fs::read_to_string(&server.log).unwrap());
 }
 
-fn add_sub_grpc(model: &str) -> ModelInferRequest {
-    let ints = |v: Vec<i32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let input = |name: &str| InferInputTensor {
-        name: name.into(),
-        datatype: "INT32".into(),
-        shape: vec![1, 16],
-        ..Default::default()
-    };
-    ModelInferRequest {
-        model_name: model.into(),
-        inputs: vec![input("INPUT0"), input("INPUT1")],
-        raw_input_contents: vec![ints((0..16).collect()).into(), ints(vec![1; 16]).into()],
-        ..Default::default()
-    }
-}
-
 async fn grpc_sum(grpc: &str, model: &str) -> Vec<i32> {
     let mut client = GrpcInferenceServiceClient::connect(grpc.to_owned()).await.unwrap();
-    let answer = client.model_infer(add_sub_grpc(model)).await.unwrap().into_inner();
+    let answer = client
+        .model_infer(add_sub_grpc(model, 1, 1))
+        .await
+        .unwrap()
+        .into_inner();
     let at = answer.outputs.iter().position(|o| o.name == "OUTPUT0").unwrap();
     answer.raw_output_contents[at]
         .chunks(4)
@@ -124,7 +109,18 @@ async fn http_ok(http: &str, model: &str) {
 }
 
 fn sum() -> Vec<i32> {
-    (1..17).collect()
+    vec![2; 16]
+}
+
+async fn model_ready(client: &mut GrpcInferenceServiceClient<tonic::transport::Channel>, name: &str) -> bool {
+    client
+        .model_ready(ModelReadyRequest {
+            name: name.into(),
+            version: String::new(),
+        })
+        .await
+        .map(|r| r.into_inner().ready)
+        .unwrap_or(false)
 }
 
 #[tokio::test]
@@ -196,15 +192,7 @@ async fn seldons_triton_server_command_line_serves_the_agents_sequence() {
         })
         .await
         .unwrap();
-    let ready = client
-        .model_ready(ModelReadyRequest {
-            name: served.clone(),
-            version: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(ready.ready);
+    assert!(model_ready(&mut client, &served).await);
     assert_eq!(grpc_sum(&grpc, &served).await, sum());
     client
         .repository_model_unload(RepositoryModelUnloadRequest {
@@ -213,15 +201,7 @@ async fn seldons_triton_server_command_line_serves_the_agents_sequence() {
         })
         .await
         .unwrap();
-    let ready = client
-        .model_ready(ModelReadyRequest {
-            name: served.clone(),
-            version: String::new(),
-        })
-        .await
-        .map(|r| r.into_inner().ready)
-        .unwrap_or(false);
-    assert!(!ready);
+    assert!(!model_ready(&mut client, &served).await);
 
     // --log-verbose=1 turned quiver's logs to debug; the python backend
     // setting was named as ignored.

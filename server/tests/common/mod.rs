@@ -157,6 +157,25 @@ pub fn add_sub_json() -> serde_json::Value {
     })
 }
 
+/// add_sub's request over gRPC: INPUT0 and INPUT1 of 16 INT32s each, all
+/// `a` and all `b`, as raw contents.
+pub fn add_sub_grpc(model: &str, a: i32, b: i32) -> quiver_proto::inference::ModelInferRequest {
+    use quiver_proto::inference::model_infer_request::InferInputTensor;
+    let raw = |v: i32| bytes::Bytes::from((0..16).flat_map(|_| v.to_le_bytes()).collect::<Vec<u8>>());
+    let input = |name: &str| InferInputTensor {
+        name: name.into(),
+        datatype: "INT32".into(),
+        shape: vec![1, 16],
+        ..Default::default()
+    };
+    quiver_proto::inference::ModelInferRequest {
+        model_name: model.into(),
+        inputs: vec![input("INPUT0"), input("INPUT1")],
+        raw_input_contents: vec![raw(a), raw(b)],
+        ..Default::default()
+    }
+}
+
 pub fn expected_sum() -> Vec<i64> {
     (1..17).collect()
 }
