@@ -18,6 +18,8 @@
 #   RUNTIME_IMAGE  Debian bookworm, minbase (debootstrap from the apt mirror)
 # Set them yourself to use other local images, e.g.
 #   RUNTIME_IMAGE=localhost/debian:bookworm-slim scripts/container-test.sh
+# WITH_LIBTORCH=1 builds and tests the image with LibTorch: every demo model,
+# the TorchScript twins too.
 # Needs root for apt-get and debootstrap when it must make them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,7 @@ root="$PWD"
 out="$root/target/container-test"
 mkdir -p "$out"
 tag="${IMAGE:-localhost/quiver:test}"
+[ "${WITH_LIBTORCH:-0}" = 1 ] && tag="${IMAGE:-localhost/quiver:test-torch}"
 flags=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
 
 # --- The engine ----------------------------------------------------------------
@@ -93,7 +96,8 @@ if [ -z "${RUNTIME_IMAGE:-}${RUST_IMAGE:-}${PYTHON_IMAGE:-}" ] && ! $engine pull
   fi
   RUST_IMAGE=localhost/quiver-rust:bookworm
 fi
-args=()
+with_libtorch="${WITH_LIBTORCH:-0}"
+args=(--build-arg "WITH_LIBTORCH=$with_libtorch")
 [ -n "${RUST_IMAGE:-}" ] && args+=(--build-arg "RUST_IMAGE=$RUST_IMAGE")
 [ -n "${PYTHON_IMAGE:-}" ] && args+=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE")
 [ -n "${RUNTIME_IMAGE:-}" ] && args+=(--build-arg "RUNTIME_IMAGE=$RUNTIME_IMAGE")
@@ -111,12 +115,11 @@ cleanup() { [ -n "$cid" ] && $engine rm -f "$cid" > /dev/null 2>&1 || true; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 http=$(port) grpc=$(port) metrics=$(port)
-# The demo models without their TorchScript twins: the image carries no
-# LibTorch (docs/deploy.md).
+# The demo models; without LibTorch in the image, not their TorchScript twins.
 repo="$out/models"
 rm -rf "$repo" && mkdir -p "$repo"
 for m in "$root"/models/*; do
-  case "$m" in *_pt) ;; *) cp -r "$m" "$repo/" ;; esac
+  case "$m" in *_pt) [ "$with_libtorch" = 1 ] && cp -r "$m" "$repo/" ;; *) cp -r "$m" "$repo/" ;; esac
 done
 chmod -R a+rX "$repo"
 cid=$($engine run -d "${run_flags[@]}" -p "127.0.0.1:$http:8080" -p "127.0.0.1:$grpc:8081" -p "127.0.0.1:$metrics:8082" \
@@ -135,7 +138,8 @@ echo "HEALTHCHECK command passes"
 
 # --- 3. Client suites ------------------------------------------------------------
 ./scripts/test.sh --venvs-only
-export QUIVER_EXTERNAL="127.0.0.1:$http,$grpc,$metrics" QUIVER_ONNX_ONLY=1
+export QUIVER_EXTERNAL="127.0.0.1:$http,$grpc,$metrics"
+[ "$with_libtorch" = 1 ] || export QUIVER_ONNX_ONLY=1
 (cd tests/python && "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py &&
   "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py)
 unset QUIVER_EXTERNAL QUIVER_ONNX_ONLY
