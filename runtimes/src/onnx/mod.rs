@@ -37,21 +37,17 @@ impl Backend for OnnxBackend {
             providers: plan,
             bind_io: false,
         };
-        if !options.providers.is_empty() {
-            let found = cuda_libs::preload(&request.settings.cuda_library_path);
-            if !found.failed.is_empty() {
-                (request.warn)(&format!(
-                    "CUDA libraries that did not load: {}",
-                    found.failed.join("; ")
-                ));
-            }
+        // Only GPU instances touch CUDA's libraries.
+        let libs = (!options.providers.is_empty()).then(|| cuda_libs::preload(&request.settings.cuda_library_path));
+        if let Some(libs) = libs.as_ref().filter(|l| !l.failed.is_empty()) {
+            (request.warn)(&format!("CUDA libraries that did not load: {}", libs.failed.join("; ")));
         }
         let model = match OnnxModel::load(request.file, &options) {
             Err(e) if !options.providers.is_empty() => {
                 let Device::Gpu(gpu) = request.device else {
                     return Err(e);
                 };
-                let searched = cuda_libs::preload(&request.settings.cuda_library_path).dirs;
+                let searched = libs.map(|l| l.dirs).unwrap_or_default();
                 let searched = if searched.is_empty() {
                     "no CUDA library folder was found (--cuda-library-path names one)".to_owned()
                 } else {
