@@ -24,6 +24,13 @@ pub const ENERGY: &str = "nv_energy_consumption";
 
 type Device = *mut std::ffi::c_void;
 
+/// A device handle carried to the poller thread.
+struct Handle(Device);
+
+// SAFETY: NVML device handles are valid on any thread until nvmlShutdown,
+// which quiver never calls.
+unsafe impl Send for Handle {}
+
 #[repr(C)]
 #[derive(Default)]
 struct Utilization {
@@ -174,13 +181,13 @@ pub fn start(interval: Duration, library: Option<&Path>) -> usize {
         let count = devices.len();
         let uuids: Vec<&str> = devices.iter().map(|(_, u)| u.as_str()).collect();
         tracing::info!(gpus = %uuids.join(", "), "GPU metrics on");
-        let devices: Vec<(usize, String)> = devices.into_iter().map(|(d, u)| (d as usize, u)).collect();
+        let devices: Vec<(Handle, String)> = devices.into_iter().map(|(d, u)| (Handle(d), u)).collect();
         let spawned = std::thread::Builder::new().name("gpu-metrics".into()).spawn(move || {
             // Energy is reported since start, as Triton does.
             let mut start_energy: Vec<Option<u64>> = vec![None; devices.len()];
             loop {
                 for (i, (device, uuid)) in devices.iter().enumerate() {
-                    let r = read(&nvml, *device as Device);
+                    let r = read(&nvml, device.0);
                     let label = [("gpu_uuid", uuid.clone())];
                     if let Some(u) = r.utilization {
                         gauge!(UTILIZATION, &label).set(u);

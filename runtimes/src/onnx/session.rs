@@ -93,21 +93,20 @@ pub struct OnnxModel {
 /// Registers `provider` so that a failure is an error naming the provider,
 /// never a quiet fall back to the CPU.
 fn register(builder: &mut SessionBuilder, provider: &Provider) -> Result<(), String> {
-    let result = match provider.kind {
-        ProviderKind::TensorRt => {
-            let mut ep = TensorRT::default();
-            for (k, v) in &provider.options {
-                ep = ep.with_arbitrary_config(k, v);
-            }
-            ep.register(builder)
-        }
-        ProviderKind::Cuda => {
-            let mut ep = CUDA::default();
-            for (k, v) in &provider.options {
-                ep = ep.with_arbitrary_config(k, v);
-            }
-            ep.register(builder)
-        }
+    /// One provider type with its options: the registration's result, and
+    /// whether the loaded ONNX Runtime build has the provider at all.
+    fn with_options<E>(builder: &mut SessionBuilder, options: &[(String, String)]) -> (ort::Result<()>, bool)
+    where
+        E: ExecutionProvider + ArbitrarilyConfigurableExecutionProvider + Default,
+    {
+        let ep = options
+            .iter()
+            .fold(E::default(), |ep, (k, v)| ep.with_arbitrary_config(k, v));
+        (ep.register(builder), E::is_available().unwrap_or(false))
+    }
+    let (result, in_build) = match provider.kind {
+        ProviderKind::TensorRt => with_options::<TensorRT>(builder, &provider.options),
+        ProviderKind::Cuda => with_options::<CUDA>(builder, &provider.options),
     };
     result.map_err(|e| {
         // ONNX Runtime prefixes its source location; the reason follows "FAIL : ".
@@ -116,11 +115,7 @@ fn register(builder: &mut SessionBuilder, provider: &Provider) -> Result<(), Str
             .rsplit_once("FAIL : ")
             .map_or(message.as_str(), |(_, m)| m)
             .trim();
-        let in_build = match provider.kind {
-            ProviderKind::TensorRt => TensorRT::is_available(),
-            ProviderKind::Cuda => CUDA::is_available(),
-        };
-        let hint = if in_build.unwrap_or(false) {
+        let hint = if in_build {
             "the provider is in this ONNX Runtime build, so a library it needs is missing (see \
              --cuda-library-path) or no NVIDIA driver is installed"
         } else {
