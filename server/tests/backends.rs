@@ -572,18 +572,6 @@ async fn infer_add_sub(http: &str, model: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn metrics_text(http: &str) -> String {
-    http_client()
-        .get(format!("{http}/metrics"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of the sample `name{labels}` in an exposition, if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -617,7 +605,7 @@ async fn gpu_metrics_carry_tritons_names_units_and_labels() {
     let gpu1 = |m: &str| format!("{m}{{gpu_uuid=\"GPU-fake-0001\"}}");
     let mut text = String::new();
     for _ in 0..100 {
-        text = metrics_text(&child.http).await;
+        text = metrics_at(&http_client(), &child.http).await;
         if sample(&text, &gpu0("nv_energy_consumption")).is_some_and(|j| j >= 10.0) {
             break;
         }
@@ -672,7 +660,7 @@ async fn gpu_metrics_are_absent_without_nvml() {
         let r = infer_add_sub(&child.http, "add_sub").await;
         assert_eq!(r.status(), 200);
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let text = metrics_text(&child.http).await;
+        let text = metrics_at(&http_client(), &child.http).await;
         assert!(text.contains("nv_inference_request_success"), "{text}");
         assert!(
             !text.contains("nv_gpu_") && !text.contains("nv_energy"),

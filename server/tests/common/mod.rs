@@ -70,14 +70,7 @@ impl TestServer {
     /// The Prometheus exposition of the metrics port.
     pub async fn metrics(&self) -> String {
         let addr = self.server.as_ref().expect("running").metrics_addr.expect("metrics on");
-        self.client
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        metrics_at(&self.client, &format!("http://{addr}")).await
     }
 
     /// The repository index row of `model` at `version`.
@@ -237,6 +230,20 @@ where
         assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The Prometheus exposition at `base` (`http://host:port`): an in-process
+/// server's metrics port or a child process's HTTP port.
+pub async fn metrics_at(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// An HTTP client for the tests (the process's TLS provider installed
