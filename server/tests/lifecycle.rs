@@ -81,74 +81,94 @@ fn grpc_params(pairs: Vec<(&str, ParameterChoice)>) -> HashMap<String, ModelRepo
 #[tokio::test]
 async fn explicit_mode_loads_swaps_and_unloads_over_rest_and_grpc() {
     let repo = temp_dir("explicit");
-    scale_repo(&repo, "scale");
-    write_version(&repo, "scale", 1, 1.0);
+    scale_repo(&repo, "explicit_scale");
+    write_version(&repo, "explicit_scale", 1, 1.0);
     copy_model("add_sub", &repo.join("add_sub"));
     let s = TestServer::start(explicit(&repo, &["add_sub"])).await;
 
     // Only what --load-model named is loaded.
-    let (status, error) = ask(&s, "scale").await.unwrap_err();
+    let (status, error) = ask(&s, "explicit_scale").await.unwrap_err();
     assert_eq!(status, 404, "{error}");
-    assert!(error.contains("unknown model 'scale'"), "{error}");
+    assert!(error.contains("unknown model 'explicit_scale'"), "{error}");
     assert_eq!(
         s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await.status(),
         200
     );
 
     // REST load answers once the model is ready.
-    let (status, body) = control(&s, "load", "scale", json!({})).await;
+    let (status, body) = control(&s, "load", "explicit_scale", json!({})).await;
     assert_eq!((status, body), (200, json!({})));
-    assert_eq!(ask(&s, "scale").await.unwrap(), (1, scaled(1.0)));
+    assert_eq!(ask(&s, "explicit_scale").await.unwrap(), (1, scaled(1.0)));
 
     // gRPC load of a new version: it takes over, the old one is retired.
-    write_version(&repo, "scale", 2, 2.0);
+    write_version(&repo, "explicit_scale", 2, 2.0);
     let mut client = s.grpc_client().await;
     client
         .repository_model_load(RepositoryModelLoadRequest {
-            model_name: "scale".into(),
+            model_name: "explicit_scale".into(),
             ..Default::default()
         })
         .await
         .unwrap();
-    assert_eq!(ask(&s, "scale").await.unwrap(), (2, scaled(2.0)));
+    assert_eq!(ask(&s, "explicit_scale").await.unwrap(), (2, scaled(2.0)));
     eventually(10, "version 1 drained", || async {
-        state(&s, "scale", "1").await == Some(("UNAVAILABLE".into(), "unloaded".into()))
+        state(&s, "explicit_scale", "1").await == Some(("UNAVAILABLE".into(), "unloaded".into()))
     })
     .await;
-    assert_eq!(state(&s, "scale", "2").await.unwrap().0, "READY");
+    assert_eq!(state(&s, "explicit_scale", "2").await.unwrap().0, "READY");
+    // A drained version's series leave /metrics; the serving one's stay.
+    let series = |m: &str, version: &str| {
+        m.lines()
+            .filter(|l| l.contains(&format!("model=\"explicit_scale\",version=\"{version}\"")))
+            .count()
+    };
+    eventually(10, "version 1's series gone", || async {
+        series(&s.metrics().await, "1") == 0
+    })
+    .await;
+    assert!(series(&s.metrics().await, "2") > 20);
 
     // A reload with unchanged files keeps the serving version (no swap).
     let swaps = |m: &str| {
         m.lines()
-            .find(|l| l.starts_with("quiver_model_swaps_total{model=\"scale\"}"))
+            .find(|l| l.starts_with("quiver_model_swaps_total{model=\"explicit_scale\"}"))
             .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
             .unwrap_or(0)
     };
     let before = swaps(&s.metrics().await);
-    assert_eq!(control(&s, "load", "scale", json!({})).await.0, 200);
+    assert_eq!(control(&s, "load", "explicit_scale", json!({})).await.0, 200);
     assert_eq!(swaps(&s.metrics().await), before);
     // Rewriting the serving version's file in place swaps it.
-    write_version(&repo, "scale", 2, 3.0);
-    assert_eq!(control(&s, "load", "scale", json!({})).await.0, 200);
-    assert_eq!(ask(&s, "scale").await.unwrap(), (2, scaled(3.0)));
+    write_version(&repo, "explicit_scale", 2, 3.0);
+    assert_eq!(control(&s, "load", "explicit_scale", json!({})).await.0, 200);
+    assert_eq!(ask(&s, "explicit_scale").await.unwrap(), (2, scaled(3.0)));
     assert_eq!(swaps(&s.metrics().await), before + 1);
 
     // Unload over REST: no new request reaches it once the answer is back.
     let (status, _) = control(
         &s,
         "unload",
-        "scale",
+        "explicit_scale",
         json!({"parameters": {"unload_dependents": false}}),
     )
     .await;
     assert_eq!(status, 200);
-    let (status, error) = ask(&s, "scale").await.unwrap_err();
+    let (status, error) = ask(&s, "explicit_scale").await.unwrap_err();
     assert_eq!(status, 503, "{error}");
     assert!(error.contains("has no ready version"), "{error}");
-    let ready = s.client.get(s.url("/v2/models/scale/ready")).send().await.unwrap();
+    let ready = s
+        .client
+        .get(s.url("/v2/models/explicit_scale/ready"))
+        .send()
+        .await
+        .unwrap();
     expect_error(ready, 503, "has no ready version").await;
     eventually(10, "version 2 unloaded", || async {
-        state(&s, "scale", "2").await == Some(("UNAVAILABLE".into(), "unloaded".into()))
+        state(&s, "explicit_scale", "2").await == Some(("UNAVAILABLE".into(), "unloaded".into()))
+    })
+    .await;
+    eventually(10, "version 2's series gone", || async {
+        series(&s.metrics().await, "2") == 0
     })
     .await;
 
@@ -360,8 +380,14 @@ async fn poll_mode_follows_the_repository_and_survives_broken_versions() {
     .await;
     assert_eq!(ask(&s, "polled").await.unwrap(), (2, scaled(2.0)));
     // It is not retried while its files stay the same...
+    // Three more scans: a retry would have started by the second.
     let failures = |m: String| m.contains("quiver_model_loads_total{model=\"polled\",outcome=\"failure\"} 2");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let engine = &s.server.as_ref().unwrap().engine;
+    let scanned = engine.repository_polls();
+    eventually(15, "three more scans", || async {
+        engine.repository_polls() >= scanned + 3
+    })
+    .await;
     assert!(failures(s.metrics().await), "{}", s.metrics().await);
     // ...and is when they change.
     write_version(&repo, "polled", 3, 3.0);

@@ -22,6 +22,16 @@ fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
 }
 
+/// Threads of the model's instances still alive (named `q-cycled:<version>-<i>`;
+/// the kernel keeps 15 bytes of a thread's name).
+fn instance_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("q-cycled:"))
+        .count()
+}
+
 async fn cycle(s: &TestServer) {
     let r = s.post_json("/v2/repository/models/cycled/load", &json!({})).await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
@@ -57,8 +67,11 @@ async fn load_unload_cycles_return_memory_and_threads() {
     let s = TestServer::start(explicit(&repo, &[])).await;
 
     cycle(&s).await;
-    // Let the retiring threads of the first cycle finish before measuring.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The first cycle's instance threads have exited before measuring.
+    eventually(10, "the first cycle's instance threads exited", || async {
+        instance_threads() == 0
+    })
+    .await;
     let (rss_first, threads_first) = (resident_bytes(), threads());
     for _ in 1..200 {
         cycle(&s).await;

@@ -180,9 +180,15 @@ async fn policies_change_atomically_under_load_and_bad_ones_are_refused() {
     let s = Arc::new(s);
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
+    let answered = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
     for _ in 0..16 {
-        let (s, stop, failures) = (Arc::clone(&s), Arc::clone(&stop), Arc::clone(&failures));
+        let (s, stop, failures, answered) = (
+            Arc::clone(&s),
+            Arc::clone(&stop),
+            Arc::clone(&failures),
+            Arc::clone(&answered),
+        );
         clients.push(tokio::spawn(async move {
             let mut seen = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -190,14 +196,21 @@ async fn policies_change_atomically_under_load_and_bad_ones_are_refused() {
                 if r.status() != 200 {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
+                answered.fetch_add(1, Ordering::Relaxed);
                 seen += 1;
             }
             seen
         }));
     }
+    // Each policy serves at least 25 requests before the next replaces it:
+    // counted, not timed, so a slow machine changes nothing.
     for (stable, canary) in [(95, 5), (75, 25), (50, 50), (0, 100), (100, 0), (90, 10)] {
         assert_eq!(put(&s, split(stable, canary)).await.status(), 200);
-        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let from = answered.load(Ordering::Relaxed);
+        eventually(30, "25 requests under this policy", || async {
+            answered.load(Ordering::Relaxed) >= from + 25
+        })
+        .await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;

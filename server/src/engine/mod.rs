@@ -85,6 +85,8 @@ pub struct Engine {
     mirror: Option<Arc<crate::sources::object::Mirror>>,
     /// Traffic policies by served model name.
     traffic: traffic::Policies,
+    /// Scans (or mirror syncs) poll mode has finished.
+    polls: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -99,7 +101,19 @@ impl Engine {
             external: Default::default(),
             mirror: None,
             traffic: Default::default(),
+            polls: Default::default(),
         }
+    }
+
+    /// How many scans of the repository (or syncs of its mirror) poll mode
+    /// has finished: what a wait for "the poller has looked again" reads.
+    pub fn repository_polls(&self) -> u64 {
+        self.polls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn polled(&self, source: &'static str) {
+        self.polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::telemetry::repository_polled(source);
     }
 
     /// Serves the repository mirrored from an object store (`repository`

@@ -95,6 +95,7 @@ async fn follow_mirror(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
                 tokio::spawn(async move { engine.unload(&name).await });
             }
         }
+        engine.polled("object_store");
         if once {
             return;
         }
@@ -143,6 +144,7 @@ async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
             }
         }
         first = false;
+        engine.polled("folder");
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
