@@ -92,20 +92,33 @@ impl Settings {
             .map(String::as_str)
     }
 
-    /// Parses one `--backend-config` value, `<backend>,<key>=<value>`.
+    /// Parses one `--backend-config` value: `<backend>,<key>=<value>`, or
+    /// Triton's backend-agnostic `<key>=<value>` (kept under backend "").
     pub fn parse_into(&mut self, arg: &str) -> Result<(), String> {
-        let parsed = arg
-            .split_once(',')
-            .and_then(|(backend, kv)| kv.split_once('=').map(|(k, v)| (backend.trim(), k.trim(), v)));
-        match parsed {
-            Some((backend, key, value)) if !backend.is_empty() && !key.is_empty() => {
-                self.set(backend, key, value);
+        let (backend, kv) = match arg.split_once(',') {
+            Some((backend, kv)) if !backend.contains('=') => (backend.trim(), kv),
+            _ => ("", arg),
+        };
+        match kv.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                self.set(backend, key.trim(), value);
                 Ok(())
             }
             _ => Err(format!(
-                "--backend-config '{arg}' is not <backend>,<setting>=<value> (e.g. pytorch,libtorch=/opt/libtorch)"
+                "--backend-config '{arg}' is not <backend>,<setting>=<value> or <setting>=<value> \
+                 (e.g. pytorch,libtorch=/opt/libtorch)"
             )),
         }
+    }
+
+    /// Every (backend, key) set, backend "" for backend-agnostic ones.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.keys().map(|(b, k)| (b.as_str(), k.as_str()))
+    }
+
+    /// A setting for `backend`, or its backend-agnostic value.
+    pub fn get_or_shared(&self, backend: &str, key: &str) -> Option<&str> {
+        self.get(backend, key).or_else(|| self.get("", key))
     }
 
     /// The folders a backend library is looked for in, in order.

@@ -22,6 +22,12 @@ pub struct Entry {
     pub describes_io: bool,
     /// The cargo feature of `quiver-runtimes` (and of the server) that builds it in.
     pub feature: &'static str,
+    /// The `--backend-config <name>,<key>=<value>` keys this backend reads
+    /// (besides [`SHARED_SETTINGS`], which the server reads for every backend).
+    pub settings: &'static [&'static str],
+    /// Keys Triton's backend of the same name takes and quiver does not act
+    /// on, each with why: accepted with a warning, so Triton's command lines work.
+    pub triton_settings: &'static [(&'static str, &'static str)],
     backend: Option<&'static dyn Backend>,
     ready: OnceLock<()>,
     init: Mutex<()>,
@@ -49,13 +55,16 @@ macro_rules! compiled {
 }
 
 macro_rules! entry {
-    ($name:literal, $platform:literal, $file:literal, describes_io: $io:literal, feature: $feature:literal, $imp:expr) => {
+    ($name:literal, $platform:literal, $file:literal, describes_io: $io:literal, feature: $feature:literal,
+     settings: $settings:expr, triton_settings: $triton:expr, $imp:expr) => {
         Entry {
             name: $name,
             platform: $platform,
             default_model_filename: $file,
             describes_io: $io,
             feature: $feature,
+            settings: $settings,
+            triton_settings: $triton,
             backend: compiled!($feature, $imp),
             ready: OnceLock::new(),
             init: Mutex::new(()),
@@ -63,11 +72,64 @@ macro_rules! entry {
     };
 }
 
+/// `--backend-config` keys the server reads for every backend, given as
+/// `<key>=<value>` (Triton's backend-agnostic form) or per backend.
+pub const SHARED_SETTINGS: &[&str] = &["default-max-batch-size"];
+
+/// Why quiver does not act on Triton's global thread-pool keys.
+const OWN_THREADS: &str = "quiver gives each session its own threads: set intra_op_thread_count in the \
+                           model's parameters or --intra-op-threads";
+
 static BACKENDS: [Entry; 3] = [
-    entry!("onnxruntime", "onnxruntime_onnx", "model.onnx", describes_io: true, feature: "onnx", crate::onnx::OnnxBackend),
-    entry!("pytorch", "pytorch_libtorch", "model.pt", describes_io: false, feature: "torch", crate::torch::TorchBackend),
-    entry!("mock", "", "model.mock", describes_io: false, feature: "mock", crate::mock::MockBackend),
+    entry!("onnxruntime", "onnxruntime_onnx", "model.onnx", describes_io: true, feature: "onnx",
+        settings: &["library"],
+        triton_settings: &[
+            ("enable-global-threadpool", OWN_THREADS),
+            ("intra_op_thread_count", OWN_THREADS),
+            ("inter_op_thread_count", OWN_THREADS),
+        ],
+        crate::onnx::OnnxBackend),
+    entry!("pytorch", "pytorch_libtorch", "model.pt", describes_io: false, feature: "torch",
+        settings: &["libtorch"], triton_settings: &[], crate::torch::TorchBackend),
+    entry!("mock", "", "model.mock", describes_io: false, feature: "mock",
+        settings: &[], triton_settings: &[], crate::mock::MockBackend),
 ];
+
+/// What quiver makes of one `--backend-config` key: `None` when it acts
+/// on it, else the warning to log (the key named, and why it is ignored).
+/// `backend` is empty for Triton's backend-agnostic `<key>=<value>` form.
+pub fn review_setting(backend: &str, key: &str) -> Option<String> {
+    if SHARED_SETTINGS.contains(&key) {
+        return None;
+    }
+    let shown = match backend {
+        "" => format!("--backend-config={key}"),
+        b => format!("--backend-config={b},{key}"),
+    };
+    if backend.is_empty() {
+        return Some(format!(
+            "{shown} is accepted and ignored: the backend-agnostic settings quiver reads are {}",
+            SHARED_SETTINGS.join(", ")
+        ));
+    }
+    let Some(entry) = BACKENDS.iter().find(|e| e.name == backend) else {
+        return Some(format!(
+            "{shown} is accepted and ignored: quiver has no '{backend}' backend"
+        ));
+    };
+    if entry.settings.contains(&key) {
+        return None;
+    }
+    if let Some((_, why)) = entry.triton_settings.iter().find(|(k, _)| *k == key) {
+        return Some(format!("{shown} is accepted and ignored: {why}"));
+    }
+    let mut known: Vec<&str> = entry.settings.to_vec();
+    known.extend(SHARED_SETTINGS);
+    Some(format!(
+        "{shown} is accepted and ignored: '{key}' is not a setting of quiver's {backend} backend (it reads {})",
+        known.join(", ")
+    ))
+}
 
 /// Every backend quiver knows of.
 pub fn all() -> &'static [Entry] {
@@ -165,6 +227,25 @@ mod tests {
     }
 
     #[test]
+    fn backend_config_keys_quiver_does_not_read_are_named() {
+        assert_eq!(review_setting("pytorch", "libtorch"), None);
+        assert_eq!(review_setting("onnxruntime", "library"), None);
+        assert_eq!(review_setting("", "default-max-batch-size"), None);
+        assert_eq!(review_setting("onnxruntime", "default-max-batch-size"), None);
+        let w = review_setting("onnxruntime", "libary").unwrap();
+        assert!(
+            w.contains("'libary'") && w.contains("reads library, default-max-batch-size"),
+            "{w}"
+        );
+        let w = review_setting("onnxruntime", "enable-global-threadpool").unwrap();
+        assert!(w.contains("own threads"), "{w}");
+        let w = review_setting("python", "shm-default-byte-size").unwrap();
+        assert!(w.contains("no 'python' backend"), "{w}");
+        let w = review_setting("", "backend-directory").unwrap();
+        assert!(w.contains("--backend-config=backend-directory"), "{w}");
+    }
+
+    #[test]
     fn a_backend_left_out_of_the_build_says_how_to_build_it() {
         let missing = Entry {
             name: "pytorch",
@@ -172,6 +253,8 @@ mod tests {
             default_model_filename: "model.pt",
             describes_io: false,
             feature: "torch",
+            settings: &[],
+            triton_settings: &[],
             backend: None,
             ready: OnceLock::new(),
             init: Mutex::new(()),

@@ -89,6 +89,12 @@ pub enum RuntimeError {
     /// The runtime failed while executing.
     #[error("{0}")]
     Execution(String),
+    /// The model ran, but what it returned does not fit what its config
+    /// declares (an output's datatype, a missing output): a fault of the
+    /// model or its config whatever the inputs, so a warm-up that meets it
+    /// fails the load even where a failed run on made-up inputs would not.
+    #[error("{0}")]
+    Interface(String),
 }
 
 /// A loaded model that runs batches. Each instance thread owns one, so `run`

@@ -343,15 +343,23 @@ impl Config {
     pub fn parse_with_triton_flags() -> (Config, Vec<String>) {
         let (args, mut warnings) = crate::triton_cli::strip_ignored(std::env::args_os());
         let config = Config::parse_from(args);
-        for arg in &config.backend_config {
-            let backend = arg.split(',').next().unwrap_or_default();
-            if !["onnxruntime", "pytorch"].contains(&backend) {
-                warnings.push(format!(
-                    "--backend-config={arg} is accepted and ignored: quiver has no '{backend}' backend"
-                ));
-            }
-        }
+        warnings.extend(config.backend_config_warnings());
         (config, warnings)
+    }
+
+    /// A warning for each `--backend-config` key quiver does not act on,
+    /// naming the key and why (Triton's command lines carry some that only
+    /// Triton's backends read; a typo should not pass unseen either).
+    pub fn backend_config_warnings(&self) -> Vec<String> {
+        let mut settings = quiver_runtimes::Settings::default();
+        for arg in &self.backend_config {
+            // A value that does not parse is refused by validate().
+            let _ = settings.parse_into(arg);
+        }
+        settings
+            .keys()
+            .filter_map(|(backend, key)| quiver_runtimes::registry::review_setting(backend, key))
+            .collect()
     }
 
     /// The log filter: --log, or debug for quiver's own logs with
@@ -408,6 +416,17 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.default_max_batch_size < 0 {
             return Err("--default-max-batch-size must be 0 or more".into());
+        }
+        let settings = self.backend_settings()?;
+        for (backend, key) in settings.keys() {
+            if quiver_runtimes::registry::SHARED_SETTINGS.contains(&key) {
+                let value = settings.get(backend, key).unwrap_or_default();
+                if value.trim().parse::<u32>().is_err() {
+                    return Err(format!(
+                        "--backend-config {key}={value}: a whole number of 0 or more is needed"
+                    ));
+                }
+            }
         }
         if self.queue_capacity == 0 {
             return Err("--queue-capacity must be at least 1".into());
@@ -494,6 +513,29 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         Config::parse_from(std::iter::once("quiver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn backend_config_keys_are_read_warned_or_refused() {
+        let c = parse(&[
+            "--backend-config=default-max-batch-size=8",
+            "--backend-config",
+            "onnxruntime,default-max-batch-size=16",
+            "--backend-config",
+            "onnxruntime,enable-global-threadpool=1",
+            "--backend-config",
+            "pytorch,libtroch=/opt",
+        ]);
+        c.validate().unwrap();
+        let warnings = c.backend_config_warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("enable-global-threadpool")));
+        assert!(warnings.iter().any(|w| w.contains("'libtroch'")));
+        let e = parse(&["--backend-config=default-max-batch-size=eight"])
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("default-max-batch-size=eight"), "{e}");
+        assert!(parse(&["--backend-config=nonsense"]).validate().is_err());
     }
 
     #[test]

@@ -92,6 +92,10 @@ impl Error {
     pub fn unavailable(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Unavailable, message)
     }
+    /// A request or answer over a size limit (413 / RESOURCE_EXHAUSTED).
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::PayloadTooLarge, message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Error::new(ErrorKind::Internal, message)
     }
@@ -103,7 +107,7 @@ impl From<quiver_runtimes::RuntimeError> for Error {
         match e {
             R::InvalidInput(m) => Error::invalid(m),
             R::Load(m) => Error::unavailable(m),
-            R::Execution(m) => Error::internal(m),
+            R::Execution(m) | R::Interface(m) => Error::internal(m),
         }
     }
 }

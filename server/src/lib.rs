@@ -282,17 +282,26 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .build_v1alpha()
         .context("cannot build gRPC reflection")?;
     let limit = config.grpc_max_message_bytes;
-    let inference =
-        GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(Arc::clone(&engine), stopped.clone()))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
+    let inference = GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(
+        Arc::clone(&engine),
+        stopped.clone(),
+        limit,
+    ))
+    // The guard and the service refuse first, with RESOURCE_EXHAUSTED;
+    // tonic's checks (OUT_OF_RANGE) stay as a backstop.
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
     if let Some(grpc) = grpc {
         let shutdown = until_stopped();
         let grpc_acceptor = tls.as_ref().map(|t| t.grpc_acceptor());
         tasks.push(tokio::spawn(async move {
             let router = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
-                .layer(api::grpc::guard::GuardLayer { auth, admission })
+                .layer(api::grpc::guard::GuardLayer {
+                    auth,
+                    admission,
+                    max_message_bytes: limit,
+                })
                 .add_service(inference)
                 .add_service(health_service)
                 .add_service(reflection)

@@ -401,6 +401,10 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
     write(&repo.join("echo/1/model.mock"), "echo");
     write(&repo.join("broken/config.pbtxt"), config);
     write(&repo.join("broken/1/model.mock"), "fail always broken");
+    let warmup = "model_warmup [ { name: \"w\" batch_size: 1 \
+                  inputs { key: \"x\" value: { data_type: TYPE_FP32 dims: [ 3 ] zero_data: true } } } ]";
+    write(&repo.join("broken_warmed/config.pbtxt"), &format!("{config}{warmup}\n"));
+    write(&repo.join("broken_warmed/1/model.mock"), "fail always broken");
     let s = TestServer::start(common::config(&repo)).await;
     let body = json!({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1.5, 2.5, 3.5]}]});
     let r = s.infer_json("echo", &body).await;
@@ -408,9 +412,17 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
     assert_eq!(r["outputs"][0]["data"], json!([1.5, 2.5, 3.5]));
     let meta = s.get_json("/v2/models/echo/config").await;
     assert_eq!(meta["backend"], "mock");
-    // Its warm-up run fails, so the load does, with the runtime's message.
-    let e = reason(&s, "broken").await;
-    assert!(e.contains("always broken"), "{e}");
+    // The default warm-up (zeros) is quiver's guess: its failure is a
+    // warning and the model serves, as in Triton, which runs no warm-up it
+    // was not given; its requests then fail with the runtime's message.
+    assert_eq!(s.index_row("broken", "1").await["state"], "READY");
+    let r = s.post_json("/v2/models/broken/infer", &body).await;
+    assert_eq!(r.status(), 500);
+    let e: Value = r.json().await.unwrap();
+    assert!(e["error"].as_str().unwrap().contains("always broken"), "{e}");
+    // A configured model_warmup that fails fails the load, with the message.
+    let e = reason(&s, "broken_warmed").await;
+    assert!(e.contains("always broken") && e.contains("warm-up 'w'"), "{e}");
     s.stop().await;
     let _ = std::fs::remove_dir_all(&repo);
 }
@@ -667,5 +679,23 @@ async fn gpu_metrics_are_absent_without_nvml() {
             "{args:?}: {text}"
         );
     }
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+/// Triton's `--backend-config=[<backend>,]default-max-batch-size=N` is
+/// honoured, per backend before the backend-agnostic value.
+#[tokio::test]
+async fn backend_config_default_max_batch_size_completes_configs() {
+    let repo = temp_dir("default-mbs");
+    copy_model("linear_noconfig", &repo.join("linear_noconfig"));
+    let mut config = common::config(&repo);
+    config.backend_config = vec![
+        "default-max-batch-size=8".into(),
+        "onnxruntime,default-max-batch-size=16".into(),
+    ];
+    let s = TestServer::start(config).await;
+    let c = s.get_json("/v2/models/linear_noconfig/config").await;
+    assert_eq!(c["max_batch_size"], 16, "{c}");
+    s.stop().await;
     let _ = std::fs::remove_dir_all(&repo);
 }

@@ -291,7 +291,40 @@ async fn messages_over_the_limit_are_refused_and_the_server_keeps_serving() {
         ..Default::default()
     };
     let status = client.model_infer(big).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    // gRPC's code for a message over the limit (and Triton's), not tonic's OUT_OF_RANGE.
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("over the limit of 1024 bytes"), "{status:?}");
+    // An answer over the limit: 120 empty names (480 bytes of request) come
+    // back as 120 "Hello, " (1,320 bytes).
+    let greet = ModelInferRequest {
+        model_name: "text_greet".into(),
+        inputs: vec![InferInputTensor {
+            name: "name".into(),
+            datatype: "BYTES".into(),
+            shape: vec![120],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![bytes::Bytes::from(vec![0u8; 120 * 4])],
+        ..Default::default()
+    };
+    let status = client.model_infer(greet.clone()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("answer of model 'text_greet'"), "{status:?}");
+    // On a stream, the same answer is that request's error and the stream goes on.
+    let mut small_greet = greet.clone();
+    small_greet.inputs[0].shape = vec![2];
+    small_greet.raw_input_contents = vec![bytes::Bytes::from(vec![0u8; 2 * 4])];
+    let mut stream = client
+        .model_stream_infer(tokio_stream::iter(vec![greet, small_greet]))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(msg) = stream.message().await.unwrap() {
+        answers.push(msg);
+    }
+    assert!(answers[0].error_message.contains("over the limit"), "{answers:?}");
+    assert!(answers[1].infer_response.is_some(), "{answers:?}");
     let small = ModelInferRequest {
         model_name: "fraud_mlp".into(),
         inputs: vec![InferInputTensor {
@@ -312,6 +345,40 @@ async fn messages_over_the_limit_are_refused_and_the_server_keeps_serving() {
             .raw_output_contents[0]
             .len(),
         8
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_100_mib_request_is_resource_exhausted_at_the_default_limit() {
+    let s = TestServer::demo().await;
+    let mut client = s.grpc_client().await.max_encoding_message_size(usize::MAX);
+    let rows = 100 * 1024 * 1024 / (32 * 4);
+    let big = ModelInferRequest {
+        model_name: "fraud_mlp".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows as i64, 32],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![bytes::Bytes::from(vec![0u8; rows * 32 * 4])],
+        ..Default::default()
+    };
+    let status = client.model_infer(big).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("--grpc-max-message-bytes"), "{status:?}");
+    // The same connection keeps serving.
+    assert!(
+        client
+            .model_ready(ModelReadyRequest {
+                name: "fraud_mlp".into(),
+                version: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .ready
     );
     s.stop().await;
 }

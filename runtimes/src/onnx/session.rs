@@ -332,13 +332,13 @@ fn from_value(name: &str, value: DynValue) -> Result<Tensor, RuntimeError> {
     let (ty, shape) = match value.dtype() {
         ValueType::Tensor { ty, shape, .. } => (*ty, shape.iter().copied().collect::<Vec<i64>>()),
         other => {
-            return Err(RuntimeError::Execution(format!(
+            return Err(RuntimeError::Interface(format!(
                 "output '{name}' is a {other:?}, not a tensor"
             )));
         }
     };
     let datatype = from_ort(ty)
-        .ok_or_else(|| RuntimeError::Execution(format!("output '{name}' has unsupported element type {ty:?}")))?;
+        .ok_or_else(|| RuntimeError::Interface(format!("output '{name}' has unsupported element type {ty:?}")))?;
     let data = if datatype == DataType::Bytes {
         let (_, strings) = value.try_extract_strings().map_err(exec)?;
         let mut buf = Vec::with_capacity(strings.iter().map(|s| s.len() + 4).sum());

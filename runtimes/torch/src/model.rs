@@ -215,12 +215,12 @@ fn to_wire(name: &str, declared: DataType, tensor: tch::Tensor) -> Result<Tensor
     let exec = |e: tch::TchError| RuntimeError::Execution(format!("output '{name}': {e}"));
     let got = tensor.f_kind().map_err(exec)?;
     let datatype = datatype(got).ok_or_else(|| {
-        RuntimeError::Execution(format!(
+        RuntimeError::Interface(format!(
             "output '{name}' is a {got:?} tensor, which the protocol cannot carry"
         ))
     })?;
     if datatype != declared {
-        return Err(RuntimeError::Execution(format!(
+        return Err(RuntimeError::Interface(format!(
             "output '{name}' is {} but config.pbtxt declares {}",
             datatype.as_str(),
             declared.as_str()
@@ -276,7 +276,7 @@ impl Runtime for TorchModel {
                 (slot.index < count).then_some(slot.index)
             };
             let Some(i) = found else {
-                return Err(RuntimeError::Execution(if keyed {
+                return Err(RuntimeError::Interface(if keyed {
                     let keys: Vec<&str> = results.iter().filter_map(|(k, _)| k.as_deref()).collect();
                     format!(
                         "forward returned no '{}' (its dict holds {})",

@@ -195,7 +195,7 @@ impl Gate {
 
         if let Some(limit) = self.settings.max_p99_latency_ms {
             let requests: Vec<InferRequest> = if self.cases.is_empty() {
-                let samples = warmup::samples(&new.config, &new.spec, version_dir, true, false)
+                let samples = warmup::samples(&new.config, &new.spec, version_dir, true, false, &|_| {})
                     .map_err(|e| Failure::new("latency", format!("no inputs to time: {e}")))?;
                 samples
                     .into_iter()

@@ -10,6 +10,10 @@ pub enum ParamValue {
     Uint(u64),
     Double(f64),
     String(String),
+    /// A structured value (an object, an array, null) from a JSON request,
+    /// such as MLServer's `headers`: kept as sent, for what reads request
+    /// parameters downstream (payload logs, ensemble steps).
+    Json(serde_json::Value),
 }
 
 impl ParamValue {

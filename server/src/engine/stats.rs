@@ -70,17 +70,17 @@ impl VersionStats {
 
     /// A request was accepted onto the queue.
     pub fn enqueued(&self) {
-        self.metrics.pending(1.0);
+        self.metrics.pending(1);
     }
 
     /// A request counted by `enqueued` was refused by the queue after all.
     pub fn refused(&self) {
-        self.metrics.pending(-1.0);
+        self.metrics.pending(-1);
     }
 
     /// A request left the queue: run, timed out or cancelled.
     pub fn dequeued(&self, waited: Duration) {
-        self.metrics.pending(-1.0);
+        self.metrics.pending(-1);
         self.queue.add(1, waited);
         self.metrics.queued(waited);
     }

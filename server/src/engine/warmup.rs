@@ -3,18 +3,24 @@
 //! allocations, and a model that loads but cannot run never takes traffic.
 //!
 //! Triton's `model_warmup` samples are honoured (zero, random or file data,
-//! `batch_size`, `count`). A model without any gets one run on zeros of every
-//! declared input shape (variable dims as 1, batch 1), unless
-//! `--no-default-warmup` turns that off. On a GPU it gets a second run at
-//! `max_batch_size`, so that TensorRT builds its engine for the batch sizes
-//! the batcher will send and cuDNN's algorithm search happens here, not on a
-//! client's request.
+//! `batch_size`, `count`), and one that fails fails the load, as in Triton.
+//! A model without any gets one run on zeros of every declared input shape
+//! (variable dims as 1, batch 1), unless `--no-default-warmup` turns that off.
+//! On a GPU it gets a second run at `max_batch_size`, so that TensorRT builds
+//! its engine for the batch sizes the batcher will send and cuDNN's algorithm
+//! search happens here, not on a client's request.
+//!
+//! The default run is quiver's guess, not the operator's request: zeros are
+//! not a valid input to every model (a shape, index or length input, ONNX's
+//! `Expand` with a zero target shape), and Triton, which runs no warm-up it
+//! was not given, serves such models. So a default run that fails is a
+//! warning with the reason and the version loads anyway.
 use std::path::Path;
 
 use bytes::Bytes;
 use quiver_proto::inference::ModelConfig;
 use quiver_proto::inference::model_warmup::input::InputDataType;
-use quiver_runtimes::{DataType, InputBatch, Runtime, Tensor, element_count};
+use quiver_runtimes::{DataType, InputBatch, Runtime, RuntimeError, Tensor, element_count};
 
 use super::repository::model_config::ModelSpec;
 
@@ -23,17 +29,22 @@ pub struct Sample {
     pub name: String,
     pub inputs: Vec<Tensor>,
     pub runs: u32,
+    /// quiver's default zeros rather than the config's `model_warmup`: its
+    /// failure does not fail the load.
+    pub default: bool,
 }
 
 /// The warm-up samples of a version; `version_dir` holds the `warmup/`
 /// folder that `input_data_file` names are relative to, as in Triton.
-/// `on_gpu`: some instance runs on a GPU.
+/// `on_gpu`: some instance runs on a GPU. A default sample that cannot be
+/// made (an input too large to fill) is left out with a warning.
 pub fn samples(
     config: &ModelConfig,
     spec: &ModelSpec,
     version_dir: &Path,
     default: bool,
     on_gpu: bool,
+    warn: &dyn Fn(&str),
 ) -> Result<Vec<Sample>, String> {
     let batching = spec.max_batch_size > 0;
     if config.model_warmup.is_empty() {
@@ -55,18 +66,28 @@ pub fn samples(
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
-        let mut samples = vec![Sample {
-            name: "default (zeros)".into(),
-            inputs: zeros_at(1)?,
-            runs: 1,
-        }];
+        let mut batches = vec![1];
         if on_gpu && spec.max_batch_size > 1 {
-            samples.push(Sample {
-                name: format!("default (zeros, batch {})", spec.max_batch_size),
-                inputs: zeros_at(spec.max_batch_size)?,
-                runs: 1,
-            });
+            batches.push(spec.max_batch_size);
         }
+        let samples = batches
+            .into_iter()
+            .filter_map(|batch| match zeros_at(batch) {
+                Ok(inputs) => Some(Sample {
+                    name: match batch {
+                        1 => "default (zeros)".into(),
+                        n => format!("default (zeros, batch {n})"),
+                    },
+                    inputs,
+                    runs: 1,
+                    default: true,
+                }),
+                Err(e) => {
+                    warn(&format!("default warm-up left out: {e}"));
+                    None
+                }
+            })
+            .collect();
         return Ok(samples);
     }
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -125,20 +146,47 @@ pub fn samples(
                 name: w.name.clone(),
                 inputs,
                 runs: w.count.max(1),
+                default: false,
             })
         })
         .collect()
 }
 
-/// Runs every sample on one instance's runtime.
-pub fn run(runtime: &mut dyn Runtime, samples: &[Sample]) -> Result<(), String> {
-    for s in samples {
-        let batch: Vec<InputBatch<'_>> = s.inputs.iter().map(InputBatch::single).collect();
-        for _ in 0..s.runs {
-            runtime
-                .run(&batch, &[])
-                .map_err(|e| format!("warm-up '{}' failed: {e}", s.name))?;
+/// Warms every instance with every sample. A configured sample that fails
+/// fails the load. A default one that fails is reported through `warn` and
+/// skipped on the remaining instances (they hold the same model: it would
+/// fail again), unless the model's answer did not fit its config, which no
+/// input would change.
+pub fn warm(runtimes: &mut [Box<dyn Runtime>], samples: &[Sample], warn: &dyn Fn(&str)) -> Result<(), String> {
+    let mut skipped = vec![false; samples.len()];
+    for runtime in runtimes {
+        for (s, skip) in samples.iter().zip(skipped.iter_mut()) {
+            if *skip {
+                continue;
+            }
+            match run(runtime.as_mut(), s) {
+                Ok(()) => {}
+                Err(e) if s.default && !matches!(e, RuntimeError::Interface(_)) => {
+                    warn(&format!(
+                        "warm-up '{}' failed: {e}; the version serves without it (zeros are not a valid \
+                         input to every model; give it a model_warmup, or turn the default off with \
+                         --no-default-warmup)",
+                        s.name
+                    ));
+                    *skip = true;
+                }
+                Err(e) => return Err(format!("warm-up '{}' failed: {e}", s.name)),
+            }
         }
+    }
+    Ok(())
+}
+
+/// Runs one sample on one instance's runtime.
+fn run(runtime: &mut dyn Runtime, s: &Sample) -> Result<(), RuntimeError> {
+    let batch: Vec<InputBatch<'_>> = s.inputs.iter().map(InputBatch::single).collect();
+    for _ in 0..s.runs {
+        runtime.run(&batch, &[])?;
     }
     Ok(())
 }
@@ -260,18 +308,18 @@ mod tests {
     #[test]
     fn default_sample_is_zeros_of_every_input_with_variable_dims_as_one() {
         let (spec, config) = spec_and_config("");
-        let s = samples(&config, &spec, Path::new("."), true, false).unwrap();
+        let s = samples(&config, &spec, Path::new("."), true, false, &|_| {}).unwrap();
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].inputs[0].shape, vec![1, 1, 3]);
         assert_eq!(s[0].inputs[0].data.len(), 12);
         assert_eq!(s[0].inputs[1].data.as_ref(), &[0, 0, 0, 0]);
         assert!(
-            samples(&config, &spec, Path::new("."), false, false)
+            samples(&config, &spec, Path::new("."), false, false, &|_| {})
                 .unwrap()
                 .is_empty()
         );
         // On a GPU, a second run at the largest batch the batcher will form.
-        let s = samples(&config, &spec, Path::new("."), true, true).unwrap();
+        let s = samples(&config, &spec, Path::new("."), true, true, &|_| {}).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].inputs[0].shape, vec![4, 1, 3]);
         assert_eq!(s[1].inputs[1].shape, vec![4, 1]);
@@ -284,7 +332,7 @@ mod tests {
                  inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 5, 3 ] random_data: true } }
                  inputs { key: "s" value: { data_type: TYPE_STRING dims: [ 1 ] zero_data: true } } } ]"#,
         );
-        let s = samples(&config, &spec, Path::new("."), true, false).unwrap();
+        let s = samples(&config, &spec, Path::new("."), true, false, &|_| {}).unwrap();
         assert_eq!(s[0].runs, 3);
         let x = &s[0].inputs[0];
         assert_eq!(x.shape, vec![2, 5, 3]);
@@ -298,16 +346,48 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_default_run_warns_once_and_a_failed_configured_run_fails_the_load() {
+        use quiver_runtimes::mock::{Echo, Fail};
+        let (spec, config) = spec_and_config("");
+        let defaults = samples(&config, &spec, Path::new("."), true, false, &|_| {}).unwrap();
+        let io = || ModelIo {
+            inputs: vec![],
+            outputs: vec![],
+        };
+        let mut runtimes: Vec<Box<dyn Runtime>> = vec![
+            Box::new(Fail::new(io(), "invalid expand shape")),
+            Box::new(Fail::new(io(), "again")),
+        ];
+        let warnings = std::cell::RefCell::new(Vec::new());
+        let warn = |m: &str| warnings.borrow_mut().push(m.to_owned());
+        warm(&mut runtimes, &defaults, &warn).unwrap();
+        // Once, with the reason; the second instance is not tried.
+        let warnings = warnings.into_inner();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("invalid expand shape"), "{warnings:?}");
+
+        let (spec, config) = spec_and_config(
+            r#"model_warmup [ { name: "w" batch_size: 1 inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 1, 3 ] zero_data: true } } } ]"#,
+        );
+        let configured = samples(&config, &spec, Path::new("."), true, false, &|_| {}).unwrap();
+        let mut runtimes: Vec<Box<dyn Runtime>> = vec![Box::new(Echo::new(io())), Box::new(Fail::new(io(), "boom"))];
+        let e = warm(&mut runtimes, &configured, &|_| {}).unwrap_err();
+        assert!(e.contains("warm-up 'w' failed: ") && e.contains("boom"), "{e}");
+    }
+
+    #[test]
     fn bad_samples_name_what_is_wrong() {
         let (spec, config) = spec_and_config(
             r#"model_warmup [ { name: "w" batch_size: 9 inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 1, 3 ] zero_data: true } } } ]"#,
         );
-        let e = samples(&config, &spec, Path::new("."), true, false).err().unwrap();
+        let e = samples(&config, &spec, Path::new("."), true, false, &|_| {})
+            .err()
+            .unwrap();
         assert!(e.contains("batch_size 9"), "{e}");
         let (spec, config) = spec_and_config(
             r#"model_warmup [ { name: "w" batch_size: 1 inputs { key: "x" value: { data_type: TYPE_FP32 dims: [ 1, 3 ] input_data_file: "nope" } } } ]"#,
         );
-        let e = samples(&config, &spec, Path::new("/nonexistent"), true, false)
+        let e = samples(&config, &spec, Path::new("/nonexistent"), true, false, &|_| {})
             .err()
             .unwrap();
         assert!(e.contains("'x'") && e.contains("warmup/nope"), "{e}");

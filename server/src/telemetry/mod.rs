@@ -4,12 +4,15 @@
 //! Triton's counters keep Triton's names (`nv_inference_*`, labels `model`
 //! and `version`) so existing dashboards work unchanged. On top of them come
 //! real histograms, which Triton does not export by default.
+mod versions;
+
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{Gauge, counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 // Triton-compatible counters (microseconds, cumulative).
@@ -41,6 +44,7 @@ pub const MODEL_UNLOADS: &str = "quiver_model_unloads_total";
 pub const MODEL_SWAPS: &str = "quiver_model_swaps_total";
 // Model sources and the validation gate.
 pub const SOURCE_ERRORS: &str = "quiver_source_errors_total";
+pub const REPOSITORY_POLLS: &str = "quiver_repository_polls_total";
 pub const SOURCE_OBJECTS_FETCHED: &str = "quiver_source_objects_fetched_total";
 pub const SOURCE_BYTES_FETCHED: &str = "quiver_source_bytes_fetched_total";
 pub const VALIDATION_FAILURES: &str = "quiver_validation_failures_total";
@@ -99,22 +103,14 @@ impl FailureReason {
 pub fn install() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
+        // The per-version histograms are quiver's own (`versions`).
         let mut builder = PrometheusBuilder::new();
-        for name in [
-            REQUEST_SECONDS,
-            VARIANT_SECONDS,
-            QUEUE_SECONDS,
-            COMPUTE_SECONDS,
-            HTTP_SECONDS,
-            GRPC_SECONDS,
-        ] {
+        for name in [VARIANT_SECONDS, HTTP_SECONDS, GRPC_SECONDS] {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full(name.into()), LATENCY_BUCKETS)
                 .expect("buckets");
         }
         builder = builder
-            .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), BATCH_BUCKETS)
-            .expect("buckets")
             .set_buckets_for_metric(Matcher::Full(MODEL_LOAD_SECONDS.into()), LOAD_BUCKETS)
             .expect("buckets");
         let recorder = builder.build_recorder();
@@ -137,86 +133,53 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
-/// Metric handles of one model version, registered once at load so the
-/// request path does no label lookups.
+/// The series of one model version, made once at load so the request path
+/// does no label lookups; they leave `/metrics` when the version retires
+/// ([`versions`]).
 pub struct VersionMetrics {
-    success: Counter,
-    failure: [Counter; 3],
-    inference_count: Counter,
-    exec_count: Counter,
-    request_us: Counter,
-    queue_us: Counter,
-    compute_input_us: Counter,
-    compute_infer_us: Counter,
-    compute_output_us: Counter,
-    pending: Gauge,
-    cancelled: Counter,
-    request_seconds: Histogram,
-    queue_seconds: Histogram,
-    compute_seconds: Histogram,
-    batch_size: Histogram,
+    series: std::sync::Arc<versions::Series>,
 }
 
 impl VersionMetrics {
     pub fn new(model: &str, version: u64) -> VersionMetrics {
-        let labels = [("model", model.to_owned()), ("version", version.to_string())];
-        let failure = |reason: FailureReason| counter!(REQUEST_FAILURE, "model" => model.to_owned(), "version" => version.to_string(), "reason" => reason.label());
         VersionMetrics {
-            success: counter!(REQUEST_SUCCESS, &labels),
-            failure: [
-                failure(FailureReason::Rejected),
-                failure(FailureReason::Backend),
-                failure(FailureReason::Other),
-            ],
-            inference_count: counter!(INFERENCE_COUNT, &labels),
-            exec_count: counter!(EXEC_COUNT, &labels),
-            request_us: counter!(REQUEST_DURATION_US, &labels),
-            queue_us: counter!(QUEUE_DURATION_US, &labels),
-            compute_input_us: counter!(COMPUTE_INPUT_DURATION_US, &labels),
-            compute_infer_us: counter!(COMPUTE_INFER_DURATION_US, &labels),
-            compute_output_us: counter!(COMPUTE_OUTPUT_DURATION_US, &labels),
-            pending: gauge!(PENDING_REQUESTS, &labels),
-            cancelled: counter!(CANCELLED, &labels),
-            request_seconds: histogram!(REQUEST_SECONDS, &labels),
-            queue_seconds: histogram!(QUEUE_SECONDS, &labels),
-            compute_seconds: histogram!(COMPUTE_SECONDS, &labels),
-            batch_size: histogram!(BATCH_SIZE, &labels),
+            series: versions::series(model, version),
         }
     }
 
     pub fn request_done(&self, outcome: Result<(), FailureReason>, elapsed: Duration) {
+        let s = &self.series;
         match outcome {
-            Ok(()) => self.success.increment(1),
-            Err(reason) => self.failure[reason as usize].increment(1),
-        }
-        self.request_us.increment(elapsed.as_micros() as u64);
-        self.request_seconds.record(elapsed.as_secs_f64());
+            Ok(()) => s.success.fetch_add(1, Relaxed),
+            Err(reason) => s.failure[reason as usize].fetch_add(1, Relaxed),
+        };
+        s.request_us.fetch_add(elapsed.as_micros() as u64, Relaxed);
+        s.request_seconds.record(elapsed.as_secs_f64());
     }
 
     pub fn queued(&self, wait: Duration) {
-        self.queue_us.increment(wait.as_micros() as u64);
-        self.queue_seconds.record(wait.as_secs_f64());
+        self.series.queue_us.fetch_add(wait.as_micros() as u64, Relaxed);
+        self.series.queue_seconds.record(wait.as_secs_f64());
     }
 
     pub fn batch_done(&self, requests: usize, rows: usize, input: Duration, infer: Duration, output: Duration) {
-        self.exec_count.increment(1);
-        self.inference_count.increment(rows as u64);
-        self.batch_size.record(rows as f64);
-        self.compute_input_us
-            .increment(input.as_micros() as u64 * requests as u64);
-        self.compute_infer_us
-            .increment(infer.as_micros() as u64 * requests as u64);
-        self.compute_output_us
-            .increment(output.as_micros() as u64 * requests as u64);
-        self.compute_seconds.record((input + infer + output).as_secs_f64());
+        let s = &self.series;
+        let per_request = |d: Duration| d.as_micros() as u64 * requests as u64;
+        s.exec_count.fetch_add(1, Relaxed);
+        s.inference_count.fetch_add(rows as u64, Relaxed);
+        s.batch_size.record(rows as f64);
+        s.compute_input_us.fetch_add(per_request(input), Relaxed);
+        s.compute_infer_us.fetch_add(per_request(infer), Relaxed);
+        s.compute_output_us.fetch_add(per_request(output), Relaxed);
+        s.compute_seconds.record((input + infer + output).as_secs_f64());
     }
 
-    pub fn pending(&self, delta: f64) {
-        self.pending.increment(delta);
+    pub fn pending(&self, delta: i64) {
+        self.series.pending.fetch_add(delta, Relaxed);
     }
 
     pub fn cancelled(&self) {
-        self.cancelled.increment(1);
+        self.series.cancelled.fetch_add(1, Relaxed);
     }
 }
 
@@ -247,6 +210,12 @@ pub fn model_unloaded(model: &str) {
 /// for a whole repository. The message goes to the log, never a label.
 pub fn source_error(source: &'static str, model: &str) {
     counter!(SOURCE_ERRORS, "source" => source, "model" => model.to_owned()).increment(1);
+}
+
+/// Poll mode finished a scan of the repository folder (`folder`) or a
+/// sync of its mirror (`object_store`): a poller that stopped shows here.
+pub fn repository_polled(source: &'static str) {
+    counter!(REPOSITORY_POLLS, "source" => source).increment(1);
 }
 
 /// Objects a source downloaded (changed or new ones only) and their bytes.
@@ -284,6 +253,16 @@ pub fn router() -> Router {
 pub async fn render() -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        install().render(),
+        exposition(),
     )
+}
+
+/// The whole exposition: the recorder's series, then the live versions'.
+pub fn exposition() -> String {
+    let mut text = install().render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    versions::render(&mut text);
+    text
 }

@@ -64,7 +64,7 @@ fn parameters(map: Option<Map<String, Value>>) -> Parameters {
     };
     Parameters(
         map.into_iter()
-            .filter_map(|(k, v)| {
+            .map(|(k, v)| {
                 let p = match v {
                     Value::Bool(b) => ParamValue::Bool(b),
                     Value::String(s) => ParamValue::String(s),
@@ -72,12 +72,13 @@ fn parameters(map: Option<Map<String, Value>>) -> Parameters {
                         (Some(i), _, _) => ParamValue::Int(i),
                         (None, Some(u), _) => ParamValue::Uint(u),
                         (None, None, Some(f)) => ParamValue::Double(f),
-                        _ => return None,
+                        _ => ParamValue::Json(Value::Number(n)),
                     },
-                    // Structured parameters (e.g. MLServer's headers) carry nothing quiver acts on.
-                    _ => return None,
+                    // Kept as sent (MLServer's headers, say): nothing in the
+                    // codec acts on them, but what logs or forwards requests does.
+                    other => ParamValue::Json(other),
                 };
-                Some((k, p))
+                (k, p)
             })
             .collect(),
     )
@@ -496,6 +497,25 @@ mod tests {
                 e.message
             );
         }
+    }
+
+    #[test]
+    fn structured_request_parameters_are_kept_as_sent() {
+        let req = decode(
+            r#"{"parameters":{"headers":{"x-user":"a"},"tags":[1,2],"n":3,"none":null},
+                "inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req.parameters.get("headers"),
+            Some(&ParamValue::Json(serde_json::json!({"x-user": "a"})))
+        );
+        assert_eq!(
+            req.parameters.get("tags"),
+            Some(&ParamValue::Json(serde_json::json!([1, 2])))
+        );
+        assert_eq!(req.parameters.get("n"), Some(&ParamValue::Int(3)));
+        assert_eq!(req.parameters.get("none"), Some(&ParamValue::Json(Value::Null)));
     }
 
     #[test]

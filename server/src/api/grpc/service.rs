@@ -23,11 +23,17 @@ pub struct InferenceService {
     engine: Arc<Engine>,
     /// Turns true when shutdown stops the listeners: open streams end then.
     stopping: watch::Receiver<bool>,
+    /// The largest answer, in bytes (`--grpc-max-message-bytes`).
+    max_message_bytes: usize,
 }
 
 impl InferenceService {
-    pub fn new(engine: Arc<Engine>, stopping: watch::Receiver<bool>) -> Self {
-        InferenceService { engine, stopping }
+    pub fn new(engine: Arc<Engine>, stopping: watch::Receiver<bool>, max_message_bytes: usize) -> Self {
+        InferenceService {
+            engine,
+            stopping,
+            max_message_bytes,
+        }
     }
 }
 
@@ -61,10 +67,22 @@ async fn infer(
     engine: &Engine,
     msg: ModelInferRequest,
     metadata: &tonic::metadata::MetadataMap,
+    max_message_bytes: usize,
 ) -> Result<(ModelInferResponse, Option<String>), Error> {
     let req = codec::decode_request(msg)?;
     let (resp, variant) = engine.infer_routed(req, &Metadata(metadata)).await?;
-    Ok((codec::encode_response(resp), variant))
+    let resp = codec::encode_response(resp);
+    // Refused here, named, rather than by tonic's encoder (OUT_OF_RANGE in
+    // the trailers of an answer already started).
+    let size = prost::Message::encoded_len(&resp);
+    if size > max_message_bytes {
+        return Err(Error::too_large(format!(
+            "the answer of model '{}' is {size} bytes, over the limit of {max_message_bytes} bytes \
+             (--grpc-max-message-bytes); ask for fewer outputs or send a smaller batch",
+            resp.model_name
+        )));
+    }
+    Ok((resp, variant))
 }
 
 /// gRPC metadata as traffic routing reads it.
@@ -138,7 +156,7 @@ impl GrpcInferenceService for InferenceService {
         // The request's bytes stay counted until it is answered.
         let _ticket = ticket(&r);
         let (metadata, _, msg) = r.into_parts();
-        let result = infer(&self.engine, msg, &metadata)
+        let result = infer(&self.engine, msg, &metadata, self.max_message_bytes)
             .await
             .map(|(resp, variant)| {
                 let mut response = Response::new(resp);
@@ -174,6 +192,8 @@ impl GrpcInferenceService for InferenceService {
         let (order, mut answers) = tokio::sync::mpsc::channel::<InFlight>(STREAM_IN_FLIGHT);
         let engine = Arc::clone(&self.engine);
         let mut stopping = self.stopping.clone();
+        // Room for the stream's wrapper around each answer (a tag and a length).
+        let limit = self.max_message_bytes.saturating_sub(16);
         tokio::spawn(async move {
             loop {
                 // Between requests only: one that was read is answered.
@@ -193,7 +213,7 @@ impl GrpcInferenceService for InferenceService {
                 let answer = tokio::spawn(async move {
                     let started = Instant::now();
                     let size = prost::Message::encoded_len(&msg) + 5;
-                    let result = infer(&engine, msg, &metadata).await.map(|(resp, _)| resp);
+                    let result = infer(&engine, msg, &metadata, limit).await.map(|(resp, _)| resp);
                     // Answered: its bytes no longer count against the budget.
                     if let Some(t) = &ticket {
                         t.shrink(size);

@@ -43,6 +43,18 @@ pub struct LoadOptions {
     pub backends: Arc<Settings>,
 }
 
+impl LoadOptions {
+    /// The `max_batch_size` a batching model without one gets: Triton's
+    /// `--backend-config=[<backend>,]default-max-batch-size=N` where given
+    /// (checked at start-up), else `--default-max-batch-size`.
+    pub fn default_max_batch_size_for(&self, backend: &str) -> i32 {
+        self.backends
+            .get_or_shared(backend, "default-max-batch-size")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(self.default_max_batch_size)
+    }
+}
+
 /// The model config parameter that picks a model's queue delay policy
 /// ("adaptive" or "fixed"), over the server's `--queue-delay-policy`.
 pub const DELAY_POLICY_PARAMETER: &str = "queue_delay_policy";
@@ -159,14 +171,12 @@ pub fn load_version(
         name,
         (backend.platform, backend.name),
         runtimes[0].io(),
-        options.default_max_batch_size,
+        options.default_max_batch_size_for(backend.name),
     )?;
     spec.utf8_strings = runtimes[0].utf8_strings();
     let on_gpu = devices.iter().any(|d| matches!(d, Device::Gpu(_)));
-    let samples = warmup::samples(&config, &spec, &version_dir, options.default_warmup, on_gpu)?;
-    for runtime in &mut runtimes {
-        warmup::run(runtime.as_mut(), &samples)?;
-    }
+    let samples = warmup::samples(&config, &spec, &version_dir, options.default_warmup, on_gpu, &warn)?;
+    warmup::warm(&mut runtimes, &samples, &warn)?;
     let mut loaded = start_version(name, version, config, spec, runtimes, options)?;
     loaded.fingerprint = fingerprint;
     Ok(loaded)
