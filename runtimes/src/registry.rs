@@ -96,37 +96,31 @@ static BACKENDS: [Entry; 3] = [
 ];
 
 /// What quiver makes of one `--backend-config` key: `None` when it acts
-/// on it, else the warning to log (the key named, and why it is ignored).
+/// on it, else why it is ignored (the key named), for a warning.
 /// `backend` is empty for Triton's backend-agnostic `<key>=<value>` form.
 pub fn review_setting(backend: &str, key: &str) -> Option<String> {
     if SHARED_SETTINGS.contains(&key) {
         return None;
     }
-    let shown = match backend {
-        "" => format!("--backend-config={key}"),
-        b => format!("--backend-config={b},{key}"),
-    };
     if backend.is_empty() {
         return Some(format!(
-            "{shown} is accepted and ignored: the backend-agnostic settings quiver reads are {}",
+            "'{key}' is not a backend-agnostic setting quiver reads (it reads {})",
             SHARED_SETTINGS.join(", ")
         ));
     }
     let Some(entry) = BACKENDS.iter().find(|e| e.name == backend) else {
-        return Some(format!(
-            "{shown} is accepted and ignored: quiver has no '{backend}' backend"
-        ));
+        return Some(format!("quiver has no '{backend}' backend"));
     };
     if entry.settings.contains(&key) {
         return None;
     }
     if let Some((_, why)) = entry.triton_settings.iter().find(|(k, _)| *k == key) {
-        return Some(format!("{shown} is accepted and ignored: {why}"));
+        return Some((*why).to_owned());
     }
     let mut known: Vec<&str> = entry.settings.to_vec();
     known.extend(SHARED_SETTINGS);
     Some(format!(
-        "{shown} is accepted and ignored: '{key}' is not a setting of quiver's {backend} backend (it reads {})",
+        "'{key}' is not a setting of quiver's {backend} backend (it reads {})",
         known.join(", ")
     ))
 }
@@ -242,7 +236,7 @@ mod tests {
         let w = review_setting("python", "shm-default-byte-size").unwrap();
         assert!(w.contains("no 'python' backend"), "{w}");
         let w = review_setting("", "backend-directory").unwrap();
-        assert!(w.contains("--backend-config=backend-directory"), "{w}");
+        assert!(w.contains("'backend-directory'"), "{w}");
     }
 
     #[test]

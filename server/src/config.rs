@@ -290,13 +290,82 @@ pub struct Config {
     pub auth_health: bool,
 
     /// PEM certificate (chain) for TLS on the HTTP and gRPC listeners; with
-    /// --tls-key. Both files are read again when they change.
-    #[arg(long, env = "QUIVER_TLS_CERT", requires = "tls_key")]
+    /// --tls-key. Both files are read again when they change. Triton's
+    /// --grpc-server-cert is the same flag.
+    #[arg(long, alias = "grpc-server-cert", env = "QUIVER_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "QUIVER_TLS_KEY", requires = "tls_cert")]
+    /// PEM private key of --tls-cert (Triton's --grpc-server-key).
+    #[arg(long, alias = "grpc-server-key", env = "QUIVER_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: a PEM bundle of the CAs whose client certificates both
+    /// listeners accept. A client without a certificate signed by one of
+    /// them is refused at the handshake. Read again when it changes, like
+    /// the server's certificate. Needs --tls-cert.
+    #[arg(long, env = "QUIVER_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Triton's --grpc-use-ssl: TLS is on whenever --tls-cert (Triton's
+    /// --grpc-server-cert) is given; `true` without one stops start-up.
+    #[arg(long, hide = true, value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub grpc_use_ssl: Option<bool>,
+
+    /// Triton's --grpc-use-ssl-mutual: with --grpc-root-cert, the same as
+    /// --tls-client-ca.
+    #[arg(long, hide = true, value_name = "BOOL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub grpc_use_ssl_mutual: Option<bool>,
+
+    /// Triton's --grpc-root-cert: the client CA, used when
+    /// --grpc-use-ssl-mutual=true (as in Triton).
+    #[arg(long, hide = true)]
+    pub grpc_root_cert: Option<PathBuf>,
+
+    /// Open connections the HTTP and gRPC listeners hold together; one more
+    /// is refused at once (HTTP: a 503 naming this flag, then close; gRPC:
+    /// closed, which clients see as UNAVAILABLE and retry). 0: three
+    /// quarters of the open-file limit (raised to its hard limit at start),
+    /// at most 65,536, so quiver refuses before the kernel does.
+    #[arg(long, env = "QUIVER_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Seconds an HTTP/1.1 client has to send a request's headers once it
+    /// has started (slowloris); the connection is closed after that.
+    #[arg(long, env = "QUIVER_HTTP_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub http_header_read_timeout_seconds: u64,
+
+    /// Seconds an HTTP connection may stay open with no request in flight
+    /// and nothing sent or received; then it is closed (HTTP/2: GOAWAY).
+    /// Longer than the usual load balancer idle timeouts (60 s on AWS, 600 s
+    /// on Google Cloud), so the balancer, not quiver, closes first.
+    #[arg(long, env = "QUIVER_HTTP_IDLE_TIMEOUT_SECONDS", default_value_t = 620)]
+    pub http_idle_timeout_seconds: u64,
+
+    /// Streams one HTTP/2 connection may have open at once, on both
+    /// listeners; a client opening more waits for one to end (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, env = "QUIVER_MAX_CONCURRENT_STREAMS", default_value_t = 1024)]
+    pub max_concurrent_streams: u32,
+
+    /// gRPC HTTP/2 keepalive: milliseconds between pings on a connection
+    /// (Triton's flag and default, 2 hours); 0 turns them off.
+    #[arg(long, env = "QUIVER_GRPC_KEEPALIVE_TIME", default_value_t = 7_200_000)]
+    pub grpc_keepalive_time: u64,
+
+    /// Milliseconds a keepalive ping waits for its answer before the
+    /// connection is closed (Triton's flag and default).
+    #[arg(long, env = "QUIVER_GRPC_KEEPALIVE_TIMEOUT", default_value_t = 20_000)]
+    pub grpc_keepalive_timeout: u64,
+
+    /// Milliseconds a gRPC connection may live before the server asks the
+    /// client to reconnect (GOAWAY), spreading clients over new replicas;
+    /// 0: no limit (Triton's flag).
+    #[arg(long, env = "QUIVER_GRPC_MAX_CONNECTION_AGE", default_value_t = 0)]
+    pub grpc_max_connection_age: u64,
+
+    /// Milliseconds a connection past its age keeps for its open calls.
+    #[arg(long, env = "QUIVER_GRPC_MAX_CONNECTION_AGE_GRACE", default_value_t = 0)]
+    pub grpc_max_connection_age_grace: u64,
 
     /// Seconds between checks of the TLS files for a rotated certificate.
     #[arg(long, env = "QUIVER_TLS_RELOAD_SECONDS", default_value_t = 10)]
@@ -333,6 +402,15 @@ impl Config {
         })
     }
 
+    /// The client CA bundle for mutual TLS: --tls-client-ca, or Triton's
+    /// --grpc-root-cert when --grpc-use-ssl-mutual=true.
+    pub fn client_ca(&self) -> Option<&PathBuf> {
+        self.tls_client_ca.as_ref().or(match self.grpc_use_ssl_mutual {
+            Some(true) => self.grpc_root_cert.as_ref(),
+            _ => None,
+        })
+    }
+
     /// The largest request body or message the listeners accept.
     pub fn largest_request(&self) -> usize {
         self.http_max_body_bytes.max(self.grpc_max_message_bytes)
@@ -351,15 +429,20 @@ impl Config {
     /// naming the key and why (Triton's command lines carry some that only
     /// Triton's backends read; a typo should not pass unseen either).
     pub fn backend_config_warnings(&self) -> Vec<String> {
-        let mut settings = quiver_runtimes::Settings::default();
+        let mut warnings = Vec::new();
         for arg in &self.backend_config {
+            let mut settings = quiver_runtimes::Settings::default();
             // A value that does not parse is refused by validate().
-            let _ = settings.parse_into(arg);
+            if settings.parse_into(arg).is_err() {
+                continue;
+            }
+            for (backend, key) in settings.keys() {
+                if let Some(why) = quiver_runtimes::registry::review_setting(backend, key) {
+                    warnings.push(format!("--backend-config={arg} is accepted and ignored: {why}"));
+                }
+            }
         }
-        settings
-            .keys()
-            .filter_map(|(backend, key)| quiver_runtimes::registry::review_setting(backend, key))
-            .collect()
+        warnings
     }
 
     /// The log filter: --log, or debug for quiver's own logs with
@@ -416,6 +499,21 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.default_max_batch_size < 0 {
             return Err("--default-max-batch-size must be 0 or more".into());
+        }
+        if self.grpc_use_ssl == Some(true) && self.tls_cert.is_none() {
+            return Err(
+                "--grpc-use-ssl=true needs --grpc-server-cert and --grpc-server-key (or --tls-cert and --tls-key)"
+                    .into(),
+            );
+        }
+        if self.grpc_use_ssl_mutual == Some(true) && self.client_ca().is_none() {
+            return Err("--grpc-use-ssl-mutual=true needs --grpc-root-cert (or --tls-client-ca)".into());
+        }
+        if self.client_ca().is_some() && self.tls_cert.is_none() {
+            return Err("mutual TLS needs the server's own certificate: --tls-cert and --tls-key".into());
+        }
+        if self.max_concurrent_streams == 0 || self.http_header_read_timeout_seconds == 0 {
+            return Err("--max-concurrent-streams and --http-header-read-timeout-seconds must be at least 1".into());
         }
         let settings = self.backend_settings()?;
         for (backend, key) in settings.keys() {

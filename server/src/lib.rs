@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod engine;
 pub mod error;
 #[doc(hidden)]
@@ -19,13 +20,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use quiver_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use config::{Config, ControlMode};
 use engine::Engine;
@@ -41,6 +40,8 @@ pub struct Server {
     /// The admin listener, when `--admin-port` is set.
     pub admin_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
+    /// The connection budget of the HTTP and gRPC listeners.
+    pub connections: Arc<connections::Gate>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -62,7 +63,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     }
     // A certificate that cannot be used stops start-up, before any loading.
     let tls = match (&config.tls_cert, &config.tls_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(cert, key)?)),
+        (Some(cert), Some(key)) => Some(Arc::new(tls::Tls::new(
+            cert,
+            key,
+            config.client_ca().map(|p| p.as_path()),
+        )?)),
         _ => None,
     };
     // Backends initialise when their first model loads: a missing ONNX
@@ -228,35 +233,32 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }));
     }
     let app = api::http::router(state);
-    let shutdown = until_stopped();
     if let Some(tls) = &tls {
         let every = Duration::from_secs(config.tls_reload_seconds.max(1));
         tasks.push(tokio::spawn(Arc::clone(tls).watch(every, stopped.clone())));
     }
+    let gate = connections::Gate::new(match config.max_connections {
+        0 => connections::default_limit(),
+        n => n,
+    });
+    tracing::info!(max_connections = gate.limit(), "connection limit");
+    let http_limits = api::http::serve::HttpLimits {
+        header_read_timeout: Duration::from_secs(config.http_header_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.http_idle_timeout_seconds.max(1)),
+        max_concurrent_streams: config.max_concurrent_streams,
+    };
     if let Some(http) = http {
-        let local = http.local_addr()?;
-        let served = match &tls {
+        let stop = stopped.clone();
+        tasks.push(match &tls {
             Some(t) => {
-                let listener = tls::HttpsListener {
-                    streams: tls::accept(http, t.http_acceptor()),
-                    local,
-                };
-                tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(shutdown).await })
+                let incoming = tls::accept(http, Arc::clone(t), tls::Listener::Http, Arc::clone(&gate));
+                tokio::spawn(api::http::serve::serve(incoming, app, http_limits, stop))
             }
             None => {
-                // Small answers must leave at once: without TCP_NODELAY, Nagle's
-                // algorithm and the client's delayed ACK add up to 40 ms to a response.
-                let http = http.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                tokio::spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await })
+                let incoming = connections::accept_tcp(http, Arc::clone(&gate), "http", true);
+                tokio::spawn(api::http::serve::serve(incoming, app, http_limits, stop))
             }
-        };
-        tasks.push(tokio::spawn(async move {
-            if let Ok(Err(e)) = served.await {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        }));
+        });
     }
 
     if let Some(metrics_listener) = metrics_listener {
@@ -293,32 +295,41 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     .max_encoding_message_size(limit);
     if let Some(grpc) = grpc {
         let shutdown = until_stopped();
-        let grpc_acceptor = tls.as_ref().map(|t| t.grpc_acceptor());
+        let millis = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        let mut builder = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .http2_keepalive_interval(millis(config.grpc_keepalive_time))
+            .http2_keepalive_timeout(millis(config.grpc_keepalive_timeout));
+        if let Some(age) = millis(config.grpc_max_connection_age) {
+            builder = builder.max_connection_age(age);
+        }
+        if let Some(grace) = millis(config.grpc_max_connection_age_grace) {
+            builder = builder.max_connection_age_grace(grace);
+        }
+        let router = builder
+            .layer(api::grpc::guard::GuardLayer {
+                auth,
+                admission,
+                max_message_bytes: limit,
+            })
+            .add_service(inference)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(reflection_alpha);
+        let (gate, tls) = (Arc::clone(&gate), tls.clone());
         tasks.push(tokio::spawn(async move {
-            let router = tonic::transport::Server::builder()
-                .tcp_nodelay(true)
-                .layer(api::grpc::guard::GuardLayer {
-                    auth,
-                    admission,
-                    max_message_bytes: limit,
-                })
-                .add_service(inference)
-                .add_service(health_service)
-                .add_service(reflection)
-                .add_service(reflection_alpha);
-            let served = match grpc_acceptor {
-                Some(acceptor) => {
-                    let incoming = tokio_stream::wrappers::ReceiverStream::new(tls::accept(grpc, acceptor))
-                        .map(|(tls, _)| Ok::<_, std::io::Error>(tls));
+            let served = match tls {
+                Some(t) => {
+                    let incoming = tls::accept(grpc, t, tls::Listener::Grpc, gate);
+                    let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming)
+                        .map(|(io, _)| Ok::<_, std::io::Error>(io));
                     router.serve_with_incoming_shutdown(incoming, shutdown).await
                 }
                 None => {
-                    // tonic sets TCP_NODELAY only on sockets it accepts itself; these are ours.
-                    let incoming = TcpListenerStream::new(grpc).map(|conn| {
-                        conn.inspect(|tcp| {
-                            let _ = tcp.set_nodelay(true);
-                        })
-                    });
+                    let incoming = connections::accept_tcp(grpc, gate, "grpc", false);
+                    let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming)
+                        .map(|(io, _)| Ok::<_, std::io::Error>(io));
                     router.serve_with_incoming_shutdown(incoming, shutdown).await
                 }
             };
@@ -341,6 +352,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         metrics_addr,
         admin_addr,
         engine,
+        connections: gate,
         health,
         stop,
         tasks,

@@ -6,6 +6,12 @@
 //! the new certificate, open connections keep theirs. A rotation that cannot
 //! be read (half-written, mismatched) keeps the old certificate and logs why.
 //!
+//! With `--tls-client-ca` (or Triton's `--grpc-use-ssl-mutual` and
+//! `--grpc-root-cert`) both listeners require a client certificate signed
+//! by one of the bundle's CAs: a client without one is refused at the
+//! handshake. The bundle is read again when it changes, like the
+//! certificate; new handshakes use the new one.
+//!
 //! Handshakes run one task each, with a deadline, so a client that never
 //! finishes one cannot hold up the others.
 use std::net::SocketAddr;
@@ -18,13 +24,16 @@ use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring as provider;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
+
+use crate::connections::{Gate, Tracked};
 
 /// How long a TLS handshake may take.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -107,31 +116,100 @@ pub fn install_crypto_provider() {
 
 pub struct Tls {
     certificate: Arc<Reloading>,
-    http: TlsAcceptor,
-    grpc: TlsAcceptor,
+    client_ca: Option<ClientCa>,
+    http: ArcSwap<ServerConfig>,
+    grpc: ArcSwap<ServerConfig>,
+}
+
+/// The CA bundle client certificates must chain to, and its stamp when read.
+struct ClientCa {
+    path: PathBuf,
+    stamp: Mutex<Stamp>,
+}
+
+fn load_roots(path: &Path) -> anyhow::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read the client CA bundle {}", path.display()))?
+    {
+        let cert = cert.with_context(|| format!("cannot parse the client CA bundle {}", path.display()))?;
+        roots
+            .add(cert)
+            .with_context(|| format!("{} holds a certificate that is not a usable CA", path.display()))?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+    Ok(Arc::new(roots))
+}
+
+/// The listeners' configs (gRPC offers h2 only) over one certificate, with
+/// client certificates required when `roots` is given.
+fn configs(certificate: &Arc<Reloading>, roots: Option<Arc<RootCertStore>>) -> anyhow::Result<[Arc<ServerConfig>; 2]> {
+    let provider = Arc::new(provider::default_provider());
+    let verifier = roots
+        .map(|roots| WebPkiClientVerifier::builder_with_provider(roots, Arc::clone(&provider)).build())
+        .transpose()
+        .context("cannot verify client certificates with that CA bundle")?;
+    let config = |alpn: &[&[u8]]| -> anyhow::Result<Arc<ServerConfig>> {
+        let builder =
+            ServerConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions()?;
+        let builder = match &verifier {
+            Some(v) => builder.with_client_cert_verifier(Arc::clone(v)),
+            None => builder.with_no_client_auth(),
+        };
+        let mut c = builder.with_cert_resolver(Arc::clone(certificate) as Arc<dyn ResolvesServerCert>);
+        c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(c))
+    };
+    Ok([config(&[b"h2", b"http/1.1"])?, config(&[b"h2"])?])
 }
 
 impl Tls {
-    pub fn new(cert: &Path, key: &Path) -> anyhow::Result<Tls> {
+    pub fn new(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<Tls> {
         let certificate = Arc::new(Reloading {
             current: ArcSwap::from_pointee(load(cert, key)?),
             stamps: Mutex::new((stamp(cert), stamp(key))),
             cert: cert.to_owned(),
             key: key.to_owned(),
         });
-        let config = |alpn: &[&[u8]]| -> anyhow::Result<TlsAcceptor> {
-            let mut c = ServerConfig::builder_with_provider(Arc::new(provider::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::clone(&certificate) as Arc<dyn ResolvesServerCert>);
-            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-            Ok(TlsAcceptor::from(Arc::new(c)))
-        };
+        let roots = client_ca.map(load_roots).transpose()?;
+        let [http, grpc] = configs(&certificate, roots)?;
         Ok(Tls {
-            http: config(&[b"h2", b"http/1.1"])?,
-            grpc: config(&[b"h2"])?,
-            certificate: Arc::clone(&certificate),
+            client_ca: client_ca.map(|path| ClientCa {
+                stamp: Mutex::new(stamp(path)),
+                path: path.to_owned(),
+            }),
+            http: ArcSwap::new(http),
+            grpc: ArcSwap::new(grpc),
+            certificate,
         })
+    }
+
+    /// Whether client certificates are required.
+    pub fn mutual(&self) -> bool {
+        self.client_ca.is_some()
+    }
+
+    /// Reads the client CA bundle again if it changed, and rebuilds the
+    /// listeners' configs with it; one that cannot be read keeps the old.
+    fn refresh_client_ca(&self) {
+        let Some(ca) = &self.client_ca else { return };
+        let now = stamp(&ca.path);
+        let mut seen = ca.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if *seen == now {
+            return;
+        }
+        match load_roots(&ca.path).and_then(|roots| configs(&self.certificate, Some(roots))) {
+            Ok([http, grpc]) => {
+                self.http.store(http);
+                self.grpc.store(grpc);
+                *seen = now;
+                tracing::info!(client_ca = %ca.path.display(), "TLS client CA bundle reloaded");
+            }
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "TLS client CA bundle changed but cannot be loaded; keeping the old one"
+            ),
+        }
     }
 
     /// Checks the files every `every` until `stop`.
@@ -141,27 +219,53 @@ impl Tls {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let certificate = Arc::clone(&self.certificate);
-            let _ = tokio::task::spawn_blocking(move || certificate.refresh()).await;
+            let tls = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || {
+                tls.certificate.refresh();
+                tls.refresh_client_ca();
+            })
+            .await;
         }
     }
 
-    pub fn http_acceptor(&self) -> TlsAcceptor {
-        self.http.clone()
-    }
-
-    pub fn grpc_acceptor(&self) -> TlsAcceptor {
-        self.grpc.clone()
+    /// The acceptor for the next handshake on the HTTP or the gRPC listener.
+    fn acceptor(&self, grpc: bool) -> TlsAcceptor {
+        TlsAcceptor::from(match grpc {
+            true => self.grpc.load_full(),
+            false => self.http.load_full(),
+        })
     }
 }
 
-/// Accepts TCP connections and completes their handshakes concurrently;
-/// established TLS streams come out of the channel.
-pub fn accept(listener: TcpListener, acceptor: TlsAcceptor) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+/// Which listener a TLS accept loop serves.
+#[derive(Clone, Copy)]
+pub enum Listener {
+    Http,
+    Grpc,
+}
+
+/// Accepts TCP connections within the gate's budget (one over it is closed
+/// before any handshake) and completes their handshakes concurrently;
+/// established TLS streams come out of the channel. Ends when the channel's
+/// receiver is dropped, closing the port.
+pub fn accept(
+    listener: TcpListener,
+    tls: Arc<Tls>,
+    which: Listener,
+    gate: Arc<Gate>,
+) -> mpsc::Receiver<(Tracked<TlsStream<TcpStream>>, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
+    let name = match which {
+        Listener::Http => "http",
+        Listener::Grpc => "grpc",
+    };
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: wait, do not spin.
@@ -170,44 +274,27 @@ pub fn accept(listener: TcpListener, acceptor: TlsAcceptor) -> mpsc::Receiver<(T
                     continue;
                 }
             };
+            let Some(permit) = gate.admit(name) else {
+                continue; // closed: over --max-connections
+            };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, out) = (acceptor.clone(), tx.clone());
+            let (acceptor, out) = (tls.acceptor(matches!(which, Listener::Grpc)), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = out.send((tls, peer)).await;
+                        let _ = out.send((Tracked::new(tls, permit), peer)).await;
                     }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    Ok(Err(e)) => {
+                        crate::telemetry::tls_handshake_failed(name);
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        crate::telemetry::tls_handshake_failed(name);
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 }
             });
-            if tx.is_closed() {
-                return;
-            }
         }
     });
     rx
-}
-
-/// A listener for `axum::serve` over the established TLS streams.
-pub struct HttpsListener {
-    pub streams: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    pub local: SocketAddr,
-}
-
-impl axum::serve::Listener for HttpsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.streams.recv().await {
-            Some(s) => s,
-            // The acceptor is gone: nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
 }

@@ -60,6 +60,11 @@ pub const ROLLOUT_STEPS: &str = "quiver_rollout_steps_total";
 pub const ROLLOUT_ROLLBACKS: &str = "quiver_rollout_rollbacks_total";
 pub const ROLLOUT_WEIGHT: &str = "quiver_rollout_canary_weight_percent";
 // Admission control: what is in flight against the server-wide budgets.
+// Connections, labelled by listener (`http`, `grpc`).
+pub const CONNECTIONS_OPEN: &str = "quiver_connections_open";
+pub const CONNECTIONS_LIMIT: &str = "quiver_connections_limit";
+pub const CONNECTIONS_REFUSED: &str = "quiver_connections_refused_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "quiver_tls_handshake_failures_total";
 pub const ADMISSION_BYTES: &str = "quiver_admission_bytes_in_flight";
 pub const ADMISSION_BYTES_LIMIT: &str = "quiver_admission_bytes_limit";
 pub const ADMISSION_REQUESTS: &str = "quiver_admission_requests_in_flight";
@@ -188,6 +193,30 @@ pub fn admission_gauges(max_bytes: usize, max_requests: usize) -> (Gauge, Gauge)
     gauge!(ADMISSION_BYTES_LIMIT).set(max_bytes as f64);
     gauge!(ADMISSION_REQUESTS_LIMIT).set(max_requests as f64);
     (gauge!(ADMISSION_BYTES), gauge!(ADMISSION_REQUESTS))
+}
+
+/// `--max-connections`, as resolved at start.
+pub fn connection_limit(limit: usize) {
+    gauge!(CONNECTIONS_LIMIT).set(limit as f64);
+}
+
+pub fn connection_opened(listener: &'static str) {
+    gauge!(CONNECTIONS_OPEN, "listener" => listener).increment(1.0);
+}
+
+pub fn connection_closed(listener: &'static str) {
+    gauge!(CONNECTIONS_OPEN, "listener" => listener).decrement(1.0);
+}
+
+/// A connection over `--max-connections`, refused.
+pub fn connection_refused(listener: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "listener" => listener).increment(1);
+}
+
+/// A TLS handshake that failed or timed out (with mutual TLS: a client
+/// without a valid certificate).
+pub fn tls_handshake_failed(listener: &'static str) {
+    counter!(TLS_HANDSHAKE_FAILURES, "listener" => listener).increment(1);
 }
 
 /// A load (or reload) of a model finished, ready or failed.

@@ -5,6 +5,7 @@ mod health;
 mod infer;
 mod metadata;
 mod repository;
+pub mod serve;
 mod statistics;
 mod traffic;
 

@@ -1,0 +1,185 @@
+//! Connection limits against the real server: a connection over
+//! --max-connections is refused at once with the reason, a slow client
+//! (slowloris) and an idle one are closed, and a client on an established
+//! connection keeps being served through a flood of idle connections.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(s: &TestServer) -> String {
+    s.http.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (or `secs` pass: a hang
+/// fails the test). Returns what arrived.
+async fn read_until_closed(tcp: &mut TcpStream, secs: u64) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(secs), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the server kept the connection open: {}",
+        String::from_utf8_lossy(&got)
+    );
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn counter(metrics: &str, line_start: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_connection_over_the_limit_is_refused_with_the_reason_and_the_slot_comes_back() {
+    let repo = temp_dir("conn-limit");
+    copy_model("add_sub", &repo.join("add_sub"));
+    let mut c = config(&repo);
+    c.max_connections = 3;
+    let s = TestServer::start(c).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(addr(&s)).await.unwrap());
+    }
+    // The slots are taken once accepted: wait until the gate says so.
+    let gate = std::sync::Arc::clone(&s.server.as_ref().unwrap().connections);
+    eventually(10, "three connections open", || async { gate.open() == 3 }).await;
+    let mut over = TcpStream::connect(addr(&s)).await.unwrap();
+    let answer = read_until_closed(&mut over, 10).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("--max-connections"), "{answer}");
+    // gRPC shares the budget: its connection is closed before any answer
+    // (grpc-core clients report UNAVAILABLE; tonic's, a cancelled call).
+    match tonic::transport::Endpoint::from_shared(s.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+    {
+        Err(_) => {}
+        Ok(channel) => {
+            let mut client =
+                quiver_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient::new(channel);
+            let status = client
+                .server_live(quiver_proto::inference::ServerLiveRequest {})
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Cancelled),
+                "{status:?}"
+            );
+        }
+    }
+    // Counted (process-wide, so at least this test's refusal).
+    let m = s.metrics().await;
+    assert!(
+        counter(&m, "quiver_connections_refused_total{listener=\"http\"}") >= 1.0,
+        "{m}"
+    );
+    // One closes: its slot comes back and a client is served again.
+    held.pop();
+    eventually(10, "a slot given back", || async { gate.open() == 2 }).await;
+    let r = http_client()
+        .post(s.url("/v2/models/add_sub/infer"))
+        .json(&add_sub_json())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(held);
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+#[tokio::test]
+async fn slow_and_idle_clients_are_closed_while_others_are_served() {
+    let repo = temp_dir("conn-slow");
+    copy_model("add_sub", &repo.join("add_sub"));
+    let mut c = config(&repo);
+    c.http_header_read_timeout_seconds = 1;
+    c.http_idle_timeout_seconds = 1;
+    let s = TestServer::start(c).await;
+    // Slowloris: a request head that never ends.
+    let mut slow = TcpStream::connect(addr(&s)).await.unwrap();
+    slow.write_all(b"POST /v2/models/add_sub/infer HTTP/1.1\r\nhost: quiver\r\n")
+        .await
+        .unwrap();
+    // Idle: connects and sends nothing.
+    let mut idle = TcpStream::connect(addr(&s)).await.unwrap();
+    // A normal client is served meanwhile.
+    for _ in 0..5 {
+        assert_eq!(
+            s.post_json("/v2/models/add_sub/infer", &add_sub_json()).await.status(),
+            200
+        );
+    }
+    read_until_closed(&mut slow, 20).await;
+    read_until_closed(&mut idle, 20).await;
+    // A keep-alive connection that served a request and then went quiet is
+    // closed too, not held for ever.
+    let mut kept = TcpStream::connect(addr(&s)).await.unwrap();
+    let body = serde_json::to_vec(&add_sub_json()).unwrap();
+    let head = format!(
+        "POST /v2/models/add_sub/infer HTTP/1.1\r\nhost: quiver\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    kept.write_all(head.as_bytes()).await.unwrap();
+    kept.write_all(&body).await.unwrap();
+    let answer = read_until_closed(&mut kept, 20).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_its_connection_is_served_through_a_flood_of_idle_connections() {
+    let repo = temp_dir("conn-flood");
+    copy_model("add_sub", &repo.join("add_sub"));
+    let mut c = config(&repo);
+    c.max_connections = 200;
+    let s = TestServer::start(c).await;
+    // One pooled connection, established before the flood.
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    // The body is read to its end, so the connection goes back to the pool.
+    let infer = || async {
+        let r = client
+            .post(s.url("/v2/models/add_sub/infer"))
+            .json(&add_sub_json())
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.text().await.unwrap())
+    };
+    assert_eq!(infer().await.0, 200);
+    let mut flood = Vec::new();
+    for _ in 0..400 {
+        flood.push(TcpStream::connect(addr(&s)).await.unwrap());
+    }
+    // 199 idle connections fit beside the client's; the rest are refused,
+    // in the order they came: the last one hears why.
+    let gate = std::sync::Arc::clone(&s.server.as_ref().unwrap().connections);
+    eventually(20, "the budget full", || async { gate.open() == 200 }).await;
+    let answer = read_until_closed(flood.last_mut().unwrap(), 20).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    for _ in 0..20 {
+        let (status, body) = infer().await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(gate.open(), 200);
+    drop(flood);
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}
