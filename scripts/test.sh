@@ -76,3 +76,8 @@ cd tests/python
 "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py test_onnx_backend_models.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py
 "$root/.venv/registry/bin/python" -m pytest -q -p no:cacheprovider test_registry.py
+cd "$root"
+# Two minutes of the soak run (docs/reliability.md has the 30-minute one):
+# mixed load through hot swaps, policy changes and alias moves; any failed
+# request fails the run.
+SOAK_PROFILE=debug ./scripts/soak.sh "${SOAK_MINUTES:-2}"

@@ -7,6 +7,7 @@ mod cpu;
 mod inprocess;
 mod report;
 mod run;
+mod soak;
 mod stream;
 mod swap;
 mod workload;
@@ -100,6 +101,22 @@ struct Args {
     /// The `y = x * K` template model (see tests/fixtures/generate.py).
     #[arg(long, default_value = "tests/fixtures/scale.onnx")]
     swap_template: PathBuf,
+    /// Soak run (scripts/soak.sh): the model repository the server serves
+    /// in poll mode. --swap-model gets a new version every --swap-every
+    /// seconds, --split-model (versions 1 and 2) a new traffic policy every
+    /// 3 s, and every --model named (comma-separated) is driven too, for
+    /// --duration seconds by --concurrency clients and --streams streams.
+    #[arg(long)]
+    soak_repository: Option<PathBuf>,
+    #[arg(long, default_value = "soak_swap")]
+    swap_model: String,
+    #[arg(long, default_value = "soak_split")]
+    split_model: String,
+    #[arg(long, default_value_t = 2)]
+    streams: usize,
+    /// Where the soak writes its report (markdown) too.
+    #[arg(long)]
+    soak_report: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long)]
@@ -112,6 +129,33 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.threads)
         .enable_all()
         .build()?;
+    if let Some(repository) = &args.soak_repository {
+        let others: Vec<String> = args
+            .model
+            .split(',')
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let passed = runtime.block_on(soak::run(soak::Soak {
+            http: &args.http,
+            grpc: &args.grpc,
+            repository,
+            template: &args.swap_template,
+            swap_model: &args.swap_model,
+            split_model: &args.split_model,
+            other_models: &others,
+            duration: Duration::from_secs_f64(args.duration),
+            swap_every: Duration::from_secs_f64(args.swap_every),
+            clients: args.concurrency.first().copied().unwrap_or(8).max(2),
+            streams: args.streams,
+            pid: args.server_pid,
+            report: args.soak_report.clone(),
+        }))?;
+        if !passed {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let rows = runtime.block_on(drive(&args))?;
     let md = report::markdown(&rows);
     print!("{md}");

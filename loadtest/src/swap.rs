@@ -31,7 +31,7 @@ use crate::run::Measured;
 
 /// The constant stored in the fixture (see `tests/fixtures/generate.py`).
 const TEMPLATE_K: f32 = 12345.678;
-const X: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
+pub(crate) const X: [f32; 4] = [1.0, 2.0, 3.0, 4.0];
 
 pub struct Scenario<'a> {
     pub model: &'a str,
@@ -45,10 +45,10 @@ pub struct Scenario<'a> {
     pub steady: Duration,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+pub(crate) type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 #[derive(Clone)]
-enum Wire {
+pub(crate) enum Wire {
     Http {
         client: HttpClient,
         url: String,
@@ -58,11 +58,11 @@ enum Wire {
     },
 }
 
-fn raw_x() -> Vec<u8> {
+pub(crate) fn raw_x() -> Vec<u8> {
     X.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-fn floats(bytes: &[u8]) -> Vec<f32> {
+pub(crate) fn floats(bytes: &[u8]) -> Vec<f32> {
     bytes
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -71,7 +71,7 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
 
 impl Wire {
     /// One request; `Ok` only if the answer's values are its version's.
-    async fn send(&mut self, model: &str) -> Result<u64, String> {
+    pub(crate) async fn send(&mut self, model: &str) -> Result<u64, String> {
         let (version, y) = match self {
             Wire::Http { client, url } => {
                 let header = r#"{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","parameters":{"binary_data_size":16}}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]}"#;
@@ -143,7 +143,7 @@ fn model_bytes(template: &[u8], k: f32) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn write_version(dir: &Path, template: &[u8], version: u64) -> anyhow::Result<()> {
+pub(crate) fn write_version(dir: &Path, template: &[u8], version: u64) -> anyhow::Result<()> {
     let folder = dir.join(version.to_string());
     std::fs::create_dir_all(&folder)?;
     let tmp: PathBuf = dir.join(format!(".{version}.tmp"));
