@@ -60,12 +60,13 @@ args=(--model-repository "$repo" --model-control-mode poll --repository-poll-sec
   --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 --cache-dir "$work/cache")
 others=""
 if [ "${SOAK_REGISTRY:-1}" = 1 ] && [ -x "$root/.venv/registry/bin/python" ]; then
+  mkdir -p "$work/mlflow"
   "$root/.venv/registry/bin/python" "$root/scripts/soak_registry.py" "$work/mlflow" 10 "$work/stop" \
-    > "$work/mlflow.url" 2> "$work/mlflow.log" &
+    > "$work/mlflow.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 600); do [ -s "$work/mlflow.url" ] && break; sleep 0.2; done
-  [ -s "$work/mlflow.url" ] || { cat "$work/mlflow.log"; echo "soak: MLflow did not start" >&2; exit 1; }
-  args+=(--mlflow-tracking-uri "$(head -1 "$work/mlflow.url")" --registry-model "soak_registry=models:/soak-scale@champion")
+  for _ in $(seq 900); do [ -s "$work/mlflow/url" ] && break; sleep 0.2; done
+  [ -s "$work/mlflow/url" ] || { cat "$work/mlflow.log"; echo "soak: MLflow did not start" >&2; exit 1; }
+  args+=(--mlflow-tracking-uri "$(head -1 "$work/mlflow/url")" --registry-model "soak_registry=models:/soak-scale@champion")
   others="soak_registry"
 else
   echo "soak: no .venv/registry (./scripts/test.sh --venvs-only makes the others); no registry follower" >&2
@@ -94,6 +95,10 @@ status=0
   --server-pid "$quiver" --duration "$((minutes * 60))" --swap-every 3 \
   --concurrency 8 --streams 2 --threads 1 --soak-report "${SOAK_REPORT:-$work/report.md}" || status=$?
 kill -0 "$quiver" 2> /dev/null || { echo "soak: quiver died" >&2; status=1; }
+if [ -n "$others" ]; then
+  echo "registry: $(wc -l < "$work/mlflow/moves" 2> /dev/null || echo 0) alias moves; quiver loaded" \
+    "$(grep -c 'model version ready model="soak_registry"' "$work/quiver.log" || true) versions of soak_registry"
+fi
 touch "$work/stop"
 if [ "$status" -ne 0 ]; then
   echo "--- quiver log (last 40 lines)"

@@ -1,7 +1,7 @@
 """The MLflow part of scripts/soak.sh, run with .venv/registry's Python:
 starts a tracking server on 127.0.0.1, registers `soak-scale` with two
 versions of y = x * K (K = the version number, so the soak checks every
-answer), points alias `champion` at version 1, prints the server's URL, and
+answer), points alias `champion` at version 1, writes the server's URL to WORKDIR/url, and
 then moves the alias between the versions every SECONDS until STOPFILE
 exists. The server stops with it."""
 import os
@@ -36,13 +36,17 @@ def main(workdir, seconds, stopfile):
                 mlflow.log_artifacts(d, "model")
             client.create_model_version("soak-scale", f"{run.info.artifact_uri}/model", run.info.run_id)
         client.set_registered_model_alias("soak-scale", "champion", "1")
-        print(url, flush=True)
+        with open(os.path.join(workdir, "url.tmp"), "w") as f:
+            f.write(url + "\n")
+        os.replace(os.path.join(workdir, "url.tmp"), os.path.join(workdir, "url"))
         moves, version = 0, 1
         while not os.path.exists(stopfile):
             time.sleep(seconds)
             version = 3 - version
             client.set_registered_model_alias("soak-scale", "champion", str(version))
             moves += 1
+            with open(os.path.join(workdir, "moves"), "a") as f:
+                f.write(f"{time.time():.3f} champion -> {version}\n")
         print(f"alias moves: {moves}", file=sys.stderr, flush=True)
     finally:
         server.stop()

@@ -3,14 +3,23 @@
 //! `Fail` always fails.
 use crate::{InputBatch, ModelIo, Runtime, RuntimeError, Tensor};
 
-/// Returns input `i` as output `i`, under the output's name.
+/// Returns input `i` as output `i`, under the output's name, after
+/// `delay` (a slow model, for what happens while requests are in flight).
 pub struct Echo {
     io: ModelIo,
+    delay: std::time::Duration,
 }
 
 impl Echo {
     pub fn new(io: ModelIo) -> Self {
-        Echo { io }
+        Echo {
+            io,
+            delay: std::time::Duration::ZERO,
+        }
+    }
+
+    pub fn slow(io: ModelIo, delay: std::time::Duration) -> Self {
+        Echo { io, delay }
     }
 }
 
@@ -20,6 +29,7 @@ impl Runtime for Echo {
     }
 
     fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+        std::thread::sleep(self.delay);
         let all: Vec<Tensor> = self
             .io
             .outputs
@@ -73,7 +83,8 @@ impl Runtime for Fail {
 }
 
 /// The `mock` backend: `<version>/model.mock` says what each instance does,
-/// `echo` or `fail <message>`; inputs and outputs come from config.pbtxt.
+/// `echo`, `sleep <milliseconds>` (echo, slowly) or `fail <message>`;
+/// inputs and outputs come from config.pbtxt.
 /// It shows what a backend is to the engine: this and one registry line.
 pub struct MockBackend;
 
@@ -94,8 +105,15 @@ impl crate::Backend for MockBackend {
         match text.trim().split_once(' ').unwrap_or((text.trim(), "")) {
             ("echo", _) => Ok(Box::new(Echo::new(io))),
             ("fail", message) => Ok(Box::new(Fail::new(io, message))),
+            ("sleep", ms) => {
+                let ms: u64 = ms
+                    .trim()
+                    .parse()
+                    .map_err(|_| fail(format!("'sleep {ms}': milliseconds expected")))?;
+                Ok(Box::new(Echo::slow(io, std::time::Duration::from_millis(ms))))
+            }
             (other, _) => Err(fail(format!(
-                "'{other}' is not a mock behaviour (echo, fail <message>)"
+                "'{other}' is not a mock behaviour (echo, sleep <milliseconds>, fail <message>)"
             ))),
         }
     }

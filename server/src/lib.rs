@@ -42,6 +42,8 @@ pub struct Server {
     pub engine: Arc<Engine>,
     /// The connection budget of the HTTP and gRPC listeners.
     pub connections: Arc<connections::Gate>,
+    /// The request and byte budgets: what is in flight now.
+    pub admission: Arc<engine::admission::Admission>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -200,6 +202,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     // Read once: the default looks the memory limit up in /proc and /sys.
     let budget = config.max_inflight_bytes();
     let admission = engine::admission::Admission::new(budget, config.max_inflight_requests);
+    let admission_handle = Arc::clone(&admission);
     tracing::info!(
         max_inflight_bytes = budget,
         max_inflight_requests = config.max_inflight_requests,
@@ -353,6 +356,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         admin_addr,
         engine,
         connections: gate,
+        admission: admission_handle,
         health,
         stop,
         tasks,

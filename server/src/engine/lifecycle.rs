@@ -86,15 +86,28 @@ impl Engine {
     /// The repository API's load: explicit mode only.
     pub async fn api_load(self: &Arc<Self>, name: &str, request: LoadRequest) -> Result<()> {
         self.control_allowed()?;
-        // A mirrored repository is brought up to date for this model first;
-        // if the store cannot be read, the mirror's copy loads.
+        // A mirrored repository is brought up to date for this model first.
+        // If the store cannot be read at all, the mirror's copy loads (the
+        // store may be down; what it held last still serves). If this
+        // model's files could not be brought over (a full cache disk, an
+        // object that failed), the load fails with why: answering "loaded"
+        // while the old files serve would hide it.
         if let Some(mirror) = self.mirror()
             && request.files.is_empty()
             && !self.is_external(name)
         {
             check_name(name)?;
             match mirror.sync(Some(name)).await {
-                Ok(_) => self.source_recovered(Some(name)),
+                Ok(report) => match report.failed.iter().find(|(m, _)| m == name) {
+                    Some((_, why)) => {
+                        self.source_failed(Some(name), "object_store", why);
+                        return Err(Error::unavailable(format!(
+                            "model '{name}' could not be brought from the store into the cache: {why}; \
+                             what was loaded before keeps serving"
+                        )));
+                    }
+                    None => self.source_recovered(Some(name)),
+                },
                 Err(e) => self.source_failed(Some(name), "object_store", &e),
             }
         }
