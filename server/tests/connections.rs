@@ -183,3 +183,82 @@ async fn a_client_on_its_connection_is_served_through_a_flood_of_idle_connection
     s.stop().await;
     let _ = std::fs::remove_dir_all(&repo);
 }
+
+/// An HTTP/2 client that opens streams and never reads the answers: it gets
+/// --max-concurrent-streams at a time, its unread answers wait in HTTP/2
+/// flow control, and a client on another connection is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_that_does_not_read_its_answers_holds_only_its_streams() {
+    let repo = temp_dir("conn-h2-unread");
+    std::fs::create_dir_all(repo.join("echo/1")).unwrap();
+    std::fs::write(
+        repo.join("echo/config.pbtxt"),
+        "backend: \"mock\"\nmax_batch_size: 0\ninput [ { name: \"x\" data_type: TYPE_FP32 dims: [ -1 ] } ]\n\
+         output [ { name: \"y\" data_type: TYPE_FP32 dims: [ -1 ] } ]\n",
+    )
+    .unwrap();
+    std::fs::write(repo.join("echo/1/model.mock"), "echo").unwrap();
+    let mut c = config(&repo);
+    c.max_concurrent_streams = 4;
+    let s = TestServer::start(c).await;
+    // 256 KiB answers, four times HTTP/2's initial stream window.
+    let n = 64 * 1024;
+    let header = format!(
+        r#"{{"inputs":[{{"name":"x","shape":[{n}],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}],"outputs":[{{"name":"y","parameters":{{"binary_data":true}}}}]}}"#,
+        n * 4
+    );
+    let mut body = header.clone().into_bytes();
+    body.extend(std::iter::repeat_n(0u8, n * 4));
+    // HTTP/2's initial windows (64 KiB a stream), not reqwest's larger ones.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .http2_initial_stream_window_size(65_535)
+        .http2_initial_connection_window_size(4 * 65_535)
+        .build()
+        .unwrap();
+    let mut pending = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let request = h2
+            .post(s.url("/v2/models/echo/infer"))
+            .header("inference-header-content-length", header.len())
+            .body(body.clone());
+        pending.spawn(async move {
+            // Headers come back; the body is held, never read.
+            let held = request.send().await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(held);
+        });
+    }
+    // Requests the model has answered (success count of the statistics).
+    let answered = || async {
+        s.get_json("/v2/models/echo/stats").await["model_stats"][0]["inference_stats"]["success"]["count"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    eventually(20, "four streams answered", || async { answered().await >= 4 }).await;
+    // The server answers others on their own connections meanwhile.
+    for _ in 0..10 {
+        let r = http_client()
+            .post(s.url("/v2/models/echo/infer"))
+            .json(&serde_json::json!({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Four of the sixteen reached the server: their answers sit unread in
+    // flow control, and the other twelve wait on the client's side for a
+    // stream to end.
+    assert_eq!(answered().await, 4 + 10);
+    let admission = std::sync::Arc::clone(&s.server.as_ref().unwrap().admission);
+    // The client goes: its connection, streams and budget come back.
+    pending.abort_all();
+    while pending.join_next().await.is_some() {}
+    drop(h2);
+    eventually(20, "the budget back", || async {
+        admission.requests_in_flight() == 0 && admission.bytes_in_flight() == 0
+    })
+    .await;
+    s.stop().await;
+    let _ = std::fs::remove_dir_all(&repo);
+}

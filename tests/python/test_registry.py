@@ -421,3 +421,43 @@ def test_registry_unreachable_at_start_up_and_later(workdir):
         q.stop()
         assert_no_secrets(q)
         server.stop()
+
+
+def test_mlflow_down_for_a_minute_serving_goes_on_with_back_off_then_catches_up(workdir):
+    """The tracking server stops for QUIVER_OUTAGE_SECONDS (60 by default)
+    while quiver follows an alias under traffic: the last good version keeps
+    answering, the index says why, quiver backs off rather than asking every
+    poll, and once the server is back an alias move is followed."""
+    outage = float(os.environ.get("QUIVER_OUTAGE_SECONDS", "60"))
+    mlflow_dir = os.path.join(workdir, "mlflow-outage")
+    port = free_port()
+    server = mlflow_server(port, mlflow_dir)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    q = None
+    try:
+        client = register(url, "fraud-outage", [2.0, 3.0])
+        client.set_registered_model_alias("fraud-outage", "champion", "1")
+        q = follow(workdir, url, "fraud=models:/fraud-outage@champion")
+        eventually(lambda: ask(q, "fraud") == (1, 2.0), what="version 1 served")
+        traffic = Traffic(q, "fraud")
+        server.stop()
+        errors_at_stop = metric(q, "quiver_source_errors_total", source="mlflow", model="fraud")
+        eventually(lambda: "source is unavailable" in (row(q, "fraud", 1) or {}).get("reason", ""),
+                   what="the index to report the registry")
+        time.sleep(outage)
+        errors = metric(q, "quiver_source_errors_total", source="mlflow", model="fraud") - errors_at_stop
+        polls = outage / float(POLL)
+        # Back-off: far fewer attempts than polls (it doubles up to 8 intervals).
+        assert 1 <= errors <= polls / 3, (errors, polls)
+        server.start()
+        client.set_registered_model_alias("fraud-outage", "champion", "2")
+        eventually(lambda: ask(q, "fraud") == (2, 3.0), seconds=60, what="the alias move after the outage")
+        answers, failures = traffic.stop()
+        assert failures == [], failures[:5]
+        assert answers and all(a in ((1, 2.0), (2, 3.0)) for a in answers)
+        assert_no_secrets(q)
+    finally:
+        if q:
+            q.stop()
+        server.stop()
