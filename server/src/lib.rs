@@ -105,6 +105,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         ControlMode::Explicit if !config.load_model.iter().any(|m| m == "*") => Some(config.load_model.clone()),
         _ => None,
     };
+    // Poll mode starts from what the folder holds before the load reads it.
+    let baseline = match config.model_control_mode {
+        ControlMode::Poll => Some(engine::poller::baseline(&engine).await),
+        _ => None,
+    };
     // Only registry models and no repository folder: nothing else to load.
     let repository_needed = sourced.followers.is_empty() || engine.repository().is_dir();
     if repository_needed {
@@ -173,11 +178,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     };
     let mut tasks = Vec::new();
     let every = Duration::from_secs(config.repository_poll_secs.max(1));
-    if config.model_control_mode == ControlMode::Poll {
+    if let Some(baseline) = baseline {
         tasks.push(tokio::spawn(engine::poller::run(
             Arc::clone(&engine),
             every,
             stopped.clone(),
+            baseline,
         )));
     } else if unsynced.is_some() && config.model_control_mode == ControlMode::None {
         tasks.push(tokio::spawn(engine::poller::sync_once(

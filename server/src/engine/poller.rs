@@ -50,13 +50,28 @@ fn scan(root: PathBuf, single: Option<String>) -> Vec<(String, Option<u64>)> {
     }
 }
 
-/// Polls until `stop` turns true. Start it after the start-up load: what is
-/// on disk at the first scan counts as loaded.
-pub async fn run(engine: Arc<Engine>, every: Duration, stop: watch::Receiver<bool>) {
+/// What the repository folder holds before the start-up load reads it:
+/// the poller's starting point. Taken before the load, so that a change
+/// made while the server starts (or before the poller's first scan) is
+/// seen as a change and loaded, never taken for what was loaded.
+pub struct Baseline(Vec<(String, Option<u64>)>);
+
+pub async fn baseline(engine: &Engine) -> Baseline {
+    let (root, single) = (engine.repository().to_path_buf(), engine.options.model_name.clone());
+    Baseline(
+        tokio::task::spawn_blocking(move || scan(root, single))
+            .await
+            .unwrap_or_default(),
+    )
+}
+
+/// Polls until `stop` turns true, from `baseline` (taken before the
+/// start-up load).
+pub async fn run(engine: Arc<Engine>, every: Duration, stop: watch::Receiver<bool>, baseline: Baseline) {
     if engine.mirror().is_some() {
         return follow_mirror(engine, every, stop, false).await;
     }
-    follow_folder(engine, every, stop).await
+    follow_folder(engine, every, stop, baseline).await
 }
 
 /// Mode `none` with a store that could not be read at start-up: retries
@@ -102,11 +117,23 @@ async fn follow_mirror(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
     }
 }
 
-async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>, baseline: Baseline) {
     let root = engine.repository().to_path_buf();
     let single = engine.options.model_name.clone();
-    let mut seen: HashMap<String, Seen> = HashMap::new();
-    let mut first = true;
+    let mut seen: HashMap<String, Seen> = baseline
+        .0
+        .into_iter()
+        .filter_map(|(name, signature)| {
+            let signature = signature?;
+            Some((
+                name,
+                Seen {
+                    last: Some(signature),
+                    loaded: Some(signature),
+                },
+            ))
+        })
+        .collect();
     loop {
         let (root, single) = (root.clone(), single.clone());
         let Ok(folders) = tokio::task::spawn_blocking(move || scan(root, single)).await else {
@@ -121,10 +148,6 @@ async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
             let s = seen.entry(name.clone()).or_default();
             let still = s.last == Some(signature);
             s.last = Some(signature);
-            if first {
-                s.loaded = Some(signature);
-                continue;
-            }
             if !still || s.loaded == Some(signature) {
                 continue;
             }
@@ -143,7 +166,6 @@ async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
                 tokio::spawn(async move { engine.unload(&name).await });
             }
         }
-        first = false;
         engine.polled("folder");
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
