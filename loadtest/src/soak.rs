@@ -28,11 +28,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use quiver_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
-use quiver_proto::inference::model_infer_request::InferInputTensor;
 use quiver_proto::inference::{ModelInferRequest, ModelStreamInferResponse};
 use tonic::transport::Channel;
 
-use crate::swap::{HttpClient, Wire, X, floats, raw_x, write_version};
+use crate::swap::{HttpClient, Wire, check, floats, grpc_request, write_version};
 
 pub struct Soak<'a> {
     pub http: &'a str,
@@ -105,17 +104,7 @@ async fn stream_client(
 ) {
     let mut own: Vec<Minute> = Vec::new();
     let (tx, rx) = tokio::sync::mpsc::channel::<ModelInferRequest>(1);
-    let request = ModelInferRequest {
-        model_name: model.clone(),
-        inputs: vec![InferInputTensor {
-            name: "x".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 4],
-            ..Default::default()
-        }],
-        raw_input_contents: vec![raw_x().into()],
-        ..Default::default()
-    };
+    let request = grpc_request(&model);
     let mut answers = match client
         .model_stream_infer(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -158,12 +147,7 @@ fn check_stream(a: ModelStreamInferResponse) -> Result<(), String> {
     }
     let r = a.infer_response.ok_or("stream answer without a response")?;
     let version: u64 = r.model_version.parse().map_err(|_| "bad model_version")?;
-    let y = floats(r.raw_output_contents.first().ok_or("no raw output")?);
-    let expected: Vec<f32> = X.iter().map(|x| x * version as f32).collect();
-    if y != expected {
-        return Err(format!("values of another version than {version}"));
-    }
-    Ok(())
+    check(version, &floats(r.raw_output_contents.first().ok_or("no raw output")?))
 }
 
 fn record(own: &mut Vec<Minute>, started: Instant, took: Duration, result: Result<(), String>) {

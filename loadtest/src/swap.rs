@@ -103,19 +103,8 @@ impl Wire {
                 (version.ok_or("no model_version")?, floats(&body[n..]))
             }
             Wire::Grpc { client } => {
-                let request = ModelInferRequest {
-                    model_name: model.to_owned(),
-                    inputs: vec![InferInputTensor {
-                        name: "x".into(),
-                        datatype: "FP32".into(),
-                        shape: vec![1, 4],
-                        ..Default::default()
-                    }],
-                    raw_input_contents: vec![raw_x().into()],
-                    ..Default::default()
-                };
                 let r = client
-                    .model_infer(request)
+                    .model_infer(grpc_request(model))
                     .await
                     .map_err(|s| format!("gRPC {:?}", s.code()))?
                     .into_inner();
@@ -123,12 +112,33 @@ impl Wire {
                 (r.model_version.parse().map_err(|_| "bad model_version")?, y)
             }
         };
-        let expected: Vec<f32> = X.iter().map(|x| x * version as f32).collect();
-        if y != expected {
-            return Err(format!("values of another version than {version}"));
-        }
+        check(version, &y)?;
         Ok(version)
     }
+}
+
+/// The request every wire sends: x = [1, 2, 3, 4].
+pub(crate) fn grpc_request(model: &str) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: model.to_owned(),
+        inputs: vec![InferInputTensor {
+            name: "x".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 4],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![raw_x().into()],
+        ..Default::default()
+    }
+}
+
+/// An answer must be `x * K` of the version it names (K = the version).
+pub(crate) fn check(version: u64, y: &[f32]) -> Result<(), String> {
+    let expected: Vec<f32> = X.iter().map(|x| x * version as f32).collect();
+    if y != expected {
+        return Err(format!("values of another version than {version}"));
+    }
+    Ok(())
 }
 
 /// The ONNX bytes of `y = x * k`.

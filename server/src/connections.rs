@@ -14,7 +14,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -101,12 +101,20 @@ impl Drop for Permit {
     }
 }
 
-/// What the idle timeout reads: requests in flight and when bytes last moved.
+/// What the idle and header timeouts read: requests in flight, when bytes
+/// last moved, and since when an HTTP/1.1 request head has been arriving.
 #[derive(Default)]
 pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds since `epoch` when bytes last moved.
     last_ms: AtomicU64,
+    /// Milliseconds since `epoch` (plus one; 0: none) when the first byte
+    /// of a request head arrived that has not become a request yet.
+    head_since_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (it opened with the preface): its
+    /// frames between requests (pings, settings) are not a request head.
+    h2: AtomicBool,
+    read_any: AtomicBool,
     epoch: std::sync::OnceLock<Instant>,
 }
 
@@ -122,7 +130,31 @@ impl Activity {
     /// A request started; it counts until the guard drops.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);
+        self.head_since_ms.store(0, Relaxed);
         InFlight(Arc::clone(self))
+    }
+
+    /// Bytes arrived: the first ones tell HTTP/2 from HTTP/1.1; on HTTP/1.1
+    /// with no request in flight they start a request head.
+    fn received(&self, data: &[u8]) {
+        if !self.read_any.swap(true, Relaxed) && data.starts_with(b"PRI * HTTP/2.0") {
+            self.h2.store(true, Relaxed);
+        }
+        if !self.h2.load(Relaxed) && self.in_flight.load(Relaxed) == 0 && self.head_since_ms.load(Relaxed) == 0 {
+            self.head_since_ms.store(self.now_ms() + 1, Relaxed);
+        }
+        self.touch();
+    }
+
+    /// An HTTP/1.1 request head started arriving `timeout` ago and is not
+    /// complete yet (slowloris). Unlike hyper's own header timeout, the
+    /// clock starts at the head's first byte, so an idle keep-alive
+    /// connection is left to the idle timeout.
+    pub fn head_overdue(&self, timeout: Duration) -> bool {
+        let since = self.head_since_ms.load(Relaxed);
+        since != 0
+            && self.in_flight.load(Relaxed) == 0
+            && (self.now_ms() + 1).saturating_sub(since) >= timeout.as_millis() as u64
     }
 
     /// No request in flight and no byte moved for `timeout`.
@@ -169,7 +201,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.received(&buf.filled()[before..]);
         }
         polled
     }
@@ -216,6 +248,25 @@ impl<T: tonic::transport::server::Connected> tonic::transport::server::Connected
     }
 }
 
+/// The next accepted connection, or `None` once the channel's receiver is
+/// gone (the listener's shutdown: the port closes with the loop).
+pub async fn next<T>(listener: &TcpListener, tx: &mpsc::Sender<T>) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = tx.closed() => return None,
+        };
+        match accepted {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Accepts plain TCP connections within the gate's budget. Over it, an
 /// HTTP listener answers 503 and closes; another listener just closes.
 pub fn accept_tcp(
@@ -226,21 +277,7 @@ pub fn accept_tcp(
 ) -> mpsc::Receiver<(Tracked<TcpStream>, std::net::SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
-        loop {
-            // Ends with the receiver (the listener's shutdown): the port closes.
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        while let Some((tcp, peer)) = next(&listener, &tx).await {
             // Small answers must leave at once: without TCP_NODELAY, Nagle's
             // algorithm and the client's delayed ACK add up to 40 ms.
             let _ = tcp.set_nodelay(true);

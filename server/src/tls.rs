@@ -260,20 +260,7 @@ pub fn accept(
         Listener::Grpc => "grpc",
     };
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = tx.closed() => return,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, do not spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
+        while let Some((tcp, peer)) = crate::connections::next(&listener, &tx).await {
             let Some(permit) = gate.admit(name) else {
                 continue; // closed: over --max-connections
             };

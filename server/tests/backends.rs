@@ -427,61 +427,15 @@ output [ { name: "y" data_type: TYPE_FP32 dims: [ 3 ] } ]
     let _ = std::fs::remove_dir_all(&repo);
 }
 
-/// Starts the quiver binary (LibTorch's loading is once per process, so these
-/// cases each get their own) and returns its HTTP base URL once it answers.
-struct Child {
-    process: std::process::Child,
-    http: String,
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-async fn start_binary(repo: &std::path::Path, args: &[&str]) -> Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"));
-    command
-        .arg("--model-repository")
-        .arg(repo)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--http-port",
-            &port.to_string(),
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-        ])
-        .args(args)
-        .stderr(std::process::Stdio::null());
-    if !args.contains(&"--onnxruntime-lib") {
-        command
-            .arg("--onnxruntime-lib")
-            .arg(root().join(".cache/onnxruntime/libonnxruntime.so"));
-    }
-    let process = command.spawn().unwrap();
-    let child = Child {
-        process,
-        http: format!("http://127.0.0.1:{port}"),
-    };
-    let client = http_client();
-    let live = format!("{}/v2/health/live", child.http);
-    eventually(60, "the server answers", || {
-        let client = client.clone();
-        let live = live.clone();
-        async move { client.get(&live).send().await.is_ok() }
-    })
-    .await;
-    child
+/// Starts the quiver binary on `repo` (LibTorch's loading is once per
+/// process, so these cases each get their own).
+async fn start_binary(repo: &std::path::Path, args: &[&str]) -> common::binary::Child {
+    let repo = repo.to_str().unwrap();
+    let all: Vec<&str> = ["--model-repository", repo]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    common::binary::start(&all, None).await
 }
 
 async fn row(http: &str, model: &str) -> Value {

@@ -46,14 +46,6 @@ async fn answer_at(http: &str, model: &str) -> Result<(u64, f32), String> {
     Ok((version, k))
 }
 
-fn sample(metrics: &str, line_start: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_go_away_mid_request_and_mid_stream_give_their_slots_back() {
     let repo = temp_dir("chaos-disconnect");
@@ -185,46 +177,9 @@ async fn a_serving_model_file_broken_in_place_is_refused_and_the_old_copy_serves
     let _ = std::fs::remove_dir_all(&repo);
 }
 
-/// The quiver binary on `args`, answering on the HTTP port it is given.
-struct Quiver {
-    process: std::process::Child,
-    http: String,
-}
-
-impl Drop for Quiver {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-async fn quiver(args: &[&str], log: &Path) -> Quiver {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let process = std::process::Command::new(env!("CARGO_BIN_EXE_quiver"))
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--grpc-port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--http-port",
-        ])
-        .arg(port.to_string())
-        .arg("--onnxruntime-lib")
-        .arg(root().join(".cache/onnxruntime/libonnxruntime.so"))
-        .args(args)
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap();
-    let q = Quiver {
-        process,
-        http: format!("http://127.0.0.1:{port}"),
-    };
+/// The quiver binary on `args`, once it is ready.
+async fn quiver(args: &[&str], log: &Path) -> common::binary::Child {
+    let q = common::binary::start(args, Some(log)).await;
     let ready = format!("{}/v2/health/ready", q.http);
     eventually(60, "quiver ready", || {
         let ready = ready.clone();

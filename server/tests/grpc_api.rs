@@ -7,6 +7,23 @@ use quiver_proto::inference::*;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+/// Sends `requests` on one ModelStreamInfer stream; every answer, in order.
+async fn stream_all(
+    client: &mut grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>,
+    requests: Vec<ModelInferRequest>,
+) -> Vec<ModelStreamInferResponse> {
+    let mut stream = client
+        .model_stream_infer(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut answers = Vec::new();
+    while let Some(msg) = stream.message().await.unwrap() {
+        answers.push(msg);
+    }
+    answers
+}
+
 #[tokio::test]
 async fn infer_with_raw_and_typed_inputs_answers_raw() {
     let s = TestServer::demo().await;
@@ -174,15 +191,7 @@ async fn stream_infer_answers_in_order_and_survives_errors() {
     let mut bad = good("bad");
     bad.inputs[0].datatype = "INT32".into();
     let requests = vec![good("a"), bad, good("c")];
-    let mut stream = client
-        .model_stream_infer(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut answers = Vec::new();
-    while let Some(msg) = stream.message().await.unwrap() {
-        answers.push(msg);
-    }
+    let answers = stream_all(&mut client, requests).await;
     assert_eq!(answers.len(), 3);
     assert_eq!(answers[0].infer_response.as_ref().unwrap().id, "a");
     assert!(
@@ -216,13 +225,8 @@ async fn a_stream_pipelines_its_requests_into_batches() {
             ..Default::default()
         })
         .collect();
-    let mut stream = client
-        .model_stream_infer(tokio_stream::iter(requests))
-        .await
-        .unwrap()
-        .into_inner();
     let mut ids = Vec::new();
-    while let Some(msg) = stream.message().await.unwrap() {
+    for msg in stream_all(&mut client, requests).await {
         assert!(msg.error_message.is_empty(), "{}", msg.error_message);
         ids.push(msg.infer_response.unwrap().id);
     }
@@ -314,15 +318,7 @@ async fn messages_over_the_limit_are_refused_and_the_server_keeps_serving() {
     let mut small_greet = greet.clone();
     small_greet.inputs[0].shape = vec![2];
     small_greet.raw_input_contents = vec![bytes::Bytes::from(vec![0u8; 2 * 4])];
-    let mut stream = client
-        .model_stream_infer(tokio_stream::iter(vec![greet, small_greet]))
-        .await
-        .unwrap()
-        .into_inner();
-    let mut answers = Vec::new();
-    while let Some(msg) = stream.message().await.unwrap() {
-        answers.push(msg);
-    }
+    let answers = stream_all(&mut client, vec![greet, small_greet]).await;
     assert!(answers[0].error_message.contains("over the limit"), "{answers:?}");
     assert!(answers[1].infer_response.is_some(), "{answers:?}");
     let small = ModelInferRequest {

@@ -209,6 +209,7 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+pub mod binary;
 pub mod versions;
 
 /// A test config over `repository` in explicit model control mode.
@@ -248,6 +249,16 @@ pub async fn metrics_at(client: &reqwest::Client, base: &str) -> String {
 
 /// An HTTP client for the tests (the process's TLS provider installed
 /// first, as quiver itself does: reqwest needs one to build any client).
+/// The value of the first series in a Prometheus exposition whose line
+/// starts with `line_start` (name and labels); 0 when absent.
+pub fn sample(metrics: &str, line_start: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub fn http_client() -> reqwest::Client {
     quiver_server::tls::install_crypto_provider();
     reqwest::Client::new()

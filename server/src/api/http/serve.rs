@@ -1,8 +1,8 @@
 //! Serves the HTTP router on the connections the listener admitted, with
 //! hyper directly rather than `axum::serve`, for the limits that one does
-//! not expose: a deadline on an HTTP/1.1 request's headers (slowloris), an
-//! idle timeout (no request in flight and no byte moving), and the streams
-//! one HTTP/2 connection may open. On shutdown every connection is closed
+//! not expose: a deadline on an HTTP/1.1 request's headers from their first
+//! byte (slowloris), an idle timeout (no request in flight and no byte
+//! moving), and the streams one HTTP/2 connection may open. On shutdown every connection is closed
 //! gracefully: requests in flight finish, idle keep-alive connections end.
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -76,10 +76,12 @@ where
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+    // hyper's header timeout also runs while a keep-alive connection waits
+    // for its next request, which would close idle connections at the
+    // header timeout instead of the idle one (and race load balancers that
+    // reuse them): quiver's own check (`Activity::head_overdue`) starts at a
+    // head's first byte instead.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -87,7 +89,8 @@ where
         .enable_connect_protocol();
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let tick = (limits.idle_timeout.min(limits.header_read_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut closed = false;
     loop {
         tokio::select! {
@@ -96,8 +99,12 @@ where
                 conn.as_mut().graceful_shutdown();
                 closed = true;
             }
-            _ = tokio::time::sleep(tick), if !closed => {
-                if activity.idle_for(limits.idle_timeout) {
+            _ = tokio::time::sleep(tick) => {
+                // A head that never ends is cut off: no request to finish.
+                if activity.head_overdue(limits.header_read_timeout) {
+                    break;
+                }
+                if !closed && activity.idle_for(limits.idle_timeout) {
                     conn.as_mut().graceful_shutdown();
                     closed = true;
                 }
