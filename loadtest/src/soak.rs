@@ -10,6 +10,7 @@
 //!   policy replaced every few seconds, cycling the canary's weight;
 //! - any further `--model` names (a registry follower's model, whose alias
 //!   a script moves) are driven the same way.
+//!
 //! Every answer is checked: its values must be those of the version it
 //! names (K = the version number for every model the soak drives). Failures
 //! are counted by cause. Every 5 seconds the server process is sampled:
