@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use quiver_engine::Engine;
+use quiver_engine::repository::LoadOptions;
+use quiver_engine::repository::model_config::parse;
+use quiver_engine::request::InferRequest;
 use quiver_runtimes::mock::Echo;
 use quiver_runtimes::{DataType, ModelIo, Tensor, TensorSpec};
-use quiver_server::engine::Engine;
-use quiver_server::engine::repository::LoadOptions;
-use quiver_server::engine::repository::model_config::parse;
-use quiver_server::engine::request::InferRequest;
 
 fn engine(c: &mut Criterion) {
     let options = LoadOptions {
@@ -19,7 +19,7 @@ fn engine(c: &mut Criterion) {
         delay_policy: Default::default(),
         model_name: None,
         default_warmup: false,
-        control: quiver_server::engine::lifecycle::ControlMode::None,
+        control: quiver_engine::lifecycle::ControlMode::None,
         parallel_loads: 1,
         strict_readiness: false,
         backends: Default::default(),

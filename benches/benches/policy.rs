@@ -2,7 +2,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use quiver_server::engine::batcher::policy::{Arrivals, BatchingConfig, Candidate, DelayPolicy, decide};
+use quiver_engine::batcher::policy::{Arrivals, BatchingConfig, Candidate, DelayPolicy, decide};
 
 fn policy(c: &mut Criterion) {
     let config = BatchingConfig {

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use quiver_engine::repository::{accelerators, instance_devices, model_config, read_config};
 use quiver_runtimes::registry;
 use quiver_runtimes::{InputBatch, LoadRequest, Settings};
-use quiver_server::engine::repository::{accelerators, instance_devices, model_config, read_config};
 
 use crate::run::Measured;
 use crate::workload::{InputSpec, raw_data};

@@ -1,10 +1,12 @@
 //! The wire types of quiver: the Open Inference Protocol gRPC service with
-//! Triton's field numbers, and Triton's model configuration schema.
+//! Triton's field numbers (feature `grpc`: the service on tonic), and Triton's
+//! model configuration schema.
 
-/// Generated messages and service stubs of `package inference`.
+/// Generated messages of `package inference`, and with feature `grpc` the
+/// service stubs.
 pub mod inference {
     #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("inference");
+    include!(concat!(env!("OUT_DIR"), "/inference.rs"));
 }
 
 /// Encoded `FileDescriptorSet` of both `.proto` files: served by gRPC

@@ -8,9 +8,17 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::engine::batcher::policy::DelayPolicy;
+use quiver_engine::batcher::policy::DelayPolicy;
 
-pub use crate::engine::lifecycle::ControlMode;
+pub use quiver_engine::lifecycle::ControlMode;
+
+/// `--model-control-mode`: the engine's modes by Triton's names, listed in
+/// `--help` and in the error for any other value.
+fn control_mode() -> impl clap::builder::TypedValueParser<Value = ControlMode> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(ControlMode::NAMES)
+        .map(|name| ControlMode::from_name(&name).expect("a listed name"))
+}
 
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -191,7 +199,7 @@ pub struct Config {
     /// How the set of served models may change while running (Triton's
     /// names): none (load everything at start-up), poll (follow the
     /// repository), explicit (load/unload through the repository API).
-    #[arg(long, env = "QUIVER_MODEL_CONTROL_MODE", value_enum, default_value = "none")]
+    #[arg(long, env = "QUIVER_MODEL_CONTROL_MODE", default_value = "none", value_parser = control_mode())]
     pub model_control_mode: ControlMode,
 
     /// Seconds between two scans of the repository in poll mode. A change is
@@ -397,7 +405,7 @@ impl Config {
     /// `--max-inflight-bytes`, or a quarter of the memory this process may use.
     pub fn max_inflight_bytes(&self) -> usize {
         self.max_inflight_bytes.unwrap_or_else(|| {
-            let limit = crate::engine::admission::memory_limit().unwrap_or(4 << 30);
+            let limit = quiver_engine::admission::memory_limit().unwrap_or(4 << 30);
             usize::try_from(limit / 4).unwrap_or(usize::MAX)
         })
     }

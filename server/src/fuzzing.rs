@@ -9,8 +9,8 @@ use quiver_proto::inference::ModelInferRequest;
 use quiver_runtimes::DataType;
 
 use crate::api::codec::{binary, grpc, json};
-use crate::engine::repository::model_config::{self, IoSpec, ModelSpec};
-use crate::engine::validate;
+use quiver_engine::repository::model_config::{self, IoSpec, ModelSpec};
+use quiver_engine::validate;
 
 /// The model the decoders check requests against: one input of each kind
 /// that matters to them (fixed and variable dims, BYTES, BOOL).
@@ -83,7 +83,7 @@ pub fn config_pbtxt(data: &[u8]) {
     let Ok(mut config) = model_config::parse(text) else {
         return;
     };
-    let _ = crate::engine::repository::unsupported::review(&config);
+    let _ = quiver_engine::repository::unsupported::review(&config);
     let spec = |name: &str, shape: Vec<i64>| quiver_runtimes::TensorSpec {
         name: name.into(),
         datatype: DataType::Fp32,

@@ -5,7 +5,6 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod connections;
-pub mod engine;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -27,8 +26,8 @@ use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 
 use config::{Config, ControlMode};
-use engine::Engine;
-use engine::repository::LoadOptions;
+use quiver_engine::Engine;
+use quiver_engine::repository::LoadOptions;
 
 /// A running server: its bound addresses and the handles to stop it.
 pub struct Server {
@@ -43,7 +42,7 @@ pub struct Server {
     /// The connection budget of the HTTP and gRPC listeners.
     pub connections: Arc<connections::Gate>,
     /// The request and byte budgets: what is in flight now.
-    pub admission: Arc<engine::admission::Admission>,
+    pub admission: Arc<quiver_engine::admission::Admission>,
     health: tonic_health::server::HealthReporter,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -95,7 +94,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     // mirror's copy from an earlier run serves and the sync is retried.
     let mut unsynced = None;
     let mut failed_models = Vec::new();
-    if let Some(mirror) = engine.mirror() {
+    if let Some(mirror) = &sourced.mirror {
         match mirror.sync(None).await {
             Ok(report) => failed_models = report.failed,
             Err(e) => unsynced = Some(e),
@@ -107,7 +106,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     };
     // Poll mode starts from what the folder holds before the load reads it.
     let baseline = match config.model_control_mode {
-        ControlMode::Poll => Some(engine::poller::baseline(&engine).await),
+        ControlMode::Poll => Some(sources::poll::baseline(&engine).await),
         _ => None,
     };
     // Only registry models and no repository folder: nothing else to load.
@@ -179,20 +178,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let mut tasks = Vec::new();
     let every = Duration::from_secs(config.repository_poll_secs.max(1));
     if let Some(baseline) = baseline {
-        tasks.push(tokio::spawn(engine::poller::run(
+        tasks.push(tokio::spawn(sources::poll::run(
             Arc::clone(&engine),
+            sourced.mirror.clone(),
             every,
             stopped.clone(),
             baseline,
         )));
-    } else if unsynced.is_some() && config.model_control_mode == ControlMode::None {
-        tasks.push(tokio::spawn(engine::poller::sync_once(
+    } else if let Some(mirror) = sourced.mirror.clone().filter(|_| unsynced.is_some())
+        && config.model_control_mode == ControlMode::None
+    {
+        tasks.push(tokio::spawn(sources::poll::sync_once(
             Arc::clone(&engine),
+            mirror,
             every,
             stopped.clone(),
         )));
     }
-    tasks.push(tokio::spawn(engine::traffic::rollout::run(
+    tasks.push(tokio::spawn(quiver_engine::traffic::rollout::run(
         Arc::clone(&engine),
         stopped.clone(),
     )));
@@ -207,7 +210,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     ));
     // Read once: the default looks the memory limit up in /proc and /sys.
     let budget = config.max_inflight_bytes();
-    let admission = engine::admission::Admission::new(budget, config.max_inflight_requests);
+    let admission = quiver_engine::admission::Admission::new(budget, config.max_inflight_requests);
     let admission_handle = Arc::clone(&admission);
     tracing::info!(
         max_inflight_bytes = budget,

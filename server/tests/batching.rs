@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
+use quiver_engine::request::InferRequest;
 use quiver_runtimes::{DataType, Tensor};
-use quiver_server::engine::request::InferRequest;
 use serde_json::Value;
 
 fn fraud_repo(name: &str, source: &str) -> std::path::PathBuf {

@@ -5,6 +5,7 @@
 //! switch → drain; nothing here decides what serves.
 pub mod mlflow;
 pub mod object;
+pub mod poll;
 pub mod secrets;
 
 use std::path::PathBuf;
@@ -12,12 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::engine::Engine;
-use crate::engine::repository::LoadOptions;
+use quiver_engine::Engine;
+use quiver_engine::repository::LoadOptions;
 
 /// The engine with its sources attached, and the registry followers to start.
 pub struct Sourced {
     pub engine: Engine,
+    /// The object store the repository mirrors, when it is one.
+    pub mirror: Option<Arc<object::Mirror>>,
     pub followers: Vec<mlflow::Follower>,
 }
 
@@ -48,8 +51,8 @@ pub fn open(config: &Config, options: LoadOptions) -> anyhow::Result<Sourced> {
         (PathBuf::from(&repository), None)
     };
     let mut engine = Engine::new(root.clone(), options);
-    if let Some(m) = mirror {
-        engine = engine.with_mirror(m);
+    if let Some(m) = &mirror {
+        engine = engine.with_fetch(Arc::clone(m) as Arc<dyn quiver_engine::Fetch>);
     }
     let mut followers = Vec::new();
     if let Some(uri) = config
@@ -66,7 +69,11 @@ pub fn open(config: &Config, options: LoadOptions) -> anyhow::Result<Sourced> {
             followers.push(follower);
         }
     }
-    Ok(Sourced { engine, followers })
+    Ok(Sourced {
+        engine,
+        mirror,
+        followers,
+    })
 }
 
 /// The MLflow credentials and artifact endpoint the config carries.

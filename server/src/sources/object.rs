@@ -23,8 +23,8 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
 use super::secrets::{Secrets, display_url};
-use crate::engine::provenance::{self, Provenance};
 use crate::telemetry;
+use quiver_engine::provenance::{self, Provenance};
 
 /// The file recording what the mirror holds, in the mirror's root.
 const MANIFEST: &str = ".quiver-mirror.json";

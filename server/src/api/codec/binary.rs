@@ -5,9 +5,9 @@
 use bytes::Bytes;
 use quiver_runtimes::{Tensor, bytes_elements};
 
-use crate::engine::repository::model_config::ModelSpec;
-use crate::engine::request::InferRequest;
 use crate::error::{Error, Result};
+use quiver_engine::repository::model_config::ModelSpec;
+use quiver_engine::request::InferRequest;
 
 /// How a request body is laid out.
 #[derive(Debug)]
@@ -99,7 +99,7 @@ pub fn raw_request(body: Bytes, spec: &ModelSpec, version: Option<&str>) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::model_config::IoSpec;
+    use quiver_engine::repository::model_config::IoSpec;
     use quiver_runtimes::DataType;
 
     #[test]
@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(req.inputs[0].shape, vec![1, 3, 2]);
         // 20 bytes do not make whole rows of 2: validation refuses what the codec built.
         let req = raw_request(Bytes::from(vec![0u8; 20]), &spec, None).unwrap();
-        let e = crate::engine::validate::check_data(&req.inputs[0], false).unwrap_err();
+        let e = quiver_engine::validate::check_data(&req.inputs[0], false).unwrap_err();
         assert!(e.message.contains("20 bytes"), "{}", e.message);
     }
 }

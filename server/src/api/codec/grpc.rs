@@ -8,9 +8,9 @@ use quiver_proto::inference::model_infer_response::InferOutputTensor;
 use quiver_proto::inference::{InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse};
 use quiver_runtimes::{DataType, Tensor};
 
-use super::elements;
-use crate::engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 use crate::error::{Error, Result};
+use quiver_engine::codec::elements;
+use quiver_engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 
 fn parameters(map: std::collections::HashMap<String, InferParameter>) -> Parameters {
     Parameters(
@@ -201,7 +201,7 @@ mod tests {
             },
             vec![2],
         ))
-        .map(|r| crate::engine::validate::check_data(&r.inputs[0], false))
+        .map(|r| quiver_engine::validate::check_data(&r.inputs[0], false))
         .unwrap()
         .unwrap_err();
         assert!(e.message.contains("4 bytes"), "{}", e.message);

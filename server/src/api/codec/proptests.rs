@@ -7,7 +7,7 @@ use quiver_proto::inference::{InferTensorContents, ModelInferRequest};
 use quiver_runtimes::{DataType, Tensor};
 
 use super::{binary, grpc, json};
-use crate::engine::request::InferResponse;
+use quiver_engine::request::InferResponse;
 
 fn datatype() -> impl Strategy<Value = DataType> {
     prop::sample::select(DataType::ALL.to_vec())

@@ -10,8 +10,8 @@ use quiver_proto::inference::ModelRepositoryParameter;
 use quiver_proto::inference::model_repository_parameter::ParameterChoice;
 use serde_json::Value;
 
-use crate::engine::lifecycle::LoadRequest;
 use crate::error::{Error, Result};
+use quiver_engine::lifecycle::LoadRequest;
 
 const FILE_PREFIX: &str = "file:";
 

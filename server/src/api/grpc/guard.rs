@@ -25,8 +25,8 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use crate::auth::{Auth, grpc_scope};
-use crate::engine::admission::{Admission, Ticket};
 use crate::error::Result;
+use quiver_engine::admission::{Admission, Ticket};
 
 #[derive(Clone)]
 pub struct GuardLayer {
@@ -83,7 +83,7 @@ where
         let ticket = match self.guard.admit(&request) {
             Ok(t) => t,
             Err(e) => {
-                let refused = Status::from(e).into_http::<Body>();
+                let refused = super::status(e).into_http::<Body>();
                 return Box::pin(async move { Ok(refused) });
             }
         };
@@ -143,7 +143,7 @@ impl Frames {
                 self.prefix_len = 0;
                 let len = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]) as usize;
                 if len > self.limit {
-                    return Err(Status::from(crate::error::Error::too_large(format!(
+                    return Err(super::status(crate::error::Error::too_large(format!(
                         "gRPC message of {len} bytes is over the limit of {} bytes (--grpc-max-message-bytes)",
                         self.limit
                     ))));
@@ -173,7 +173,7 @@ impl http_body::Body for Counted {
                 }
                 match self.ticket.grow(n) {
                     Ok(()) => Poll::Ready(Some(Ok(frame))),
-                    Err(e) => Poll::Ready(Some(Err(Status::from(e)))),
+                    Err(e) => Poll::Ready(Some(Err(super::status(e)))),
                 }
             }
             other => other,

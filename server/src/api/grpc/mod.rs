@@ -5,8 +5,10 @@ mod service;
 
 pub use service::InferenceService;
 
-impl From<crate::error::Error> for tonic::Status {
-    fn from(e: crate::error::Error) -> Self {
-        tonic::Status::new(e.kind.grpc_code(), e.message)
-    }
+use crate::error::Codes as _;
+
+/// An engine error as a gRPC status: the code from the one table
+/// (`crate::error`), the message as is.
+pub fn status(e: crate::error::Error) -> tonic::Status {
+    tonic::Status::new(e.kind.grpc_code(), e.message)
 }

@@ -12,11 +12,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::api::codec::grpc as codec;
-use crate::engine::admission::Ticket;
-use crate::engine::traffic::{Headers, VARIANT_HEADER};
-use crate::engine::{EXTENSIONS, Engine, SERVER_NAME, SERVER_VERSION, TensorMetadata};
 use crate::error::Error;
 use crate::telemetry;
+use quiver_engine::admission::Ticket;
+use quiver_engine::traffic::{Headers, VARIANT_HEADER};
+use quiver_engine::{EXTENSIONS, Engine, SERVER_NAME, SERVER_VERSION, TensorMetadata};
 use std::time::Instant;
 
 pub struct InferenceService {
@@ -141,7 +141,10 @@ impl GrpcInferenceService for InferenceService {
         r: Request<ModelMetadataRequest>,
     ) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = r.into_inner();
-        let m = self.engine.model_metadata(&r.name, version(&r.version))?;
+        let m = self
+            .engine
+            .model_metadata(&r.name, version(&r.version))
+            .map_err(super::status)?;
         Ok(Response::new(ModelMetadataResponse {
             name: m.name,
             versions: m.versions,
@@ -166,7 +169,7 @@ impl GrpcInferenceService for InferenceService {
                 }
                 response
             })
-            .map_err(Status::from);
+            .map_err(super::status);
         observe("ModelInfer", started, result)
     }
 
@@ -220,7 +223,9 @@ impl GrpcInferenceService for InferenceService {
                     }
                     telemetry::grpc_request(
                         "ModelStreamInfer",
-                        result.as_ref().map_or_else(|e| e.kind.grpc_code(), |_| tonic::Code::Ok),
+                        result
+                            .as_ref()
+                            .map_or_else(|e| crate::error::Codes::grpc_code(e.kind), |_| tonic::Code::Ok),
                         started.elapsed(),
                     );
                     match result {
@@ -262,7 +267,10 @@ impl GrpcInferenceService for InferenceService {
 
     async fn model_config(&self, r: Request<ModelConfigRequest>) -> Result<Response<ModelConfigResponse>, Status> {
         let r = r.into_inner();
-        let config = self.engine.model_config(&r.name, version(&r.version))?;
+        let config = self
+            .engine
+            .model_config(&r.name, version(&r.version))
+            .map_err(super::status)?;
         Ok(Response::new(ModelConfigResponse {
             config: Some((*config).clone()),
         }))
@@ -274,7 +282,10 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<ModelStatisticsResponse>, Status> {
         let r = r.into_inner();
         let name = Some(r.name.as_str()).filter(|n| !n.is_empty());
-        let stats = self.engine.statistics(name, version(&r.version))?;
+        let stats = self
+            .engine
+            .statistics(name, version(&r.version))
+            .map_err(super::status)?;
         let d = |(count, ns): (u64, u64)| Some(StatisticDuration { count, ns });
         let model_stats = stats
             .into_iter()
@@ -341,7 +352,7 @@ impl GrpcInferenceService for InferenceService {
         }
         .await
         .map(|()| Response::new(RepositoryModelLoadResponse {}))
-        .map_err(Status::from);
+        .map_err(super::status);
         observe("RepositoryModelLoad", started, result)
     }
 
@@ -358,7 +369,7 @@ impl GrpcInferenceService for InferenceService {
             .api_unload(&r.model_name)
             .await
             .map(|()| Response::new(RepositoryModelUnloadResponse {}))
-            .map_err(Status::from);
+            .map_err(super::status);
         observe("RepositoryModelUnload", started, result)
     }
 }

@@ -21,8 +21,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
-use crate::engine::admission::Admission;
+use super::HttpError;
 use crate::error::{Error, ErrorKind};
+use quiver_engine::admission::Admission;
 
 /// What [`limit_body`] needs.
 #[derive(Clone)]
@@ -47,7 +48,7 @@ fn authorize(auth: &crate::auth::Auth, request: &Request) -> Option<Response> {
     );
     checked.err().map(|e| {
         let challenge = e.kind == ErrorKind::Unauthenticated;
-        let mut response = e.into_response();
+        let mut response = HttpError(e).into_response();
         if challenge {
             response
                 .headers_mut()
@@ -64,10 +65,10 @@ const LINGER: Duration = Duration::from_secs(5);
 const LINGER_BYTES: u64 = 1 << 30;
 
 fn too_large(max: usize) -> Response {
-    Error::new(
+    HttpError(Error::new(
         ErrorKind::PayloadTooLarge,
         format!("the request body is over the limit of {max} bytes (--http-max-body-bytes)"),
-    )
+    ))
     .into_response()
 }
 
@@ -116,7 +117,14 @@ pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Ne
     // their bytes counted.
     let ticket = match limits.admission.admit(declared.unwrap_or(0) as usize) {
         Ok(t) => t,
-        Err(e) => return refuse(body, lingering(declared.unwrap_or(linger)), e.into_response()).await,
+        Err(e) => {
+            return refuse(
+                body,
+                lingering(declared.unwrap_or(linger)),
+                HttpError(e).into_response(),
+            )
+            .await;
+        }
     };
     let granted = declared.unwrap_or(0) as usize;
     // Chunks are kept as they come (memory grows with what was received, not
@@ -126,7 +134,7 @@ pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Ne
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
-            Err(e) => return Error::invalid(format!("cannot read the request body: {e}")).into_response(),
+            Err(e) => return HttpError(Error::invalid(format!("cannot read the request body: {e}"))).into_response(),
         };
         let Ok(chunk) = frame.into_data() else { continue };
         total += chunk.len();
@@ -137,7 +145,7 @@ pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Ne
         if total > granted
             && let Err(e) = ticket.grow(total - granted.max(total - chunk.len()))
         {
-            return refuse(body, linger, e.into_response()).await;
+            return refuse(body, linger, HttpError(e).into_response()).await;
         }
         chunks.push(chunk);
     }

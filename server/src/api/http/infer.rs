@@ -6,11 +6,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::compression::{self, Coding};
-use super::{HttpState, ModelPath};
+use super::{HttpError, HttpState, ModelPath};
 use crate::api::codec::binary::{self, Framing};
-use crate::api::codec::json::{self, OutputEncoding};
-use crate::engine::traffic::{Headers, VARIANT_HEADER};
 use crate::error::{Error, Result};
+use quiver_engine::codec::json::{self, OutputEncoding};
+use quiver_engine::traffic::{Headers, VARIANT_HEADER};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 
@@ -31,7 +31,7 @@ async fn cpu_bound<T: Send + 'static>(bytes: usize, work: impl FnOnce() -> Resul
 pub async fn infer(State(s): State<HttpState>, Path(p): Path<ModelPath>, headers: HeaderMap, body: Bytes) -> Response {
     match run(&s, p, &headers, body).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => HttpError(e).into_response(),
     }
 }
 

@@ -17,15 +17,16 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use crate::engine::Engine;
+use crate::error::Codes as _;
 use crate::error::Error;
+use quiver_engine::Engine;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub engine: Arc<Engine>,
     /// Body limit, applied again after gzip/deflate inflation.
     pub max_body_bytes: usize,
-    pub admission: Arc<crate::engine::admission::Admission>,
+    pub admission: Arc<quiver_engine::admission::Admission>,
     pub auth: Arc<crate::auth::Auth>,
 }
 
@@ -128,14 +129,25 @@ async fn observe(request: axum::extract::Request, next: axum::middleware::Next) 
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    Error::not_found(format!("no endpoint at {}", uri.path())).into_response()
+    HttpError(Error::not_found(format!("no endpoint at {}", uri.path()))).into_response()
 }
 
-impl IntoResponse for Error {
+/// An engine error as an HTTP answer: the status from the one table
+/// (`crate::error`), the message as `{"error": ...}`.
+#[derive(Debug)]
+pub struct HttpError(pub Error);
+
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
+        HttpError(e)
+    }
+}
+
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         (
-            self.kind.http_status(),
-            axum::Json(serde_json::json!({ "error": self.message })),
+            self.0.kind.http_status(),
+            axum::Json(serde_json::json!({ "error": self.0.message })),
         )
             .into_response()
     }

@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::HttpError;
 use super::HttpState;
 use crate::api::codec::repository::load_request_from_json;
 use crate::error::Error;
@@ -16,7 +17,7 @@ struct IndexRequest {
     ready: bool,
 }
 
-pub async fn index(State(s): State<HttpState>, body: Bytes) -> Result<Json<Value>, Error> {
+pub async fn index(State(s): State<HttpState>, body: Bytes) -> Result<Json<Value>, HttpError> {
     let req: IndexRequest = if body.iter().all(u8::is_ascii_whitespace) {
         IndexRequest::default()
     } else {
@@ -45,7 +46,11 @@ pub async fn index(State(s): State<HttpState>, body: Bytes) -> Result<Json<Value
 
 /// `POST /v2/repository/models/{m}/load`: answers 200 once the model is
 /// READY, or the error table's status with the reason it failed.
-pub async fn load(State(s): State<HttpState>, Path(model): Path<String>, body: Bytes) -> Result<Json<Value>, Error> {
+pub async fn load(
+    State(s): State<HttpState>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
     let request = load_request_from_json(&body)?;
     s.engine.api_load(&model, request).await?;
     Ok(Json(json!({})))
@@ -54,7 +59,11 @@ pub async fn load(State(s): State<HttpState>, Path(model): Path<String>, body: B
 /// `POST /v2/repository/models/{m}/unload`: answers once no new request can
 /// reach the model. The body's `unload_dependents` is accepted and ignored
 /// (quiver has no ensembles).
-pub async fn unload(State(s): State<HttpState>, Path(model): Path<String>, body: Bytes) -> Result<Json<Value>, Error> {
+pub async fn unload(
+    State(s): State<HttpState>,
+    Path(model): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
     if !body.iter().all(u8::is_ascii_whitespace) {
         serde_json::from_slice::<Value>(&body).map_err(|e| Error::invalid(format!("malformed unload request: {e}")))?;
     }

@@ -4,9 +4,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::{HttpState, ModelPath};
-use crate::engine::stats::StatsSnapshot;
-use crate::error::Error;
+use super::{HttpError, HttpState, ModelPath};
+use quiver_engine::stats::StatsSnapshot;
 
 fn duration((count, ns): (u64, u64)) -> Value {
     json!({ "count": count, "ns": ns })
@@ -36,14 +35,14 @@ fn model_json(s: &StatsSnapshot) -> Value {
     })
 }
 
-pub async fn all(State(s): State<HttpState>) -> Result<Json<Value>, Error> {
+pub async fn all(State(s): State<HttpState>) -> Result<Json<Value>, HttpError> {
     let stats = s.engine.statistics(None, None)?;
     Ok(Json(
         json!({ "model_stats": stats.iter().map(model_json).collect::<Vec<_>>() }),
     ))
 }
 
-pub async fn model(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Result<Json<Value>, Error> {
+pub async fn model(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Result<Json<Value>, HttpError> {
     let stats = s.engine.statistics(Some(&p.model), p.version.as_deref())?;
     Ok(Json(
         json!({ "model_stats": stats.iter().map(model_json).collect::<Vec<_>>() }),

@@ -7,11 +7,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
+use super::HttpError;
 use super::HttpState;
-use crate::engine::traffic::Origin;
 use crate::error::{Error, Result};
+use quiver_engine::traffic::Origin;
 
-pub async fn get(State(s): State<HttpState>, Path(model): Path<String>) -> Result<Json<Value>> {
+pub async fn get(State(s): State<HttpState>, Path(model): Path<String>) -> Result<Json<Value>, HttpError> {
     s.engine.model_known(&model)?;
     let t = s
         .engine
@@ -60,15 +61,15 @@ pub async fn get(State(s): State<HttpState>, Path(model): Path<String>) -> Resul
     Ok(Json(policy))
 }
 
-pub async fn put(State(s): State<HttpState>, Path(model): Path<String>, body: Bytes) -> Result<Json<Value>> {
+pub async fn put(State(s): State<HttpState>, Path(model): Path<String>, body: Bytes) -> Result<Json<Value>, HttpError> {
     let spec = s.engine.parse_traffic(&model, &body)?;
     s.engine.set_traffic(&model, spec, Origin::Api);
     Ok(Json(json!({})))
 }
 
-pub async fn delete(State(s): State<HttpState>, Path(model): Path<String>) -> Result<Json<Value>> {
+pub async fn delete(State(s): State<HttpState>, Path(model): Path<String>) -> Result<Json<Value>, HttpError> {
     match s.engine.clear_traffic(&model) {
         true => Ok(Json(json!({}))),
-        false => Err(Error::not_found(format!("model '{model}' has no traffic policy"))),
+        false => Err(Error::not_found(format!("model '{model}' has no traffic policy")).into()),
     }
 }

@@ -9,12 +9,12 @@ use tokio::sync::watch;
 
 use super::mlmodel::model_file;
 use super::{Client, Follow};
-use crate::engine::Engine;
-use crate::engine::lifecycle::LoadRequest;
-use crate::engine::provenance::{self, Provenance};
-use crate::engine::repository;
 use crate::sources::Backoff;
 use crate::sources::secrets::display_url;
+use quiver_engine::Engine;
+use quiver_engine::lifecycle::LoadRequest;
+use quiver_engine::provenance::{self, Provenance};
+use quiver_engine::repository;
 
 /// One followed model: where its artifacts and its served folder live.
 pub struct Follower {

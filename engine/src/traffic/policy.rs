@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::engine::gate::Tolerance;
+pub use crate::gate::Tolerance;
 
 /// The policy document.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -234,12 +234,21 @@ impl PolicySpec {
             }
         }
         if let Some(h) = &self.sticky_header
-            && axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
+            && !is_header_name(h)
         {
             return bad(format!("'sticky_header' '{h}' is not a header name"));
         }
         Ok(())
     }
+}
+
+/// An HTTP field name (RFC 9110's token: letters, digits and
+/// ``!#$%&'*+-.^_`|~``); gRPC metadata keys are a subset.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]

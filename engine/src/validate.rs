@@ -187,7 +187,7 @@ pub fn check_request(spec: &ModelSpec, req: &InferRequest) -> Result<Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::model_config::IoSpec;
+    use crate::repository::model_config::IoSpec;
 
     fn spec() -> ModelSpec {
         let io = |name: &str| IoSpec {
@@ -254,7 +254,7 @@ mod tests {
         short.data = short.data.slice(..60);
         assert!(err(req(vec![short, input("INPUT1", vec![1, 16])])).contains("60 bytes"));
         let mut r = req(vec![input("INPUT0", vec![1, 16]), input("INPUT1", vec![1, 16])]);
-        r.outputs.push(crate::engine::request::RequestedOutput {
+        r.outputs.push(crate::request::RequestedOutput {
             name: "OUT".into(),
             binary_data: None,
         });

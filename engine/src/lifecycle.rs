@@ -40,7 +40,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::telemetry;
 
 /// Triton's model control modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ControlMode {
     /// Load every model at start-up; the repository API cannot change them.
     None,
@@ -48,6 +48,20 @@ pub enum ControlMode {
     Poll,
     /// Load what `--load-model` names; then load and unload through the API.
     Explicit,
+}
+
+impl ControlMode {
+    /// Triton's names of the modes (`--model-control-mode`).
+    pub const NAMES: [&str; 3] = ["none", "poll", "explicit"];
+
+    pub fn from_name(name: &str) -> Option<ControlMode> {
+        match name {
+            "none" => Some(ControlMode::None),
+            "poll" => Some(ControlMode::Poll),
+            "explicit" => Some(ControlMode::Explicit),
+            _ => None,
+        }
+    }
 }
 
 /// What a load takes besides the repository: Triton's load parameters.
@@ -86,30 +100,15 @@ impl Engine {
     /// The repository API's load: explicit mode only.
     pub async fn api_load(self: &Arc<Self>, name: &str, request: LoadRequest) -> Result<()> {
         self.control_allowed()?;
-        // A mirrored repository is brought up to date for this model first.
-        // If the store cannot be read at all, the mirror's copy loads (the
-        // store may be down; what it held last still serves). If this
-        // model's files could not be brought over (a full cache disk, an
-        // object that failed), the load fails with why: answering "loaded"
-        // while the old files serve would hide it.
-        if let Some(mirror) = self.mirror()
+        // A repository copied from elsewhere (an object store) brings this
+        // model's files up to date first; the source decides what a failure
+        // means (see `Fetch`).
+        if let Some(fetch) = &self.fetch
             && request.files.is_empty()
             && !self.is_external(name)
         {
             check_name(name)?;
-            match mirror.sync(Some(name)).await {
-                Ok(report) => match report.failed.iter().find(|(m, _)| m == name) {
-                    Some((_, why)) => {
-                        self.source_failed(Some(name), "object_store", why);
-                        return Err(Error::unavailable(format!(
-                            "model '{name}' could not be brought from the store into the cache: {why}; \
-                             what was loaded before keeps serving"
-                        )));
-                    }
-                    None => self.source_recovered(Some(name)),
-                },
-                Err(e) => self.source_failed(Some(name), "object_store", &e),
-            }
+            fetch.fetch(self, name).await?;
         }
         self.load(name, request).await
     }
@@ -207,7 +206,7 @@ impl Engine {
     }
 
     /// The folder a model is loaded from.
-    pub(crate) fn model_dir(&self, name: &str) -> PathBuf {
+    pub fn model_dir(&self, name: &str) -> PathBuf {
         if let Some(dir) = self.external.get(name) {
             return dir.clone();
         }

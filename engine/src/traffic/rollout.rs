@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::stats::Snapshot;
 use super::{PolicySpec, Traffic};
-use crate::engine::Engine;
+use crate::Engine;
 use crate::telemetry;
 
 /// Where a rollout is; shared by the policies its steps write.

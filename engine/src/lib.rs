@@ -1,17 +1,21 @@
 //! Everything between a decoded request and a runtime: the repository, the
-//! live registry, validation and the instance queues. No HTTP or gRPC types.
+//! live registry, routing and traffic, validation, admission and the
+//! instance queues. No HTTP, gRPC or command-line types: the compiler keeps
+//! it so (this crate does not depend on axum, hyper, tonic or clap).
 pub mod admission;
 pub mod batcher;
+pub mod codec;
+pub mod error;
 pub mod gate;
 pub mod lifecycle;
 pub mod model;
-pub mod poller;
 pub mod provenance;
 pub mod registry;
 pub mod repository;
 pub mod request;
 pub mod routing;
 pub mod stats;
+pub mod telemetry;
 pub mod traffic;
 pub mod validate;
 pub mod warmup;
@@ -26,7 +30,7 @@ use quiver_runtimes::DataType;
 use tokio::sync::oneshot;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::telemetry::{self, FailureReason};
+use crate::telemetry::FailureReason;
 use batcher::{Answer, Job, batch};
 use model::ModelVersion;
 use registry::{Registry, VersionSlot};
@@ -70,6 +74,20 @@ pub struct IndexEntry {
     pub provenance: provenance::Provenance,
 }
 
+/// A source that keeps the repository folder as a copy of something else
+/// (an object store): before the repository API loads a model, it brings
+/// that model's files up to date. The engine never names the source; the
+/// source reports trouble through [`Engine::source_failed`].
+pub trait Fetch: Send + Sync {
+    /// `Err`: the model's files could not be brought; the load fails with
+    /// that, and what was loaded before keeps serving.
+    fn fetch<'a>(
+        &'a self,
+        engine: &'a Engine,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+}
+
 pub struct Engine {
     registry: Arc<Registry>,
     ready: AtomicBool,
@@ -81,8 +99,9 @@ pub struct Engine {
     /// Models served from a folder of their own rather than the repository
     /// (followed in a model registry): name -> folder.
     external: std::collections::BTreeMap<String, PathBuf>,
-    /// The object store the repository mirrors, when it is one.
-    mirror: Option<Arc<crate::sources::object::Mirror>>,
+    /// What brings a model's files into the repository folder before the
+    /// repository API loads it (the object-store mirror), when anything must.
+    fetch: Option<Arc<dyn Fetch>>,
     /// Traffic policies by served model name.
     traffic: traffic::Policies,
     /// Scans (or mirror syncs) poll mode has finished.
@@ -99,7 +118,7 @@ impl Engine {
             options,
             model_locks: Default::default(),
             external: Default::default(),
-            mirror: None,
+            fetch: None,
             traffic: Default::default(),
             polls: Default::default(),
         }
@@ -111,15 +130,17 @@ impl Engine {
         self.polls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn polled(&self, source: &'static str) {
+    /// A source (`folder`, `object_store`) finished a look at the repository.
+    pub fn repository_polled(&self, source: &'static str) {
         self.polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::telemetry::repository_polled(source);
     }
 
-    /// Serves the repository mirrored from an object store (`repository`
-    /// given to [`Engine::new`] is the mirror's local folder).
-    pub fn with_mirror(mut self, mirror: Arc<crate::sources::object::Mirror>) -> Engine {
-        self.mirror = Some(mirror);
+    /// Has `fetch` bring a model's files before each load the repository
+    /// API asks for (`repository` given to [`Engine::new`] is then the
+    /// source's local copy).
+    pub fn with_fetch(mut self, fetch: Arc<dyn Fetch>) -> Engine {
+        self.fetch = Some(fetch);
         self
     }
 
@@ -129,8 +150,13 @@ impl Engine {
         self
     }
 
-    pub fn mirror(&self) -> Option<&Arc<crate::sources::object::Mirror>> {
-        self.mirror.as_ref()
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
+    }
+
+    /// Whether `name` has a version serving.
+    pub fn serves(&self, name: &str) -> bool {
+        self.registry.entry(name).is_ok_and(|e| e.latest_ready().is_some())
     }
 
     /// Whether `name` is served from a folder of its own (a registry model).

@@ -277,7 +277,7 @@ fn from_file(name: &str, datatype: DataType, shape: Vec<i64>, path: &Path) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::model_config;
+    use crate::repository::model_config;
     use quiver_runtimes::{ModelIo, TensorSpec};
 
     fn spec_and_config(extra: &str) -> (ModelSpec, ModelConfig) {

@@ -129,7 +129,7 @@ pub fn review(config: &ModelConfig) -> Result<Vec<String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::repository::model_config::parse;
+    use crate::repository::model_config::parse;
 
     #[test]
     fn refused_fields_are_named() {

@@ -28,7 +28,7 @@ use super::Engine;
 use super::model::ModelVersion;
 use super::request::InferRequest;
 use super::warmup;
-use crate::api::codec::json;
+use crate::codec::json;
 
 /// The folder name that holds a model's checks.
 pub const FOLDER: &str = "validation";

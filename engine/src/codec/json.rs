@@ -17,8 +17,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::elements::{self, Element};
-use crate::engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 use crate::error::{Error, Result};
+use crate::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {

@@ -1,19 +1,15 @@
-//! Every metric name, unit, label and histogram bucket, in one place, and the
-//! Prometheus exposition (`/metrics` on the metrics port and the HTTP port).
-//!
-//! Triton's counters keep Triton's names (`nv_inference_*`, labels `model`
-//! and `version`) so existing dashboards work unchanged. On top of them come
-//! real histograms, which Triton does not export by default.
+//! The metrics the engine records: model and version series (Triton's
+//! `nv_inference_*` names, labels `model` and `version`, so existing
+//! dashboards work unchanged, plus real histograms), model lifecycle,
+//! sources, the validation gate, traffic splitting and admission. Names,
+//! units, labels and buckets of these series live here; the front ends'
+//! own series (HTTP, gRPC, connections) and the exporter live in the server.
 mod versions;
 
-use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use axum::Router;
-use axum::routing::get;
 use metrics::{Gauge, counter, gauge, histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 // Triton-compatible counters (microseconds, cumulative).
 pub const REQUEST_SUCCESS: &str = "nv_inference_request_success";
@@ -33,10 +29,6 @@ pub const QUEUE_SECONDS: &str = "quiver_inference_queue_duration_seconds";
 pub const COMPUTE_SECONDS: &str = "quiver_inference_compute_duration_seconds";
 pub const BATCH_SIZE: &str = "quiver_inference_batch_size";
 pub const CANCELLED: &str = "quiver_inference_cancelled_total";
-pub const HTTP_REQUESTS: &str = "quiver_http_requests_total";
-pub const HTTP_SECONDS: &str = "quiver_http_request_duration_seconds";
-pub const GRPC_REQUESTS: &str = "quiver_grpc_requests_total";
-pub const GRPC_SECONDS: &str = "quiver_grpc_request_duration_seconds";
 // Model lifecycle, labelled by model.
 pub const MODEL_LOAD_SECONDS: &str = "quiver_model_load_duration_seconds";
 pub const MODEL_LOADS: &str = "quiver_model_loads_total";
@@ -45,8 +37,6 @@ pub const MODEL_SWAPS: &str = "quiver_model_swaps_total";
 // Model sources and the validation gate.
 pub const SOURCE_ERRORS: &str = "quiver_source_errors_total";
 pub const REPOSITORY_POLLS: &str = "quiver_repository_polls_total";
-pub const SOURCE_OBJECTS_FETCHED: &str = "quiver_source_objects_fetched_total";
-pub const SOURCE_BYTES_FETCHED: &str = "quiver_source_bytes_fetched_total";
 pub const VALIDATION_FAILURES: &str = "quiver_validation_failures_total";
 pub const VALIDATION_PASSES: &str = "quiver_validation_passes_total";
 // Traffic splitting, labelled by model and variant.
@@ -60,11 +50,6 @@ pub const ROLLOUT_STEPS: &str = "quiver_rollout_steps_total";
 pub const ROLLOUT_ROLLBACKS: &str = "quiver_rollout_rollbacks_total";
 pub const ROLLOUT_WEIGHT: &str = "quiver_rollout_canary_weight_percent";
 // Admission control: what is in flight against the server-wide budgets.
-// Connections, labelled by listener (`http`, `grpc`).
-pub const CONNECTIONS_OPEN: &str = "quiver_connections_open";
-pub const CONNECTIONS_LIMIT: &str = "quiver_connections_limit";
-pub const CONNECTIONS_REFUSED: &str = "quiver_connections_refused_total";
-pub const TLS_HANDSHAKE_FAILURES: &str = "quiver_tls_handshake_failures_total";
 pub const ADMISSION_BYTES: &str = "quiver_admission_bytes_in_flight";
 pub const ADMISSION_BYTES_LIMIT: &str = "quiver_admission_bytes_limit";
 pub const ADMISSION_REQUESTS: &str = "quiver_admission_requests_in_flight";
@@ -104,39 +89,6 @@ impl FailureReason {
 }
 
 /// Installs the process-wide recorder once and returns its handle. Metric
-/// handles created before this call would be no-ops, so `start` calls it first.
-pub fn install() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        // The per-version histograms are quiver's own (`versions`).
-        let mut builder = PrometheusBuilder::new();
-        for name in [VARIANT_SECONDS, HTTP_SECONDS, GRPC_SECONDS] {
-            builder = builder
-                .set_buckets_for_metric(Matcher::Full(name.into()), LATENCY_BUCKETS)
-                .expect("buckets");
-        }
-        builder = builder
-            .set_buckets_for_metric(Matcher::Full(MODEL_LOAD_SECONDS.into()), LOAD_BUCKETS)
-            .expect("buckets");
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (an embedding program);
-        // then quiver's metrics go there and this handle renders nothing.
-        let _ = metrics::set_global_recorder(recorder);
-        let upkeep = handle.clone();
-        // Histogram samples are buffered until rendered; drain them regularly
-        // so an unscraped server does not grow.
-        let _ = std::thread::Builder::new()
-            .name("metrics-upkeep".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                }
-            });
-        handle
-    })
-}
 
 /// The series of one model version, made once at load so the request path
 /// does no label lookups; they leave `/metrics` when the version retires
@@ -195,30 +147,6 @@ pub fn admission_gauges(max_bytes: usize, max_requests: usize) -> (Gauge, Gauge)
     (gauge!(ADMISSION_BYTES), gauge!(ADMISSION_REQUESTS))
 }
 
-/// `--max-connections`, as resolved at start.
-pub fn connection_limit(limit: usize) {
-    gauge!(CONNECTIONS_LIMIT).set(limit as f64);
-}
-
-pub fn connection_opened(listener: &'static str) {
-    gauge!(CONNECTIONS_OPEN, "listener" => listener).increment(1.0);
-}
-
-pub fn connection_closed(listener: &'static str) {
-    gauge!(CONNECTIONS_OPEN, "listener" => listener).decrement(1.0);
-}
-
-/// A connection over `--max-connections`, refused.
-pub fn connection_refused(listener: &'static str) {
-    counter!(CONNECTIONS_REFUSED, "listener" => listener).increment(1);
-}
-
-/// A TLS handshake that failed or timed out (with mutual TLS: a client
-/// without a valid certificate).
-pub fn tls_handshake_failed(listener: &'static str) {
-    counter!(TLS_HANDSHAKE_FAILURES, "listener" => listener).increment(1);
-}
-
 /// A load (or reload) of a model finished, ready or failed.
 pub fn model_loaded(model: &str, ok: bool, elapsed: Duration) {
     histogram!(MODEL_LOAD_SECONDS, "model" => model.to_owned()).record(elapsed.as_secs_f64());
@@ -248,11 +176,6 @@ pub fn repository_polled(source: &'static str) {
 }
 
 /// Objects a source downloaded (changed or new ones only) and their bytes.
-pub fn source_fetched(source: &'static str, objects: u64, bytes: u64) {
-    counter!(SOURCE_OBJECTS_FETCHED, "source" => source).increment(objects);
-    counter!(SOURCE_BYTES_FETCHED, "source" => source).increment(bytes);
-}
-
 /// A new version failed a check of the validation gate (`golden`,
 /// `latency`, `deviation`, `golden_set`) and was not switched in.
 pub fn validation_failed(model: &str, check: &'static str) {
@@ -263,35 +186,7 @@ pub fn validation_passed(model: &str) {
     counter!(VALIDATION_PASSES, "model" => model.to_owned()).increment(1);
 }
 
-/// Per-protocol request accounting (front ends call these).
-pub fn http_request(route: String, status: u16, elapsed: Duration) {
-    histogram!(HTTP_SECONDS, "route" => route.clone()).record(elapsed.as_secs_f64());
-    counter!(HTTP_REQUESTS, "route" => route, "status" => status.to_string()).increment(1);
-}
-
-pub fn grpc_request(method: &'static str, code: tonic::Code, elapsed: Duration) {
-    counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")).increment(1);
-    histogram!(GRPC_SECONDS, "method" => method).record(elapsed.as_secs_f64());
-}
-
-pub fn router() -> Router {
-    Router::new().route("/metrics", get(render))
-}
-
-/// `GET /metrics`: the Prometheus text exposition.
-pub async fn render() -> ([(axum::http::HeaderName, &'static str); 1], String) {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        exposition(),
-    )
-}
-
-/// The whole exposition: the recorder's series, then the live versions'.
-pub fn exposition() -> String {
-    let mut text = install().render();
-    if !text.is_empty() && !text.ends_with('\n') {
-        text.push('\n');
-    }
-    versions::render(&mut text);
-    text
+/// Appends the live versions' series to a Prometheus text exposition.
+pub fn render_versions(out: &mut String) {
+    versions::render(out);
 }

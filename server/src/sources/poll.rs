@@ -1,4 +1,6 @@
-//! Poll mode: follows the repository's changes while serving.
+//! Poll mode: follows the repository's changes while serving (a folder, or
+//! an object store through its mirror), and the mirror's part in loads the
+//! repository API asks for.
 //!
 //! Every interval the poller takes each model folder's stat signature (paths,
 //! sizes, mtimes). A folder is loaded only once its signature has held still
@@ -22,10 +24,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::Engine;
-use super::lifecycle::LoadRequest;
-use super::repository::{self, fingerprint};
-use crate::sources::Backoff;
+use quiver_engine::Engine;
+use quiver_engine::error::{Error, Result};
+use quiver_engine::lifecycle::LoadRequest;
+use quiver_engine::repository::{self, fingerprint};
+
+use super::Backoff;
+use super::object::Mirror;
 
 /// What the poller remembers of one model folder.
 #[derive(Clone, Copy, Default)]
@@ -57,7 +62,7 @@ fn scan(root: PathBuf, single: Option<String>) -> Vec<(String, Option<u64>)> {
 pub struct Baseline(Vec<(String, Option<u64>)>);
 
 pub async fn baseline(engine: &Engine) -> Baseline {
-    let (root, single) = (engine.repository().to_path_buf(), engine.options.model_name.clone());
+    let (root, single) = (engine.repository().to_path_buf(), engine.options().model_name.clone());
     Baseline(
         tokio::task::spawn_blocking(move || scan(root, single))
             .await
@@ -67,21 +72,32 @@ pub async fn baseline(engine: &Engine) -> Baseline {
 
 /// Polls until `stop` turns true, from `baseline` (taken before the
 /// start-up load).
-pub async fn run(engine: Arc<Engine>, every: Duration, stop: watch::Receiver<bool>, baseline: Baseline) {
-    if engine.mirror().is_some() {
-        return follow_mirror(engine, every, stop, false).await;
+pub async fn run(
+    engine: Arc<Engine>,
+    mirror: Option<Arc<Mirror>>,
+    every: Duration,
+    stop: watch::Receiver<bool>,
+    baseline: Baseline,
+) {
+    match mirror {
+        Some(mirror) => follow_mirror(engine, mirror, every, stop, false).await,
+        None => follow_folder(engine, every, stop, baseline).await,
     }
-    follow_folder(engine, every, stop, baseline).await
 }
 
 /// Mode `none` with a store that could not be read at start-up: retries
 /// until one sync succeeds, loads what changed, and stops.
-pub async fn sync_once(engine: Arc<Engine>, every: Duration, stop: watch::Receiver<bool>) {
-    follow_mirror(engine, every, stop, true).await
+pub async fn sync_once(engine: Arc<Engine>, mirror: Arc<Mirror>, every: Duration, stop: watch::Receiver<bool>) {
+    follow_mirror(engine, mirror, every, stop, true).await
 }
 
-async fn follow_mirror(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>, once: bool) {
-    let Some(mirror) = engine.mirror().cloned() else { return };
+async fn follow_mirror(
+    engine: Arc<Engine>,
+    mirror: Arc<Mirror>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+    once: bool,
+) {
     let mut backoff = Backoff::new(every);
     loop {
         if !backoff.wait(&mut stop).await {
@@ -105,12 +121,12 @@ async fn follow_mirror(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
             if engine.model_dir(&name).is_dir() {
                 tracing::info!(model = name, "model changed in the store; loading");
                 tokio::spawn(async move { engine.load(&name, LoadRequest::default()).await });
-            } else if engine.registry.entry(&name).is_ok_and(|e| e.latest_ready().is_some()) {
+            } else if engine.serves(&name) {
                 tracing::info!(model = name, "model removed from the store; unloading");
                 tokio::spawn(async move { engine.unload(&name).await });
             }
         }
-        engine.polled("object_store");
+        engine.repository_polled("object_store");
         if once {
             return;
         }
@@ -119,7 +135,7 @@ async fn follow_mirror(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
 
 async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>, baseline: Baseline) {
     let root = engine.repository().to_path_buf();
-    let single = engine.options.model_name.clone();
+    let single = engine.options().model_name.clone();
     let mut seen: HashMap<String, Seen> = baseline
         .0
         .into_iter()
@@ -160,16 +176,52 @@ async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
         let gone: Vec<String> = seen.keys().filter(|n| !present.contains(n)).cloned().collect();
         for name in gone {
             seen.remove(&name);
-            if engine.registry.entry(&name).is_ok_and(|e| e.latest_ready().is_some()) {
+            if engine.serves(&name) {
                 tracing::info!(model = name, "model folder removed; unloading");
                 let engine = Arc::clone(&engine);
                 tokio::spawn(async move { engine.unload(&name).await });
             }
         }
-        engine.polled("folder");
+        engine.repository_polled("folder");
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Before the repository API loads a model of a mirrored repository, the
+/// mirror brings that model's objects over. If the store cannot be read at
+/// all, the mirror's copy loads (the store may be down; what it held last
+/// still serves). If this model's files could not be brought over (a full
+/// cache disk, an object that failed), the load fails with why: answering
+/// "loaded" while the old files serve would hide it.
+impl quiver_engine::Fetch for Mirror {
+    fn fetch<'a>(
+        &'a self,
+        engine: &'a Engine,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+        Box::pin(async move {
+            match self.sync(Some(name)).await {
+                Ok(report) => match report.failed.iter().find(|(m, _)| m == name) {
+                    Some((_, why)) => {
+                        engine.source_failed(Some(name), "object_store", why);
+                        Err(Error::unavailable(format!(
+                            "model '{name}' could not be brought from the store into the cache: {why}; \
+                             what was loaded before keeps serving"
+                        )))
+                    }
+                    None => {
+                        engine.source_recovered(Some(name));
+                        Ok(())
+                    }
+                },
+                Err(e) => {
+                    engine.source_failed(Some(name), "object_store", &e);
+                    Ok(())
+                }
+            }
+        })
     }
 }

@@ -11,8 +11,8 @@ use quiver_runtimes::Tensor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::policy::{ShadowSpec, Tolerance};
-use crate::engine::gate;
-use crate::engine::model::ModelVersion;
+use crate::gate;
+use crate::model::ModelVersion;
 use crate::telemetry;
 
 /// Shadow runs in flight per policy before more are dropped.
