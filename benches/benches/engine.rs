@@ -8,6 +8,7 @@ use quiver_engine::Engine;
 use quiver_engine::repository::LoadOptions;
 use quiver_engine::repository::model_config::parse;
 use quiver_engine::request::InferRequest;
+use quiver_engine::tap::Context;
 use quiver_runtimes::mock::Echo;
 use quiver_runtimes::{DataType, ModelIo, Tensor, TensorSpec};
 
@@ -66,7 +67,11 @@ fn engine(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine/echo_32_fp32");
     g.throughput(Throughput::Elements(1));
     g.bench_function("sequential", |b| {
-        b.iter(|| runtime.block_on(engine.infer(request("alone"))).unwrap());
+        b.iter(|| {
+            runtime
+                .block_on(engine.infer(request("alone"), &Context::internal()))
+                .unwrap()
+        });
     });
     // 64 requests at once: with dynamic batching they share executions.
     for model in ["alone", "batched"] {
@@ -78,7 +83,7 @@ fn engine(c: &mut Criterion) {
                         .map(|_| {
                             let engine = Arc::clone(&engine);
                             let req = request(model);
-                            tokio::spawn(async move { engine.infer(req).await.unwrap() })
+                            tokio::spawn(async move { engine.infer(req, &Context::internal()).await.unwrap() })
                         })
                         .collect();
                     for t in tasks {

@@ -18,14 +18,13 @@
 //! (outputs within `max_deviation` of the version serving now, on the same
 //! inputs), and `golden_set` (the files themselves cannot be read).
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use quiver_runtimes::{DataType, Tensor};
 use serde::Deserialize;
 
-use super::Engine;
-use super::model::ModelVersion;
+use super::model::{ModelVersion, Priority};
 use super::request::InferRequest;
 use super::warmup;
 use crate::codec::json;
@@ -173,9 +172,8 @@ impl Gate {
         version_dir: &Path,
     ) -> Result<String, Failure> {
         let run = |model: &ModelVersion, req: &InferRequest| -> Result<(Vec<Tensor>, Duration), String> {
-            let started = Instant::now();
-            let answer = runtime.block_on(Engine::run(model, req.clone(), started, false));
-            answer.map(|r| (r.outputs, started.elapsed())).map_err(|e| e.message)
+            let (answer, timing) = runtime.block_on(model.run(req.clone(), Priority::Client));
+            answer.map(|r| (r.outputs, timing.elapsed)).map_err(|e| e.message)
         };
         let mut summary = Vec::new();
 

@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod codec;
 pub mod error;
 pub mod gate;
+pub mod infer;
 pub mod lifecycle;
 pub mod model;
 pub mod provenance;
@@ -15,6 +16,7 @@ pub mod repository;
 pub mod request;
 pub mod routing;
 pub mod stats;
+pub mod tap;
 pub mod telemetry;
 pub mod traffic;
 pub mod validate;
@@ -23,19 +25,14 @@ pub mod warmup;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use quiver_proto::inference::ModelConfig;
 use quiver_runtimes::DataType;
-use tokio::sync::oneshot;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::telemetry::FailureReason;
-use batcher::{Answer, Job, batch};
+use crate::error::Result;
 use model::ModelVersion;
 use registry::{Registry, VersionSlot};
 use repository::LoadOptions;
-use request::{InferRequest, InferResponse};
 
 /// Name and version quiver reports in server metadata.
 pub const SERVER_NAME: &str = "quiver";
@@ -106,6 +103,10 @@ pub struct Engine {
     traffic: traffic::Policies,
     /// Scans (or mirror syncs) poll mode has finished.
     polls: std::sync::atomic::AtomicU64,
+    /// Server-wide taps: they see every request (`tap.rs`).
+    taps: tap::Taps,
+    /// What makes a version's own taps when it loads.
+    tap_factories: Vec<Arc<dyn tap::TapFactory>>,
 }
 
 impl Engine {
@@ -121,7 +122,28 @@ impl Engine {
             fetch: None,
             traffic: Default::default(),
             polls: Default::default(),
+            taps: Default::default(),
+            tap_factories: Vec::new(),
         }
+    }
+
+    /// Adds a tap that sees every request of every model.
+    pub fn with_tap(mut self, tap: Arc<dyn tap::Tap>) -> Engine {
+        let mut all: Vec<_> = self.taps.iter().cloned().collect();
+        all.push(tap);
+        self.taps = tap::Taps::new(all);
+        self
+    }
+
+    /// Adds a maker of per-version taps, asked at each version's load.
+    pub fn with_tap_factory(mut self, factory: Arc<dyn tap::TapFactory>) -> Engine {
+        self.tap_factories.push(factory);
+        self
+    }
+
+    /// The taps the factories make for `version`.
+    fn version_taps(&self, version: &ModelVersion) -> tap::Taps {
+        tap::Taps::new(self.tap_factories.iter().filter_map(|f| f.tap(version)).collect())
     }
 
     /// How many scans of the repository (or syncs of its mirror) poll mode
@@ -228,7 +250,8 @@ impl Engine {
             self.options.default_max_batch_size,
         )?;
         spec.utf8_strings = first.utf8_strings();
-        let version = repository::start_version(name, 1, config, spec, runtimes, &self.options)?;
+        let mut version = repository::start_version(name, 1, config, spec, runtimes, &self.options)?;
+        version.taps = self.version_taps(&version);
         let mut entry = registry::ModelEntry::new(name);
         entry.versions.insert(1, VersionSlot::Ready(Arc::new(version)));
         self.registry.insert(entry);
@@ -362,94 +385,5 @@ impl Engine {
             }
         }
         rows
-    }
-
-    /// Runs one request: resolve the version, validate, queue, await the answer.
-    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse> {
-        let model = self.resolve(&req.model_name, req.model_version.as_deref())?;
-        self.infer_on(model, req).await
-    }
-
-    /// Runs one request on the version the caller already resolved (a front
-    /// end that needed the version's spec to decode the request).
-    pub async fn infer_on(&self, model: Arc<ModelVersion>, req: InferRequest) -> Result<InferResponse> {
-        let started = Instant::now();
-        let result = Self::run(&model, req, started, false).await;
-        let outcome = match &result {
-            Ok(_) => Ok(()),
-            Err(e) => Err(match e.kind {
-                ErrorKind::Internal => FailureReason::Backend,
-                ErrorKind::InvalidArgument | ErrorKind::ResourceExhausted | ErrorKind::DeadlineExceeded => {
-                    FailureReason::Rejected
-                }
-                _ => FailureReason::Other,
-            }),
-        };
-        model.stats.request(outcome, started.elapsed());
-        result
-    }
-
-    /// `background`: shadow work, run at the lowest CPU priority.
-    async fn run(
-        model: &ModelVersion,
-        req: InferRequest,
-        enqueued: Instant,
-        background: bool,
-    ) -> Result<InferResponse> {
-        let outputs = validate::check_request(&model.spec, &req)?;
-        let param = |key: &str| -> Result<Option<i64>> {
-            match req.parameters.get(key) {
-                None => Ok(None),
-                Some(v) => v
-                    .as_i64()
-                    .map(Some)
-                    .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be an integer"))),
-            }
-        };
-        let (priority, timeout) = model.scheduler.admit(param("priority")?, param("timeout")?)?;
-        let batching = model.spec.max_batch_size > 0;
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            background,
-            rows: batch::rows(&req.inputs, batching),
-            shape_key: batch::shape_key(&req.inputs, batching),
-            inputs: req.inputs,
-            outputs,
-            priority,
-            timeout,
-            enqueued,
-            reply,
-        };
-        // Counted before the instance can take it, so the pending gauge
-        // never dips below the requests really waiting.
-        model.stats.enqueued();
-        if let Err(e) = model.scheduler.submit(job) {
-            model.stats.refused();
-            return Err(e);
-        }
-        let Answer {
-            outputs,
-            queued,
-            batch_rows,
-        } = answer
-            .await
-            .map_err(|_| Error::internal(format!("model '{}' stopped before answering", model.name())))??;
-        // One event per request, at debug level: free unless asked for
-        // (--log quiver_server=debug).
-        tracing::debug!(
-            model = model.name(),
-            version = model.version,
-            id = %req.id,
-            queue_us = queued.as_micros() as u64,
-            batch_rows,
-            total_us = enqueued.elapsed().as_micros() as u64,
-            "answered"
-        );
-        Ok(InferResponse {
-            model_name: model.name().to_owned(),
-            model_version: model.version.to_string(),
-            id: req.id,
-            outputs,
-        })
     }
 }

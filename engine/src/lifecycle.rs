@@ -285,6 +285,7 @@ impl Engine {
                         }
                     }
                     publish_provenance(&mut m);
+                    m.taps = self.version_taps(&m);
                     tracing::info!(
                         model = name,
                         version = v,

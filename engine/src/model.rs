@@ -1,12 +1,20 @@
-//! A loaded, servable model version.
+//! A loaded, servable model version, and how it runs one request:
+//! validate, queue, await the batch's answer.
 use std::sync::Arc;
+use std::time::Instant;
 
 use quiver_proto::inference::ModelConfig;
+use tokio::sync::oneshot;
 
-use super::batcher::Scheduler;
+use super::batcher::{Answer, Job, Scheduler, batch};
+use super::error::{Error, ErrorKind, Result};
 use super::provenance::Provenance;
 use super::repository::model_config::ModelSpec;
+use super::request::{InferRequest, InferResponse};
 use super::stats::VersionStats;
+use super::tap::{Taps, Timing};
+use super::telemetry::FailureReason;
+use super::validate;
 
 pub struct ModelVersion {
     pub version: u64,
@@ -21,10 +29,114 @@ pub struct ModelVersion {
     /// Where it came from (URI, registry version, run id, ETags, digest)
     /// and what the validation gate found.
     pub provenance: Provenance,
+    /// What watches this version's requests (`tap.rs`): made at load, gone
+    /// with the version.
+    pub taps: Taps,
+}
+
+/// How a run is queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// A client's request.
+    Client,
+    /// Shadow work: run at the lowest CPU priority, never ahead of clients.
+    Background,
 }
 
 impl ModelVersion {
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// Runs a client's request and counts it in the version's statistics.
+    pub async fn infer(&self, req: InferRequest) -> (Result<InferResponse>, Timing) {
+        let (result, timing) = self.run(req, Priority::Client).await;
+        let outcome = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.kind {
+                ErrorKind::Internal => FailureReason::Backend,
+                ErrorKind::InvalidArgument | ErrorKind::ResourceExhausted | ErrorKind::DeadlineExceeded => {
+                    FailureReason::Rejected
+                }
+                _ => FailureReason::Other,
+            }),
+        };
+        self.stats.request(outcome, timing.elapsed);
+        (result, timing)
+    }
+
+    /// Validates, queues and awaits one request, without counting it as a
+    /// client's (shadow copies, the validation gate's cases).
+    pub async fn run(&self, req: InferRequest, priority: Priority) -> (Result<InferResponse>, Timing) {
+        let mut timing = Timing::default();
+        let result = self.queue(req, priority, timing.started, &mut timing).await;
+        timing.elapsed = timing.started.elapsed();
+        (result, timing)
+    }
+
+    async fn queue(
+        &self,
+        req: InferRequest,
+        priority: Priority,
+        enqueued: Instant,
+        timing: &mut Timing,
+    ) -> Result<InferResponse> {
+        let outputs = validate::check_request(&self.spec, &req)?;
+        let param = |key: &str| -> Result<Option<i64>> {
+            match req.parameters.get(key) {
+                None => Ok(None),
+                Some(v) => v
+                    .as_i64()
+                    .map(Some)
+                    .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be an integer"))),
+            }
+        };
+        let (level, timeout) = self.scheduler.admit(param("priority")?, param("timeout")?)?;
+        let batching = self.spec.max_batch_size > 0;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            background: priority == Priority::Background,
+            rows: batch::rows(&req.inputs, batching),
+            shape_key: batch::shape_key(&req.inputs, batching),
+            inputs: req.inputs,
+            outputs,
+            priority: level,
+            timeout,
+            enqueued,
+            reply,
+        };
+        // Counted before the instance can take it, so the pending gauge
+        // never dips below the requests really waiting.
+        self.stats.enqueued();
+        if let Err(e) = self.scheduler.submit(job) {
+            self.stats.refused();
+            return Err(e);
+        }
+        let Answer {
+            outputs,
+            queued,
+            batch_rows,
+        } = answer
+            .await
+            .map_err(|_| Error::internal(format!("model '{}' stopped before answering", self.name())))??;
+        timing.queued = queued;
+        timing.batch_rows = batch_rows;
+        // One event per request, at debug level: free unless asked for
+        // (--log quiver_engine=debug).
+        tracing::debug!(
+            model = self.name(),
+            version = self.version,
+            id = %req.id,
+            queue_us = queued.as_micros() as u64,
+            batch_rows,
+            total_us = enqueued.elapsed().as_micros() as u64,
+            "answered"
+        );
+        Ok(InferResponse {
+            model_name: self.name().to_owned(),
+            model_version: self.version.to_string(),
+            id: req.id,
+            outputs,
+        })
     }
 }

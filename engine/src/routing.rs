@@ -1,16 +1,13 @@
-//! Which version serves a request: plain version routing, version labels,
-//! and the model's traffic policy (`traffic/`).
+//! Version labels and the models' traffic policies (`traffic/`): setting,
+//! replacing and clearing them, and the policy files beside a model's
+//! config. Routing a request by them is `infer.rs`.
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::Engine;
 use super::model::ModelVersion;
-use super::request::{InferRequest, InferResponse};
-use super::traffic::{Headers, Origin, PolicySpec, Traffic};
+use super::traffic::{Origin, PolicySpec, Traffic};
 use crate::error::{Error, Result};
 
 /// One folder name, as a model name must be.
@@ -20,35 +17,6 @@ fn check_model_name(name: &str) -> bool {
 
 /// The policy file beside `config.pbtxt`.
 pub const POLICY_FILE: &str = "traffic.json";
-
-/// Where a request goes: the version, the variant that chose it, and the
-/// shadow it is also sent to.
-pub struct Routed {
-    pub model: Arc<ModelVersion>,
-    variant: Option<(Arc<Traffic>, usize)>,
-    shadow: Option<(Arc<ModelVersion>, OwnedSemaphorePermit)>,
-}
-
-impl Routed {
-    fn plain(model: Arc<ModelVersion>) -> Routed {
-        Routed {
-            model,
-            variant: None,
-            shadow: None,
-        }
-    }
-
-    pub fn variant(&self) -> Option<&str> {
-        self.variant.as_ref().map(|(t, i)| t.variant_name(*i))
-    }
-
-    /// Counts the outcome against the variant.
-    fn record(&self, ok: bool, elapsed: Duration) {
-        if let Some((t, i)) = &self.variant {
-            t.record(*i, ok, elapsed);
-        }
-    }
-}
 
 impl Engine {
     /// A version as a number: a label of the model's policy becomes the
@@ -64,48 +32,8 @@ impl Engine {
         }
     }
 
-    /// The version a request runs on. A version in the URL (a number or a
-    /// label) is served as asked; otherwise the model's policy, if it has
-    /// one, picks a variant.
-    pub fn route(&self, name: &str, version: Option<&str>, headers: &dyn Headers) -> Result<Routed> {
-        if version.is_some_and(|v| !v.is_empty()) {
-            return Ok(Routed::plain(self.resolve(name, version)?));
-        }
-        let policies = self.traffic.load();
-        let Some(t) = policies.get(name) else {
-            return Ok(Routed::plain(self.resolve(name, None)?));
-        };
-        let forced = headers.get(super::traffic::VARIANT_HEADER).is_some();
-        let mut i = t.pick(headers)?;
-        let model = match self.variant_target(name, t, i) {
-            Ok(m) => m,
-            // A chosen (not forced) variant that cannot serve: the default does.
-            Err(_) if !forced && i != t.default => {
-                t.stats[i].refused();
-                i = t.default;
-                self.variant_target(name, t, i).inspect_err(|_| t.stats[i].refused())?
-            }
-            Err(e) => {
-                t.stats[i].refused();
-                return Err(e);
-            }
-        };
-        // Shadowed: a share of the requests the shadow variant is not
-        // serving, when its version has room.
-        let shadow = t.shadow.as_ref().filter(|s| s.index != i && s.wanted()).and_then(|s| {
-            let target = self.variant_target(name, t, s.index).ok()?;
-            let permit = s.admit(&target)?;
-            Some((target, permit))
-        });
-        Ok(Routed {
-            model,
-            variant: Some((Arc::clone(t), i)),
-            shadow,
-        })
-    }
-
     /// The version variant `i` of `name`'s policy serves now.
-    fn variant_target(&self, name: &str, t: &Traffic, i: usize) -> Result<Arc<ModelVersion>> {
+    pub(crate) fn variant_target(&self, name: &str, t: &Traffic, i: usize) -> Result<Arc<ModelVersion>> {
         let v = &t.spec.variants[i];
         let target = v.model.as_deref().unwrap_or(name);
         let version = v.version.as_deref().map(|ver| match t.label(ver) {
@@ -113,41 +41,6 @@ impl Engine {
             _ => Cow::Borrowed(ver),
         });
         self.registry.resolve(target, version.as_deref())
-    }
-
-    /// Runs a routed request: counts it against its variant and, when it is
-    /// shadowed, sends a copy to the shadow once the answer is ready (the
-    /// copy shares the tensor bytes; the answer does not wait).
-    pub async fn run_routed(&self, routed: Routed, req: InferRequest) -> Result<InferResponse> {
-        let shadow_req = routed.shadow.as_ref().map(|_| req.clone());
-        let started = Instant::now();
-        let result = self.infer_on(Arc::clone(&routed.model), req).await;
-        routed.record(result.is_ok(), started.elapsed());
-        if let (Ok(resp), Some((target, permit)), Some(mut copy), Some((t, _))) =
-            (&result, routed.shadow, shadow_req, &routed.variant)
-        {
-            let (primary, t) = (resp.outputs.clone(), Arc::clone(t));
-            copy.model_version = None;
-            tokio::spawn(async move {
-                let _slot = permit;
-                let out = Engine::run(&target, copy, Instant::now(), true).await;
-                if let Some(s) = &t.shadow {
-                    s.compare(&primary, out.map(|r| r.outputs).map_err(|e| e.message));
-                }
-            });
-        }
-        result
-    }
-
-    /// Routes and runs one request; the answer names the variant, if any.
-    pub async fn infer_routed(
-        &self,
-        req: InferRequest,
-        headers: &dyn Headers,
-    ) -> Result<(InferResponse, Option<String>)> {
-        let routed = self.route(&req.model_name, req.model_version.as_deref(), headers)?;
-        let variant = routed.variant().map(str::to_owned);
-        Ok((self.run_routed(routed, req).await?, variant))
     }
 
     /// `Err(NotFound)` for a model the server does not know.

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use quiver_engine::request::InferRequest;
+use quiver_engine::tap::Context;
 use quiver_runtimes::{DataType, Tensor};
 use serde_json::Value;
 
@@ -81,11 +82,21 @@ async fn answers_in_a_batch_equal_answers_alone(source: &str) {
     let rows: Vec<usize> = (0..40).map(|i| if i % 5 == 0 { 3 } else { 1 }).collect();
     let mut alone = Vec::new();
     for (i, &r) in rows.iter().enumerate() {
-        alone.push(engine.infer(request("fraud_alone", r, i)).await.unwrap());
+        alone.push(
+            engine
+                .infer(request("fraud_alone", r, i), &Context::internal())
+                .await
+                .unwrap(),
+        );
     }
     let batched = futures_join(rows.iter().enumerate().map(|(i, &r)| {
         let engine = std::sync::Arc::clone(&engine);
-        tokio::spawn(async move { engine.infer(request("fraud_batched", r, i)).await.unwrap() })
+        tokio::spawn(async move {
+            engine
+                .infer(request("fraud_batched", r, i), &Context::internal())
+                .await
+                .unwrap()
+        })
     }))
     .await;
     for ((a, b), &r) in alone.iter().zip(&batched).zip(&rows) {
@@ -120,13 +131,19 @@ async fn the_adaptive_delay_does_not_wait_for_requests_that_cannot_come() {
     let engine = std::sync::Arc::clone(&s.server.as_ref().unwrap().engine);
     let started = std::time::Instant::now();
     for i in 0..3 {
-        engine.infer(request("fraud_adaptive", 1, i)).await.unwrap();
+        engine
+            .infer(request("fraud_adaptive", 1, i), &Context::internal())
+            .await
+            .unwrap();
     }
     let clients = futures_join((0..8).map(|c| {
         let engine = std::sync::Arc::clone(&engine);
         tokio::spawn(async move {
             for i in 0..50 {
-                engine.infer(request("fraud_adaptive", 1, c * 100 + i)).await.unwrap();
+                engine
+                    .infer(request("fraud_adaptive", 1, c * 100 + i), &Context::internal())
+                    .await
+                    .unwrap();
             }
         })
     }))

@@ -209,6 +209,7 @@ pub fn start_version(
         stats,
         scheduler,
         provenance: Default::default(),
+        taps: Default::default(),
     })
 }
 

@@ -15,6 +15,7 @@ use crate::api::codec::grpc as codec;
 use crate::error::Error;
 use crate::telemetry;
 use quiver_engine::admission::Ticket;
+use quiver_engine::tap::{Context, Protocol};
 use quiver_engine::traffic::{Headers, VARIANT_HEADER};
 use quiver_engine::{EXTENSIONS, Engine, SERVER_NAME, SERVER_VERSION, TensorMetadata};
 use std::time::Instant;
@@ -66,11 +67,15 @@ fn version(v: &str) -> Option<&str> {
 async fn infer(
     engine: &Engine,
     msg: ModelInferRequest,
-    metadata: &tonic::metadata::MetadataMap,
+    (protocol, metadata): (Protocol, &tonic::metadata::MetadataMap),
     max_message_bytes: usize,
 ) -> Result<(ModelInferResponse, Option<String>), Error> {
     let req = codec::decode_request(msg)?;
-    let (resp, variant) = engine.infer_routed(req, &Metadata(metadata)).await?;
+    let metadata = Metadata(metadata);
+    let context = Context::new(protocol, &metadata);
+    let route = engine.route(&req.model_name, req.model_version.as_deref(), &context)?;
+    let variant = route.variant().map(str::to_owned);
+    let resp = route.run(req, &context).await?;
     let resp = codec::encode_response(resp);
     // Refused here, named, rather than by tonic's encoder (OUT_OF_RANGE in
     // the trailers of an answer already started).
@@ -159,7 +164,7 @@ impl GrpcInferenceService for InferenceService {
         // The request's bytes stay counted until it is answered.
         let _ticket = ticket(&r);
         let (metadata, _, msg) = r.into_parts();
-        let result = infer(&self.engine, msg, &metadata, self.max_message_bytes)
+        let result = infer(&self.engine, msg, (Protocol::Grpc, &metadata), self.max_message_bytes)
             .await
             .map(|(resp, variant)| {
                 let mut response = Response::new(resp);
@@ -216,7 +221,9 @@ impl GrpcInferenceService for InferenceService {
                 let answer = tokio::spawn(async move {
                     let started = Instant::now();
                     let size = prost::Message::encoded_len(&msg) + 5;
-                    let result = infer(&engine, msg, &metadata, limit).await.map(|(resp, _)| resp);
+                    let result = infer(&engine, msg, (Protocol::GrpcStream, &metadata), limit)
+                        .await
+                        .map(|(resp, _)| resp);
                     // Answered: its bytes no longer count against the budget.
                     if let Some(t) = &ticket {
                         t.shrink(size);

@@ -10,6 +10,7 @@ use super::{HttpError, HttpState, ModelPath};
 use crate::api::codec::binary::{self, Framing};
 use crate::error::{Error, Result};
 use quiver_engine::codec::json::{self, OutputEncoding};
+use quiver_engine::tap::{Context, Protocol};
 use quiver_engine::traffic::{Headers, VARIANT_HEADER};
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -53,6 +54,8 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
             cpu_bound(body.len(), move || compression::inflate(coding, &body, limit)).await?
         }
     };
+    let http = Http(headers);
+    let context = Context::new(Protocol::Http, &http);
     // The raw form needs the model's spec to decode: the version routed to
     // for that is the one the request runs on, even if a swap happens between.
     let mut routed = None;
@@ -69,7 +72,7 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
         }
         Framing::Raw(raw) => {
             let version = p.version.as_deref();
-            let r = s.engine.route(&p.model, version, &Http(headers))?;
+            let r = s.engine.route(&p.model, version, &context)?;
             let req = binary::raw_request(raw, &r.model.spec, version)?;
             routed = Some(r);
             (req, OutputEncoding::all_binary())
@@ -79,10 +82,10 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
         Some(r) => r,
         None => s
             .engine
-            .route(&req.model_name, req.model_version.as_deref(), &Http(headers))?,
+            .route(&req.model_name, req.model_version.as_deref(), &context)?,
     };
     let variant = routed.variant().and_then(|v| HeaderValue::from_str(v).ok());
-    let resp = s.engine.run_routed(routed, req).await?;
+    let resp = routed.run(req, &context).await?;
     let accept = compression::accepted_coding(header_str(headers, header::ACCEPT_ENCODING)?);
     let output_bytes: usize = resp.outputs.iter().map(|t| t.data.len()).sum();
     // Binary outputs without compression are one memcpy: not worth a thread hop.

@@ -1,0 +1,137 @@
+//! The one request path: route, run on the version, observe.
+//!
+//! Every request comes through here, whichever front end decoded it: REST
+//! (JSON and binary), gRPC, gRPC streams. A front end either calls
+//! [`Engine::infer`] (route and run), or, when it needs the version's spec
+//! to decode the request (the raw binary form), [`Engine::route`] and then
+//! [`Route::run`]. Shadow copies and the validation gate run on a version
+//! directly ([`ModelVersion::run`]).
+//!
+//! After the answer is ready, [`Route::run`] is the one place where
+//! observers see the request and its outcome: the variant's traffic
+//! statistics, its shadow copy, and the taps (`tap.rs`).
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Engine;
+use super::error::Result;
+use super::model::{ModelVersion, Priority};
+use super::request::{InferRequest, InferResponse};
+use super::tap::{Context, Exchange, Taps};
+use super::traffic::{Traffic, VARIANT_HEADER};
+
+/// Where a request goes: the version, the variant that chose it, the shadow
+/// it is also sent to, and the server-wide taps that watch it.
+pub struct Route {
+    pub model: Arc<ModelVersion>,
+    variant: Option<(Arc<Traffic>, usize)>,
+    shadow: Option<(Arc<ModelVersion>, OwnedSemaphorePermit)>,
+    taps: Taps,
+}
+
+impl Engine {
+    /// Routes and runs one request.
+    pub async fn infer(&self, req: InferRequest, context: &Context<'_>) -> Result<InferResponse> {
+        let route = self.route(&req.model_name, req.model_version.as_deref(), context)?;
+        route.run(req, context).await
+    }
+
+    /// The version a request runs on. A version in the URL (a number or a
+    /// label) is served as asked; otherwise the model's policy, if it has
+    /// one, picks a variant by the request's headers.
+    pub fn route(&self, name: &str, version: Option<&str>, context: &Context<'_>) -> Result<Route> {
+        let plain = |model| Route {
+            model,
+            variant: None,
+            shadow: None,
+            taps: self.taps.clone(),
+        };
+        if version.is_some_and(|v| !v.is_empty()) {
+            return Ok(plain(self.resolve(name, version)?));
+        }
+        let policies = self.traffic.load();
+        let Some(t) = policies.get(name) else {
+            return Ok(plain(self.resolve(name, None)?));
+        };
+        let headers = context.headers();
+        let forced = headers.get(VARIANT_HEADER).is_some();
+        let mut i = t.pick(headers)?;
+        let model = match self.variant_target(name, t, i) {
+            Ok(m) => m,
+            // A chosen (not forced) variant that cannot serve: the default does.
+            Err(_) if !forced && i != t.default => {
+                t.stats[i].refused();
+                i = t.default;
+                self.variant_target(name, t, i).inspect_err(|_| t.stats[i].refused())?
+            }
+            Err(e) => {
+                t.stats[i].refused();
+                return Err(e);
+            }
+        };
+        // Shadowed: a share of the requests the shadow variant is not
+        // serving, when its version has room.
+        let shadow = t.shadow.as_ref().filter(|s| s.index != i && s.wanted()).and_then(|s| {
+            let target = self.variant_target(name, t, s.index).ok()?;
+            let permit = s.admit(&target)?;
+            Some((target, permit))
+        });
+        Ok(Route {
+            model,
+            variant: Some((Arc::clone(t), i)),
+            shadow,
+            taps: self.taps.clone(),
+        })
+    }
+}
+
+impl Route {
+    /// The traffic variant that chose the version, when a policy did.
+    pub fn variant(&self) -> Option<&str> {
+        self.variant.as_ref().map(|(t, i)| t.variant_name(*i))
+    }
+
+    /// Runs the request on the routed version, then lets the observers see
+    /// it. Nothing here waits for an observer: the shadow copy runs as a
+    /// task of its own, sharing the tensor bytes; taps return at once.
+    pub async fn run(self, req: InferRequest, context: &Context<'_>) -> Result<InferResponse> {
+        let Route {
+            model,
+            variant,
+            shadow,
+            taps,
+        } = self;
+        let observed = !taps.is_empty() || !model.taps.is_empty();
+        let keep = shadow.is_some() || (observed && (taps.wants_request() || model.taps.wants_request()));
+        let kept = keep.then(|| req.clone());
+        let (result, timing) = model.infer(req).await;
+        if let Some((t, i)) = &variant {
+            t.record(*i, result.is_ok(), timing.elapsed);
+        }
+        if observed {
+            let exchange = Exchange {
+                model: &model,
+                variant: variant.as_ref().map(|(t, i)| t.variant_name(*i)),
+                context,
+                request: kept.as_ref(),
+                result: &result,
+                timing,
+            };
+            taps.observe(&exchange);
+            model.taps.observe(&exchange);
+        }
+        if let (Ok(resp), Some((target, permit)), Some(mut copy), Some((t, _))) = (&result, shadow, kept, &variant) {
+            let (primary, t) = (resp.outputs.clone(), Arc::clone(t));
+            copy.model_version = None;
+            tokio::spawn(async move {
+                let _slot = permit;
+                let (out, _) = target.run(copy, Priority::Background).await;
+                if let Some(s) = &t.shadow {
+                    s.compare(&primary, out.map(|r| r.outputs).map_err(|e| e.message));
+                }
+            });
+        }
+        result
+    }
+}

@@ -1,0 +1,224 @@
+//! Taps: where what watches the request path plugs in.
+//!
+//! Every request, whichever front end it came from (REST, gRPC, a stream),
+//! ends in one [`Exchange`] record, built once on the one request path
+//! (`infer.rs`) after the answer is ready: the version and traffic variant
+//! that served it, the routing context the front end extracted, the request
+//! and the answer (tensors as shared `Bytes`: no copies), or the error, and
+//! the times the engine took anyway. Observers see that record:
+//!
+//! - the traffic statistics of the variant (`traffic/`) and its shadow copy;
+//! - the taps registered server-wide ([`crate::Engine::with_tap`]);
+//! - the taps of the version itself, made at load by the [`TapFactory`]s
+//!   registered with the engine, so that they swap with the version: a hot
+//!   swap never sends one version's traffic to another version's monitor.
+//!
+//! A tap must return at once: it copies what it needs (shared buffers cost
+//! a reference count) into a bounded queue of its own ([`Queue`]) and does
+//! its work elsewhere. A full queue drops and counts; the answer never waits
+//! for a tap. With no tap registered, a request pays a length check.
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::model::ModelVersion;
+use crate::request::{InferRequest, InferResponse};
+use crate::traffic::Headers;
+
+/// The front end a request came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Grpc,
+    /// `ModelStreamInfer`.
+    GrpcStream,
+    /// From inside the server: a shadow copy.
+    Internal,
+}
+
+/// What the front end knows of a request besides its tensors: the protocol,
+/// its headers or metadata (routing reads them; a tap reads what it needs,
+/// such as a trace context or a request id), and when it arrived.
+pub struct Context<'a> {
+    pub protocol: Protocol,
+    headers: &'a dyn Headers,
+    /// When the front end had the whole request.
+    pub received: Instant,
+}
+
+struct NoHeaders;
+
+impl Headers for NoHeaders {
+    fn get(&self, _: &str) -> Option<&str> {
+        None
+    }
+}
+
+impl<'a> Context<'a> {
+    pub fn new(protocol: Protocol, headers: &'a dyn Headers) -> Context<'a> {
+        Context {
+            protocol,
+            headers,
+            received: Instant::now(),
+        }
+    }
+
+    /// A request with no headers (embedding, benchmarks, shadow copies).
+    pub fn internal() -> Context<'static> {
+        Context {
+            protocol: Protocol::Internal,
+            headers: &NoHeaders,
+            received: Instant::now(),
+        }
+    }
+
+    /// A header (HTTP) or metadata entry (gRPC), by lower-case name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    pub(crate) fn headers(&self) -> &dyn Headers {
+        self.headers
+    }
+}
+
+/// Where a request spent its time, as the batcher measured it.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// When the engine took the request (after decoding).
+    pub started: Instant,
+    /// From `started` until the answer (or the error) was ready.
+    pub elapsed: Duration,
+    /// Time in the version's queue; zero when it never reached one.
+    pub queued: Duration,
+    /// Rows of the execution it was part of; zero when it did not run.
+    pub batch_rows: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            started: Instant::now(),
+            elapsed: Duration::ZERO,
+            queued: Duration::ZERO,
+            batch_rows: 0,
+        }
+    }
+}
+
+/// One request and its outcome, as observers see it.
+pub struct Exchange<'a> {
+    /// The version that served it.
+    pub model: &'a Arc<ModelVersion>,
+    /// The traffic variant that chose the version, when a policy did.
+    pub variant: Option<&'a str>,
+    pub context: &'a Context<'a>,
+    /// The request as decoded (inputs share the wire buffers). `None` when
+    /// no observer asked for it ([`Tap::wants_request`]).
+    pub request: Option<&'a InferRequest>,
+    pub result: &'a Result<InferResponse, Error>,
+    pub timing: Timing,
+}
+
+/// Something that watches requests. `observe` runs on the request's task
+/// right after its answer is ready: it must not block or do real work there.
+pub trait Tap: Send + Sync {
+    fn observe(&self, exchange: &Exchange<'_>);
+
+    /// Whether [`Exchange::request`] should be filled: keeping the request
+    /// for observers costs a clone of its names and shapes (never of its
+    /// tensor bytes).
+    fn wants_request(&self) -> bool {
+        true
+    }
+}
+
+/// Makes the taps of a version when it loads (from its config or files: a
+/// drift reference, a payload-log setting); `None` when it needs none.
+pub trait TapFactory: Send + Sync {
+    fn tap(&self, version: &ModelVersion) -> Option<Arc<dyn Tap>>;
+}
+
+/// The observers a request's route carries: the engine's and the version's.
+#[derive(Clone, Default)]
+pub struct Taps(Arc<[Arc<dyn Tap>]>);
+
+impl Taps {
+    pub fn new(taps: Vec<Arc<dyn Tap>>) -> Taps {
+        Taps(taps.into())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn wants_request(&self) -> bool {
+        self.0.iter().any(|t| t.wants_request())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tap>> {
+        self.0.iter()
+    }
+
+    pub fn observe(&self, exchange: &Exchange<'_>) {
+        for tap in self.0.iter() {
+            tap.observe(exchange);
+        }
+    }
+}
+
+/// A bounded hand-off from the request path to a tap's worker: `push`
+/// never waits; when the worker is behind, the record is dropped and
+/// counted.
+pub struct Queue<T> {
+    sender: tokio::sync::mpsc::Sender<T>,
+    dropped: AtomicU64,
+}
+
+impl<T> Queue<T> {
+    /// A queue of `capacity` records and the receiving end for the worker.
+    pub fn new(capacity: usize) -> (Queue<T>, tokio::sync::mpsc::Receiver<T>) {
+        let (sender, receiver) = tokio::sync::mpsc::channel(capacity.max(1));
+        (
+            Queue {
+                sender,
+                dropped: AtomicU64::new(0),
+            },
+            receiver,
+        )
+    }
+
+    /// `false`: dropped (the queue was full or the worker has gone).
+    pub fn push(&self, record: T) -> bool {
+        let sent = self.sender.try_send(record).is_ok();
+        if !sent {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+        sent
+    }
+
+    /// Records dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_waiting() {
+        let (queue, mut rx) = Queue::new(2);
+        assert!(queue.push(1));
+        assert!(queue.push(2));
+        assert!(!queue.push(3));
+        assert_eq!(queue.dropped(), 1);
+        assert_eq!(rx.try_recv().ok(), Some(1));
+        assert!(queue.push(4));
+        drop(rx);
+        assert!(!queue.push(5));
+        assert_eq!(queue.dropped(), 2);
+    }
+}

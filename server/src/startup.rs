@@ -1,0 +1,155 @@
+//! Start-up, before any listener: the engine over its sources, the start-up
+//! load, and the tasks that follow the sources afterwards (poll mode, the
+//! mirror, registry followers, rollouts).
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use quiver_engine::Engine;
+use quiver_engine::repository::LoadOptions;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Observers;
+use crate::config::{Config, ControlMode};
+use crate::sources;
+
+/// The engine with the start-up load done, and what follows its sources.
+pub struct Loaded {
+    pub engine: Arc<Engine>,
+    mirror: Option<Arc<sources::object::Mirror>>,
+    followers: Vec<sources::mlflow::Follower>,
+    baseline: Option<sources::poll::Baseline>,
+    /// The object store could not be read at start-up.
+    unsynced: bool,
+}
+
+/// What every load takes from the command line.
+fn load_options(config: &Config) -> anyhow::Result<LoadOptions> {
+    // Backends initialise when their first model loads: a missing ONNX
+    // Runtime or LibTorch fails those models, not the server.
+    let backends = Arc::new(config.backend_settings().map_err(anyhow::Error::msg)?);
+    Ok(LoadOptions {
+        default_max_batch_size: config.default_max_batch_size,
+        intra_op_threads: config.intra_op_threads,
+        queue_capacity: config.queue_capacity,
+        delay_policy: config.queue_delay_policy,
+        model_name: config.model_name.clone(),
+        default_warmup: !config.no_default_warmup,
+        control: config.model_control_mode,
+        parallel_loads: config.model_load_threads,
+        strict_readiness: config.strict_readiness(),
+        backends,
+    })
+}
+
+/// Builds the engine over the configured sources and loads what start-up
+/// serves.
+pub async fn load(config: &Config, observers: Observers) -> anyhow::Result<Loaded> {
+    let sourced = sources::open(config, load_options(config)?)?;
+    let mut engine = sourced.engine;
+    for tap in observers.taps {
+        engine = engine.with_tap(tap);
+    }
+    for factory in observers.tap_factories {
+        engine = engine.with_tap_factory(factory);
+    }
+    let engine = Arc::new(engine);
+    // An object-store repository is mirrored before the first load: what
+    // the store holds now is what start-up serves. If it cannot be read, the
+    // mirror's copy from an earlier run serves and the sync is retried.
+    let mut unsynced = None;
+    let mut failed_models = Vec::new();
+    if let Some(mirror) = &sourced.mirror {
+        match mirror.sync(None).await {
+            Ok(report) => failed_models = report.failed,
+            Err(e) => unsynced = Some(e),
+        }
+    }
+    let startup = match config.model_control_mode {
+        ControlMode::Explicit if !config.load_model.iter().any(|m| m == "*") => Some(config.load_model.clone()),
+        _ => None,
+    };
+    // Poll mode starts from what the folder holds before the load reads it.
+    let baseline = match config.model_control_mode {
+        ControlMode::Poll => Some(sources::poll::baseline(&engine).await),
+        _ => None,
+    };
+    // Only registry models and no repository folder: nothing else to load.
+    let repository_needed = sourced.followers.is_empty() || engine.repository().is_dir();
+    if repository_needed {
+        engine
+            .load_many(startup)
+            .await
+            .with_context(|| format!("cannot read model repository {}", config.model_repository.display()))?;
+    }
+    if config.exit_on_error {
+        let failed: Vec<String> = engine
+            .repository_index()
+            .into_iter()
+            .filter(|row| row.state == "UNAVAILABLE" && !row.reason.is_empty())
+            .map(|row| format!("{}: {}", row.name, row.reason))
+            .collect();
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "--exit-on-error: {} model(s) failed to load: {}",
+                failed.len(),
+                failed.join("; ")
+            );
+        }
+    }
+    // Reported once the models exist, so the index shows it on their rows.
+    if let Some(e) = &unsynced {
+        engine.source_failed(None, "object_store", e);
+    }
+    for (name, why) in &failed_models {
+        engine.source_failed(Some(name), "object_store", why);
+    }
+    let mut followers = sourced.followers;
+    for follower in &mut followers {
+        if let Err(e) = follower.start(&engine).await {
+            engine.source_failed(Some(follower.served()), "mlflow", &e);
+        }
+    }
+    Ok(Loaded {
+        engine,
+        mirror: sourced.mirror,
+        followers,
+        baseline,
+        unsynced: unsynced.is_some(),
+    })
+}
+
+/// Starts the tasks that follow the sources until `stopped` turns true.
+pub fn follow(config: &Config, loaded: Loaded, stopped: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let engine = &loaded.engine;
+    let every = Duration::from_secs(config.repository_poll_secs.max(1));
+    if let Some(baseline) = loaded.baseline {
+        tasks.push(tokio::spawn(sources::poll::run(
+            Arc::clone(engine),
+            loaded.mirror.clone(),
+            every,
+            stopped.clone(),
+            baseline,
+        )));
+    } else if let Some(mirror) = loaded.mirror.clone().filter(|_| loaded.unsynced)
+        && config.model_control_mode == ControlMode::None
+    {
+        tasks.push(tokio::spawn(sources::poll::sync_once(
+            Arc::clone(engine),
+            mirror,
+            every,
+            stopped.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(quiver_engine::traffic::rollout::run(
+        Arc::clone(engine),
+        stopped.clone(),
+    )));
+    for follower in loaded.followers {
+        tasks.push(tokio::spawn(follower.run(Arc::clone(engine), every, stopped.clone())));
+    }
+
+    tasks
+}
