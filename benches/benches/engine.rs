@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use quiver_engine::Engine;
-use quiver_engine::repository::LoadOptions;
+use quiver_engine::load::LoadOptions;
 use quiver_engine::repository::model_config::parse;
 use quiver_engine::request::InferRequest;
 use quiver_engine::tap::Context;
@@ -20,7 +20,7 @@ fn engine(c: &mut Criterion) {
         delay_policy: Default::default(),
         model_name: None,
         default_warmup: false,
-        control: quiver_engine::lifecycle::ControlMode::None,
+        control: quiver_engine::repository::ControlMode::None,
         parallel_loads: 1,
         strict_readiness: false,
         backends: Default::default(),

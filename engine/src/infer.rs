@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::Engine;
 use super::error::Result;
 use super::model::{ModelVersion, Priority};
 use super::request::{InferRequest, InferResponse};
 use super::tap::{Context, Exchange, Taps};
 use super::traffic::{Traffic, VARIANT_HEADER};
+use crate::engine::Engine;
 
 /// Where a request goes: the version, the variant that chose it, the shadow
 /// it is also sent to, and the server-wide taps that watch it.
@@ -111,7 +111,7 @@ impl Route {
         }
         if observed {
             let exchange = Exchange {
-                model: &model,
+                model: model.view(),
                 variant: variant.as_ref().map(|(t, i)| t.variant_name(*i)),
                 context,
                 request: kept.as_ref(),

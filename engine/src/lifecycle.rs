@@ -23,46 +23,22 @@
 //! answer, the log, the index's reason, a failure counter). Loads of one model
 //! are serialised by that model's lock; loads of different models run in
 //! parallel up to `--model-load-threads`.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::Engine;
 use super::gate::Gate;
+use super::load;
 use super::model::ModelVersion;
 use super::provenance;
 use super::registry::{ModelEntry, VersionSlot};
-use super::repository::{self, fingerprint, model_config};
+use super::repository::{self, ControlMode, fingerprint, model_config};
+use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::telemetry;
-
-/// Triton's model control modes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ControlMode {
-    /// Load every model at start-up; the repository API cannot change them.
-    None,
-    /// Load every model at start-up, then follow the repository's changes.
-    Poll,
-    /// Load what `--load-model` names; then load and unload through the API.
-    Explicit,
-}
-
-impl ControlMode {
-    /// Triton's names of the modes (`--model-control-mode`).
-    pub const NAMES: [&str; 3] = ["none", "poll", "explicit"];
-
-    pub fn from_name(name: &str) -> Option<ControlMode> {
-        match name {
-            "none" => Some(ControlMode::None),
-            "poll" => Some(ControlMode::Poll),
-            "explicit" => Some(ControlMode::Explicit),
-            _ => None,
-        }
-    }
-}
 
 /// What a load takes besides the repository: Triton's load parameters.
 #[derive(Clone, Debug, Default)]
@@ -270,7 +246,7 @@ impl Engine {
 
         let mut loaded = Vec::new();
         for (v, fp) in plan {
-            match repository::load_version(name, &dir, v, config.clone(), fp, &self.options) {
+            match load::load_version(name, &dir, v, config.clone(), fp, &self.options) {
                 Ok(mut m) => {
                     m.provenance = provenance::of_version(&dir, v, fp);
                     let serving = current.as_ref().and_then(|e| e.latest_ready()).cloned();
@@ -536,6 +512,3 @@ impl Drop for InlineFiles {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
-
-/// Per-model locks, created on first use.
-pub(crate) type ModelLocks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;

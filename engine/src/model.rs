@@ -12,7 +12,7 @@ use super::provenance::Provenance;
 use super::repository::model_config::ModelSpec;
 use super::request::{InferRequest, InferResponse};
 use super::stats::VersionStats;
-use super::tap::{Taps, Timing};
+use super::tap::{Taps, Timing, Version};
 use super::telemetry::FailureReason;
 use super::validate;
 
@@ -46,6 +46,17 @@ pub enum Priority {
 impl ModelVersion {
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// What taps see of this version.
+    pub fn view(&self) -> Version<'_> {
+        Version {
+            name: self.name(),
+            version: self.version,
+            spec: &self.spec,
+            config: &self.config,
+            provenance: &self.provenance,
+        }
     }
 
     /// Runs a client's request and counts it in the version's statistics.

@@ -5,9 +5,9 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::Engine;
 use super::model::ModelVersion;
 use super::traffic::{Origin, PolicySpec, Traffic};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// One folder name, as a model name must be.

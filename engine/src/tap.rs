@@ -21,10 +21,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use quiver_proto::inference::ModelConfig;
+
 use crate::error::Error;
-use crate::model::ModelVersion;
+use crate::provenance::Provenance;
+use crate::repository::model_config::ModelSpec;
 use crate::request::{InferRequest, InferResponse};
-use crate::traffic::Headers;
+
+/// A request's headers (HTTP) or metadata (gRPC), by lower-case name.
+pub trait Headers: Sync {
+    fn get(&self, name: &str) -> Option<&str>;
+}
 
 /// The front end a request came through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,10 +114,23 @@ impl Default for Timing {
     }
 }
 
+/// A model version as observers see it.
+#[derive(Clone, Copy)]
+pub struct Version<'a> {
+    pub name: &'a str,
+    pub version: u64,
+    /// Inputs and outputs, batching.
+    pub spec: &'a ModelSpec,
+    /// The completed configuration (parameters a tap may read).
+    pub config: &'a Arc<ModelConfig>,
+    /// Where it came from.
+    pub provenance: &'a Provenance,
+}
+
 /// One request and its outcome, as observers see it.
 pub struct Exchange<'a> {
     /// The version that served it.
-    pub model: &'a Arc<ModelVersion>,
+    pub model: Version<'a>,
     /// The traffic variant that chose the version, when a policy did.
     pub variant: Option<&'a str>,
     pub context: &'a Context<'a>,
@@ -137,7 +157,7 @@ pub trait Tap: Send + Sync {
 /// Makes the taps of a version when it loads (from its config or files: a
 /// drift reference, a payload-log setting); `None` when it needs none.
 pub trait TapFactory: Send + Sync {
-    fn tap(&self, version: &ModelVersion) -> Option<Arc<dyn Tap>>;
+    fn tap(&self, version: &Version<'_>) -> Option<Arc<dyn Tap>>;
 }
 
 /// The observers a request's route carries: the engine's and the version's.

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use quiver_engine::repository::{accelerators, instance_devices, model_config, read_config};
+use quiver_engine::load::{accelerators, instance_devices};
+use quiver_engine::repository::{model_config, read_config};
 use quiver_runtimes::registry;
 use quiver_runtimes::{InputBatch, LoadRequest, Settings};
 

@@ -22,6 +22,8 @@ pub struct Entry {
     pub describes_io: bool,
     /// The cargo feature of `quiver-runtimes` (and of the server) that builds it in.
     pub feature: &'static str,
+    /// How MLflow logs a model this backend serves, if it does.
+    pub mlflow: Option<MlflowFlavor>,
     /// The `--backend-config <name>,<key>=<value>` keys this backend reads
     /// (besides [`SHARED_SETTINGS`], which the server reads for every backend).
     pub settings: &'static [&'static str],
@@ -43,6 +45,16 @@ impl std::fmt::Debug for Entry {
     }
 }
 
+/// An MLflow flavour: its name in an artifact's `MLmodel` file, the key of
+/// that flavour which locates the model, and, when the key names a folder,
+/// the model file inside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MlflowFlavor {
+    pub name: &'static str,
+    pub key: &'static str,
+    pub file_in_folder: Option<&'static str>,
+}
+
 /// The backend behind `$imp` when cargo feature `$feature` is on.
 macro_rules! compiled {
     ($feature:literal, $imp:expr) => {{
@@ -56,13 +68,14 @@ macro_rules! compiled {
 
 macro_rules! entry {
     ($name:literal, $platform:literal, $file:literal, describes_io: $io:literal, feature: $feature:literal,
-     settings: $settings:expr, triton_settings: $triton:expr, $imp:expr) => {
+     mlflow: $mlflow:expr, settings: $settings:expr, triton_settings: $triton:expr, $imp:expr) => {
         Entry {
             name: $name,
             platform: $platform,
             default_model_filename: $file,
             describes_io: $io,
             feature: $feature,
+            mlflow: $mlflow,
             settings: $settings,
             triton_settings: $triton,
             backend: compiled!($feature, $imp),
@@ -81,7 +94,9 @@ const OWN_THREADS: &str = "quiver gives each session its own threads: set intra_
                            model's parameters or --intra-op-threads";
 
 static BACKENDS: [Entry; 3] = [
+    // mlflow.onnx: `onnx: {data: model.onnx}`, the file itself.
     entry!("onnxruntime", "onnxruntime_onnx", "model.onnx", describes_io: true, feature: "onnx",
+        mlflow: Some(MlflowFlavor { name: "onnx", key: "data", file_in_folder: None }),
         settings: &["library"],
         triton_settings: &[
             ("enable-global-threadpool", OWN_THREADS),
@@ -89,9 +104,12 @@ static BACKENDS: [Entry; 3] = [
             ("inter_op_thread_count", OWN_THREADS),
         ],
         crate::onnx::OnnxBackend),
+    // mlflow.pytorch: `pytorch: {model_data: data}`, a folder holding
+    // model.pth (torch.jit's format when the logged model was a ScriptModule).
     entry!("pytorch", "pytorch_libtorch", "model.pt", describes_io: false, feature: "torch",
+        mlflow: Some(MlflowFlavor { name: "pytorch", key: "model_data", file_in_folder: Some("model.pth") }),
         settings: &["libtorch"], triton_settings: &[], crate::torch::TorchBackend),
-    entry!("mock", "", "model.mock", describes_io: false, feature: "mock",
+    entry!("mock", "", "model.mock", describes_io: false, feature: "mock", mlflow: None,
         settings: &[], triton_settings: &[], crate::mock::MockBackend),
 ];
 
@@ -247,6 +265,7 @@ mod tests {
             default_model_filename: "model.pt",
             describes_io: false,
             feature: "torch",
+            mlflow: None,
             settings: &[],
             triton_settings: &[],
             backend: None,

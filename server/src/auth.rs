@@ -8,6 +8,9 @@
 //! Health and metrics stay open unless `--auth-health` asks otherwise, so
 //! Kubernetes probes and Prometheus keep working without a secret.
 //!
+//! Which scope an endpoint needs is declared beside it: the REST endpoint
+//! tables in `api/http/mod.rs`, the gRPC methods in `api/grpc/mod.rs`.
+//!
 //! A client sends `Authorization: Bearer <token>` or `X-API-Key: <token>`
 //! (HTTP headers or gRPC metadata). Tokens are compared in constant time.
 //! A missing or unknown token is 401 / UNAUTHENTICATED; a data token on the
@@ -97,29 +100,6 @@ impl Auth {
     }
 }
 
-/// The scope of an HTTP route.
-pub fn http_scope(read_only: bool, path: &str) -> Scope {
-    if path.starts_with("/v2/health/") || path == "/metrics" {
-        Scope::Open
-    } else if path.starts_with("/v2/repository/models/") && (path.ends_with("/load") || path.ends_with("/unload")) {
-        Scope::Control
-    } else if !read_only && path.starts_with("/v2/models/") && path.ends_with("/traffic") {
-        // Changing a traffic policy is control; reading it is data.
-        Scope::Control
-    } else {
-        Scope::Data
-    }
-}
-
-/// The scope of a gRPC method, from its path (`/package.Service/Method`).
-pub fn grpc_scope(path: &str) -> Scope {
-    match path.rsplit_once('/') {
-        _ if path.starts_with("/grpc.health.v1.Health/") => Scope::Open,
-        Some((_, "RepositoryModelLoad" | "RepositoryModelUnload")) => Scope::Control,
-        _ => Scope::Data,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,22 +143,5 @@ mod tests {
             None,
             "no tokens: open"
         );
-    }
-
-    #[test]
-    fn routes_map_to_scopes() {
-        assert_eq!(http_scope(true, "/v2/health/ready"), Scope::Open);
-        assert_eq!(http_scope(true, "/metrics"), Scope::Open);
-        assert_eq!(http_scope(false, "/v2/repository/models/m/load"), Scope::Control);
-        assert_eq!(http_scope(false, "/v2/repository/index"), Scope::Data);
-        assert_eq!(http_scope(false, "/v2/models/load/infer"), Scope::Data);
-        assert_eq!(http_scope(false, "/v2/models/m/traffic"), Scope::Control);
-        assert_eq!(http_scope(true, "/v2/models/m/traffic"), Scope::Data);
-        assert_eq!(
-            grpc_scope("/inference.GRPCInferenceService/RepositoryModelUnload"),
-            Scope::Control
-        );
-        assert_eq!(grpc_scope("/inference.GRPCInferenceService/ModelInfer"), Scope::Data);
-        assert_eq!(grpc_scope("/grpc.health.v1.Health/Check"), Scope::Open);
     }
 }

@@ -10,7 +10,7 @@ use clap::Parser;
 
 use quiver_engine::batcher::policy::DelayPolicy;
 
-pub use quiver_engine::lifecycle::ControlMode;
+pub use quiver_engine::repository::ControlMode;
 
 /// `--model-control-mode`: the engine's modes by Triton's names, listed in
 /// `--help` and in the error for any other value.
@@ -468,7 +468,6 @@ impl Config {
         self.strict_readiness.unwrap_or(self.model_name.is_some())
     }
 
-    /// The ONNX Runtime library to load, following the documented search order.
     /// The backends' settings: --backend-directory, --backend-config, and
     /// ONNX Runtime's library as --onnxruntime-lib and its defaults find it.
     pub fn backend_settings(&self) -> Result<quiver_runtimes::Settings, String> {
@@ -476,31 +475,14 @@ impl Config {
         settings.directory = self.backend_directory.clone();
         settings.cpu_fallback = self.allow_cpu_fallback;
         settings.cuda_library_path = self.cuda_library_path.clone();
-        settings.set("onnxruntime", "library", self.onnxruntime_library().to_string_lossy());
+        // Unset: the ONNX Runtime backend looks where it usually is.
+        if let Some(library) = self.onnxruntime_lib.as_ref().or(self.ort_dylib_path.as_ref()) {
+            settings.set("onnxruntime", "library", library.to_string_lossy());
+        }
         for arg in &self.backend_config {
             settings.parse_into(arg)?;
         }
         Ok(settings)
-    }
-
-    pub fn onnxruntime_library(&self) -> PathBuf {
-        if let Some(p) = self.onnxruntime_lib.clone().or_else(|| self.ort_dylib_path.clone()) {
-            return p;
-        }
-        let mut candidates = vec![PathBuf::from(".cache/onnxruntime/libonnxruntime.so")];
-        if let Some(dir) = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-        {
-            candidates.push(dir.join("libonnxruntime.so"));
-        }
-        candidates.push(PathBuf::from("/usr/local/lib/libonnxruntime.so"));
-        candidates.push(PathBuf::from("/usr/lib/libonnxruntime.so"));
-        candidates
-            .iter()
-            .find(|p| p.is_file())
-            .cloned()
-            .unwrap_or_else(|| candidates.remove(0))
     }
 
     /// Checks that hold across fields; run once at start-up.

@@ -3,6 +3,12 @@
 use axum::http::StatusCode;
 pub use quiver_engine::error::{Error, ErrorKind, Result};
 
+/// An engine error as a gRPC status: the code from the table, the message
+/// as is.
+pub fn status(e: Error) -> tonic::Status {
+    tonic::Status::new(e.kind.grpc_code(), e.message)
+}
+
 /// The wire codes of an [`ErrorKind`].
 pub trait Codes {
     fn http_status(self) -> StatusCode;

@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quiver_engine::Engine;
-use quiver_engine::tap::{Tap, TapFactory};
 use quiver_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use config::Config;
+pub use startup::Observers;
 
 /// A running server: its bound addresses and the handles to stop it.
 pub struct Server {
@@ -47,15 +47,6 @@ pub struct Server {
     tasks: Vec<JoinHandle<()>>,
     /// How long in-flight work gets after the listeners stop.
     grace: Duration,
-}
-
-/// What an embedding program or a test adds to the engine's request path
-/// (`quiver_engine::tap`): taps that see every request, and makers of
-/// per-version taps.
-#[derive(Default)]
-pub struct Observers {
-    pub taps: Vec<Arc<dyn Tap>>,
-    pub tap_factories: Vec<Arc<dyn TapFactory>>,
 }
 
 /// Loads every model of the repository, then binds the listeners and

@@ -6,13 +6,22 @@ use std::time::Duration;
 
 use anyhow::Context;
 use quiver_engine::Engine;
-use quiver_engine::repository::LoadOptions;
+use quiver_engine::load::LoadOptions;
+use quiver_engine::tap::{Tap, TapFactory};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::Observers;
 use crate::config::{Config, ControlMode};
 use crate::sources;
+
+/// What an embedding program or a test adds to the engine's request path
+/// (`quiver_engine::tap`): taps that see every request, and makers of
+/// per-version taps.
+#[derive(Default)]
+pub struct Observers {
+    pub taps: Vec<Arc<dyn Tap>>,
+    pub tap_factories: Vec<Arc<dyn TapFactory>>,
+}
 
 /// The engine with the start-up load done, and what follows its sources.
 pub struct Loaded {
@@ -143,7 +152,7 @@ pub fn follow(config: &Config, loaded: Loaded, stopped: &watch::Receiver<bool>) 
             stopped.clone(),
         )));
     }
-    tasks.push(tokio::spawn(quiver_engine::traffic::rollout::run(
+    tasks.push(tokio::spawn(quiver_engine::rollout::run(
         Arc::clone(engine),
         stopped.clone(),
     )));

@@ -306,6 +306,48 @@ def test_a_model_logged_by_mlflow_onnx_is_served(registry, workdir):
         q.stop()
 
 
+def test_a_torchscript_model_logged_with_the_pytorch_flavour_is_served(registry, workdir):
+    """mlflow.pytorch.log_model's layout (MLmodel's pytorch flavour names the
+    folder `data`, which holds model.pth) around a TorchScript file, with the
+    config.pbtxt a TorchScript model needs: quiver finds the file from the
+    flavour and serves it with LibTorch."""
+    from quiver_server import MODELS
+    name = "adder-pt"
+    d = tempfile.mkdtemp()
+    os.makedirs(os.path.join(d, "data"))
+    with open(os.path.join(MODELS, "add_sub_pt", "1", "model.pt"), "rb") as src, \
+            open(os.path.join(d, "data", "model.pth"), "wb") as dst:
+        dst.write(src.read())
+    with open(os.path.join(MODELS, "add_sub_pt", "config.pbtxt")) as f:
+        config = f.read().replace('name: "add_sub_pt"', 'name: "adder"')
+    with open(os.path.join(d, "config.pbtxt"), "w") as f:
+        f.write(config)
+    with open(os.path.join(d, "MLmodel"), "w") as f:
+        f.write("artifact_path: model\nflavors:\n  python_function:\n    data: data\n"
+                "    loader_module: mlflow.pytorch\n  pytorch:\n    code: null\n    model_data: data\n"
+                "    pytorch_version: 2.11.0\n")
+    mlflow.set_tracking_uri(registry)
+    client = MlflowClient(registry)
+    client.create_registered_model(name)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(d, "model")
+    client.create_model_version(name, f"{run.info.artifact_uri}/model", run.info.run_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    q = follow(workdir, registry, f"adder=models:/{name}@champion")
+    try:
+        a, b = list(range(16)), [3] * 16
+        body = {"inputs": [{"name": "INPUT0", "datatype": "INT32", "shape": [1, 16], "data": a},
+                           {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16], "data": b}]}
+        r = requests.post(f"http://{q.http}/v2/models/adder/infer", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        outputs = {o["name"]: o["data"] for o in r.json()["outputs"]}
+        assert outputs["OUTPUT0"] == [x + 3 for x in a]
+        assert outputs["OUTPUT1"] == [x - 3 for x in a]
+        assert row(q, "adder", 1)["provenance"]["registered_model"] == name
+    finally:
+        q.stop()
+
+
 def test_stage_transitions_and_fixed_versions(registry, workdir):
     client = register(registry, "fraud-stage", [2.0, 3.0])
     client.transition_model_version_stage("fraud-stage", "1", "Production")

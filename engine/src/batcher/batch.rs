@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quiver_runtimes::{InputBatch, Runtime, Tensor, bytes_elements, element_count};
 
-use super::Job;
+use super::job::Job;
 use crate::error::{Error, Result};
 
 /// Where an execution's time went: laying out inputs, the runtime (which

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::Job;
+use super::job::Job;
 use super::policy::{self, Arrivals, BatchingConfig, Candidate, Decision};
 use crate::error::{Error, ErrorKind};
 

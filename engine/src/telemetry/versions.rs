@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 
-use super::*;
+use super::names::*;
 
 /// A histogram with fixed buckets, recorded with atomics only.
 pub struct Histogram {

@@ -21,6 +21,7 @@ pub use policy::PolicySpec;
 use stats::{Snapshot, VariantStats};
 
 use crate::error::{Error, Result};
+use crate::tap::Headers;
 
 /// Request header (gRPC metadata key) that forces a variant, and response
 /// header (initial metadata) that names the variant that answered.
@@ -32,11 +33,6 @@ pub const VARIANT_HEADER: &str = "x-quiver-variant";
 pub enum Origin {
     File,
     Api,
-}
-
-/// A request's headers, as routing reads them (HTTP headers or gRPC metadata).
-pub trait Headers: Sync {
-    fn get(&self, name: &str) -> Option<&str>;
 }
 
 /// A checked policy, ready to route.

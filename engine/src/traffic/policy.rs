@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::gate::Tolerance;
+pub use crate::compare::Tolerance;
 
 /// The policy document.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use quiver_runtimes::Tensor;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::policy::{ShadowSpec, Tolerance};
-use crate::gate;
+use crate::compare;
 use crate::model::ModelVersion;
 use crate::telemetry;
 
@@ -96,7 +96,7 @@ impl Shadow {
             }
         };
         self.compared.fetch_add(1, Ordering::Relaxed);
-        if gate::compare(&shadow, primary, self.tolerance).is_err() {
+        if compare::compare(&shadow, primary, self.tolerance).is_err() {
             self.mismatches.fetch_add(1, Ordering::Relaxed);
             self.m_mismatches.increment(1);
         }
@@ -131,7 +131,7 @@ fn max_abs_difference(a: &[Tensor], b: &[Tensor]) -> Option<f64> {
         let Some(y) = b.iter().find(|y| y.name == x.name && y.shape == x.shape) else {
             continue;
         };
-        let (Ok(xs), Ok(ys)) = (gate::numbers(x), gate::numbers(y)) else {
+        let (Ok(xs), Ok(ys)) = (compare::numbers(x), compare::numbers(y)) else {
             continue;
         };
         for (p, q) in xs.iter().zip(&ys) {

@@ -12,13 +12,35 @@ use crate::{Runtime, RuntimeError};
 
 pub struct OnnxBackend;
 
+/// Where ONNX Runtime is looked for when no path is given: what
+/// `scripts/fetch-onnxruntime.sh` leaves under the working directory, beside
+/// the executable, then the usual system folders. None there: the first,
+/// so the error names where the fetch script would put it.
+pub fn default_library() -> PathBuf {
+    let mut candidates = vec![PathBuf::from(".cache/onnxruntime/libonnxruntime.so")];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+    {
+        candidates.push(dir.join("libonnxruntime.so"));
+    }
+    candidates.push(PathBuf::from("/usr/local/lib/libonnxruntime.so"));
+    candidates.push(PathBuf::from("/usr/lib/libonnxruntime.so"));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .unwrap_or_else(|| candidates.remove(0))
+}
+
 impl Backend for OnnxBackend {
-    /// Loads `libonnxruntime.so` from the `onnxruntime,library` setting.
+    /// Loads `libonnxruntime.so` from the `onnxruntime,library` setting
+    /// (`--onnxruntime-lib`, `ORT_DYLIB_PATH`), else from where it usually is.
     fn init(&self, settings: &Settings) -> Result<(), RuntimeError> {
         let library = settings
             .get("onnxruntime", "library")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".cache/onnxruntime/libonnxruntime.so"));
+            .unwrap_or_else(default_library);
         init(&library)
     }
 

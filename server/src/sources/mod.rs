@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use quiver_engine::Engine;
-use quiver_engine::repository::LoadOptions;
+use quiver_engine::load::LoadOptions;
 
 /// The engine with its sources attached, and the registry followers to start.
 pub struct Sourced {

@@ -24,7 +24,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use crate::auth::{Auth, grpc_scope};
+use crate::auth::Auth;
 use crate::error::Result;
 use quiver_engine::admission::{Admission, Ticket};
 
@@ -56,7 +56,7 @@ impl GuardLayer {
     fn admit(&self, request: &Request<Body>) -> Result<Arc<Ticket>> {
         let headers = request.headers();
         self.auth.check(
-            grpc_scope(request.uri().path()),
+            super::scope(request.uri().path()),
             headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
             headers.get("x-api-key").map(|v| v.as_bytes()),
         )?;
@@ -83,7 +83,7 @@ where
         let ticket = match self.guard.admit(&request) {
             Ok(t) => t,
             Err(e) => {
-                let refused = super::status(e).into_http::<Body>();
+                let refused = crate::error::status(e).into_http::<Body>();
                 return Box::pin(async move { Ok(refused) });
             }
         };
@@ -143,7 +143,7 @@ impl Frames {
                 self.prefix_len = 0;
                 let len = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]) as usize;
                 if len > self.limit {
-                    return Err(super::status(crate::error::Error::too_large(format!(
+                    return Err(crate::error::status(crate::error::Error::too_large(format!(
                         "gRPC message of {len} bytes is over the limit of {} bytes (--grpc-max-message-bytes)",
                         self.limit
                     ))));
@@ -173,7 +173,7 @@ impl http_body::Body for Counted {
                 }
                 match self.ticket.grow(n) {
                     Ok(()) => Poll::Ready(Some(Ok(frame))),
-                    Err(e) => Poll::Ready(Some(Err(super::status(e)))),
+                    Err(e) => Poll::Ready(Some(Err(crate::error::status(e)))),
                 }
             }
             other => other,

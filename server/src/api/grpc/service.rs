@@ -15,8 +15,8 @@ use crate::api::codec::grpc as codec;
 use crate::error::Error;
 use crate::telemetry;
 use quiver_engine::admission::Ticket;
-use quiver_engine::tap::{Context, Protocol};
-use quiver_engine::traffic::{Headers, VARIANT_HEADER};
+use quiver_engine::tap::{Context, Headers, Protocol};
+use quiver_engine::traffic::VARIANT_HEADER;
 use quiver_engine::{EXTENSIONS, Engine, SERVER_NAME, SERVER_VERSION, TensorMetadata};
 use std::time::Instant;
 
@@ -149,7 +149,7 @@ impl GrpcInferenceService for InferenceService {
         let m = self
             .engine
             .model_metadata(&r.name, version(&r.version))
-            .map_err(super::status)?;
+            .map_err(crate::error::status)?;
         Ok(Response::new(ModelMetadataResponse {
             name: m.name,
             versions: m.versions,
@@ -174,7 +174,7 @@ impl GrpcInferenceService for InferenceService {
                 }
                 response
             })
-            .map_err(super::status);
+            .map_err(crate::error::status);
         observe("ModelInfer", started, result)
     }
 
@@ -277,7 +277,7 @@ impl GrpcInferenceService for InferenceService {
         let config = self
             .engine
             .model_config(&r.name, version(&r.version))
-            .map_err(super::status)?;
+            .map_err(crate::error::status)?;
         Ok(Response::new(ModelConfigResponse {
             config: Some((*config).clone()),
         }))
@@ -292,7 +292,7 @@ impl GrpcInferenceService for InferenceService {
         let stats = self
             .engine
             .statistics(name, version(&r.version))
-            .map_err(super::status)?;
+            .map_err(crate::error::status)?;
         let d = |(count, ns): (u64, u64)| Some(StatisticDuration { count, ns });
         let model_stats = stats
             .into_iter()
@@ -359,7 +359,7 @@ impl GrpcInferenceService for InferenceService {
         }
         .await
         .map(|()| Response::new(RepositoryModelLoadResponse {}))
-        .map_err(super::status);
+        .map_err(crate::error::status);
         observe("RepositoryModelLoad", started, result)
     }
 
@@ -376,7 +376,7 @@ impl GrpcInferenceService for InferenceService {
             .api_unload(&r.model_name)
             .await
             .map(|()| Response::new(RepositoryModelUnloadResponse {}))
-            .map_err(super::status);
+            .map_err(crate::error::status);
         observe("RepositoryModelUnload", started, result)
     }
 }

@@ -21,7 +21,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
-use super::HttpError;
+use super::state::HttpError;
 use crate::error::{Error, ErrorKind};
 use quiver_engine::admission::Admission;
 
@@ -31,17 +31,22 @@ pub struct Limits {
     pub max_body: usize,
     pub admission: std::sync::Arc<Admission>,
     pub auth: std::sync::Arc<crate::auth::Auth>,
+    /// The scope a route needs (`routes.rs`), by the pattern it matched and
+    /// whether the method only reads.
+    pub scope: fn(Option<&str>, bool) -> crate::auth::Scope,
 }
 
 /// The token check, before anything else is done for a request: a caller
 /// without a valid token costs no admission and no buffering.
 /// `Some(answer)` refuses the request.
-fn authorize(auth: &crate::auth::Auth, request: &Request) -> Option<Response> {
+fn authorize(limits: &Limits, request: &Request) -> Option<Response> {
     let headers = request.headers();
-    let checked = auth.check(
-        crate::auth::http_scope(
+    // The guard wraps each route, so the route it matched is known here.
+    let route = request.extensions().get::<axum::extract::MatchedPath>();
+    let checked = limits.auth.check(
+        (limits.scope)(
+            route.map(|r| r.as_str()),
             matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD),
-            request.uri().path(),
         ),
         headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
         headers.get("x-api-key").map(HeaderValue::as_bytes),
@@ -93,7 +98,7 @@ async fn refuse(mut body: Body, bytes: u64, response: Response) -> Response {
 }
 
 pub async fn limit_body(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    if let Some(refused) = authorize(&limits.auth, &request) {
+    if let Some(refused) = authorize(&limits, &request) {
         return refused;
     }
     let max = limits.max_body;

@@ -3,7 +3,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use super::HttpState;
+use super::state::HttpState;
 
 pub async fn live() -> impl IntoResponse {
     (StatusCode::OK, axum::Json(serde_json::json!({ "live": true })))

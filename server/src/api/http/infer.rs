@@ -6,12 +6,12 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::compression::{self, Coding};
-use super::{HttpError, HttpState, ModelPath};
+use super::state::{HttpError, HttpState, ModelPath};
 use crate::api::codec::binary::{self, Framing};
 use crate::error::{Error, Result};
 use quiver_engine::codec::json::{self, OutputEncoding};
-use quiver_engine::tap::{Context, Protocol};
-use quiver_engine::traffic::{Headers, VARIANT_HEADER};
+use quiver_engine::tap::{Context, Headers, Protocol};
+use quiver_engine::traffic::VARIANT_HEADER;
 
 pub const HEADER_LENGTH: &str = "inference-header-content-length";
 

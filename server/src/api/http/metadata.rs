@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{HttpError, HttpState, ModelPath};
+use super::state::{HttpError, HttpState, ModelPath};
 use crate::error::Error;
 use quiver_engine::repository::model_config;
 use quiver_engine::{EXTENSIONS, SERVER_NAME, SERVER_VERSION, TensorMetadata};

@@ -6,8 +6,8 @@ use axum::extract::{Path, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::HttpError;
-use super::HttpState;
+use super::state::HttpError;
+use super::state::HttpState;
 use crate::api::codec::repository::load_request_from_json;
 use crate::error::Error;
 

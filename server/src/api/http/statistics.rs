@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::{HttpError, HttpState, ModelPath};
+use super::state::{HttpError, HttpState, ModelPath};
 use quiver_engine::stats::StatsSnapshot;
 
 fn duration((count, ns): (u64, u64)) -> Value {

@@ -7,8 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use super::HttpError;
-use super::HttpState;
+use super::state::HttpError;
+use super::state::HttpState;
 use crate::error::{Error, Result};
 use quiver_engine::traffic::Origin;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
-use super::{Reference, Selector};
+use super::reference::{Reference, Selector};
 use crate::sources::object;
 use crate::sources::secrets::{Secrets, display_url};
 use crate::telemetry;

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::client::Client;
 use super::mlmodel::model_file;
-use super::{Client, Follow};
+use super::reference::Follow;
 use crate::sources::Backoff;
 use crate::sources::secrets::display_url;
 use quiver_engine::Engine;
@@ -169,7 +170,8 @@ fn materialize(
     local_config: &Path,
     record: Provenance,
 ) -> Result<(), String> {
-    let file = model_file(artifact)?;
+    let model = model_file(artifact)?;
+    let file = model.path;
     std::fs::create_dir_all(model_dir).map_err(|e| e.to_string())?;
     let target = model_dir.join(version.to_string());
     let staging = model_dir.join(format!(".staging-{version}"));
@@ -184,8 +186,8 @@ fn materialize(
             .and_then(|t| repository::model_config::parse(&t).ok())
             .map(|c| c.default_model_filename)
             .filter(|f| !f.is_empty())
-            .unwrap_or_else(|| "model.onnx".into()),
-        None => "model.onnx".into(),
+            .unwrap_or_else(|| model.backend.default_model_filename.into()),
+        None => model.backend.default_model_filename.into(),
     };
     if file != default_name && !staging.join(&default_name).exists() {
         std::fs::hard_link(staging.join(&file), staging.join(&default_name))
