@@ -12,9 +12,9 @@ use quiver_proto::inference::ModelConfig;
 use quiver_runtimes::DataType;
 
 use crate::error::Result;
+use crate::live::{LiveModels, VersionSlot};
 use crate::load::LoadOptions;
 use crate::model::ModelVersion;
-use crate::registry::{Registry, VersionSlot};
 
 /// One lock per model name: loads and unloads of one model run one at a time.
 pub(crate) type ModelLocks = std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
@@ -58,7 +58,7 @@ pub trait Fetch: Send + Sync {
 }
 
 pub struct Engine {
-    pub(crate) registry: Arc<Registry>,
+    pub(crate) live: Arc<LiveModels>,
     pub(crate) ready: AtomicBool,
     pub(crate) repository: PathBuf,
     pub(crate) options: LoadOptions,
@@ -84,7 +84,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(repository: PathBuf, options: LoadOptions) -> Engine {
         Engine {
-            registry: Arc::default(),
+            live: Arc::default(),
             ready: AtomicBool::new(false),
             repository,
             load_slots: Arc::new(tokio::sync::Semaphore::new(options.parallel_loads.max(1))),
@@ -155,7 +155,7 @@ impl Engine {
 
     /// Whether `name` has a version serving.
     pub fn serves(&self, name: &str) -> bool {
-        self.registry.entry(name).is_ok_and(|e| e.latest_ready().is_some())
+        self.live.entry(name).is_ok_and(|e| e.latest_ready().is_some())
     }
 
     /// Whether `name` is served from a folder of its own (a registry model).
@@ -176,7 +176,7 @@ impl Engine {
         let names: Vec<String> = match name {
             Some(n) => vec![n.to_owned()],
             None => self
-                .registry
+                .live
                 .snapshot()
                 .keys()
                 .filter(|n| !self.is_external(n))
@@ -184,21 +184,21 @@ impl Engine {
                 .collect(),
         };
         for n in names {
-            self.registry.update(&n, |e| e.source_error = Some(why.to_owned()));
+            self.live.update(&n, |e| e.source_error = Some(why.to_owned()));
         }
     }
 
     /// The source of `name` (`None`: of the mirrored repository's models)
     /// answers again.
     pub fn source_recovered(&self, name: Option<&str>) {
-        for (n, e) in self.registry.snapshot().iter() {
+        for (n, e) in self.live.snapshot().iter() {
             let ours = match name {
                 Some(only) => n == only,
                 None => !self.is_external(n),
             };
             if ours && e.source_error.is_some() {
                 tracing::info!(model = n, "model source reachable again");
-                self.registry.update(n, |e| e.source_error = None);
+                self.live.update(n, |e| e.source_error = None);
             }
         }
     }
@@ -229,9 +229,9 @@ impl Engine {
         spec.utf8_strings = first.utf8_strings();
         let mut version = crate::load::start_version(name, 1, config, spec, runtimes, &self.options)?;
         version.taps = self.version_taps(&version);
-        let mut entry = crate::registry::ModelEntry::new(name);
+        let mut entry = crate::live::ModelEntry::new(name);
         entry.versions.insert(1, VersionSlot::Ready(Arc::new(version)));
-        self.registry.insert(entry);
+        self.live.insert(entry);
         Ok(())
     }
 
@@ -241,7 +241,7 @@ impl Engine {
         self.ready.load(Ordering::Acquire)
             && (!self.options.strict_readiness
                 || self
-                    .registry
+                    .live
                     .snapshot()
                     .values()
                     .all(|e| e.unloaded || e.latest_ready().is_some()))
@@ -258,14 +258,13 @@ impl Engine {
     /// The version that serves `name` at `version`: resolved once per
     /// request, and carried by it to the end.
     pub fn resolve(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelVersion>> {
-        self.registry
-            .resolve(name, self.version_number(name, version).as_deref())
+        self.live.resolve(name, self.version_number(name, version).as_deref())
     }
 
     pub fn model_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata> {
         // One snapshot of the entry: the versions listed and the version
         // described come from the same moment, even during a swap.
-        let entry = self.registry.entry(name)?;
+        let entry = self.live.entry(name)?;
         let model = entry.resolve(self.version_number(name, version).as_deref())?;
         let spec = &model.spec;
         let meta = |io: &crate::repository::model_config::IoSpec| TensorMetadata {
@@ -292,9 +291,9 @@ impl Engine {
         let of = |m: &ModelVersion| m.stats.snapshot(m.name(), m.version);
         match (name, version.filter(|v| !v.is_empty())) {
             (Some(n), Some(_)) => Ok(vec![of(&*self.resolve(n, version)?)]),
-            (Some(n), None) => Ok(self.registry.entry(n)?.ready().map(|m| of(m)).collect()),
+            (Some(n), None) => Ok(self.live.entry(n)?.ready().map(|m| of(m)).collect()),
             (None, _) => Ok(self
-                .registry
+                .live
                 .snapshot()
                 .values()
                 .flat_map(|e| e.ready().map(|m| of(m)))
@@ -304,7 +303,7 @@ impl Engine {
 
     pub fn repository_index(&self) -> Vec<IndexEntry> {
         let mut rows = Vec::new();
-        for entry in self.registry.snapshot().values() {
+        for entry in self.live.snapshot().values() {
             if let Some(e) = &entry.error {
                 rows.push(IndexEntry {
                     name: entry.name.clone(),

@@ -74,7 +74,7 @@ impl Engine {
         // serving, when its version has room.
         let shadow = t.shadow.as_ref().filter(|s| s.index != i && s.wanted()).and_then(|s| {
             let target = self.variant_target(name, t, s.index).ok()?;
-            let permit = s.admit(&target)?;
+            let permit = s.reserve(&target)?;
             Some((target, permit))
         });
         Ok(Route {

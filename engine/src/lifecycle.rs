@@ -29,20 +29,38 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use quiver_proto::inference::ModelConfig;
 
 use super::gate::Gate;
+use super::live::{ModelEntry, VersionSlot};
 use super::load;
 use super::model::ModelVersion;
 use super::provenance;
-use super::registry::{ModelEntry, VersionSlot};
 use super::repository::{self, ControlMode, fingerprint, model_config};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::telemetry;
 
+/// What one load will do, decided before anything loads.
+struct Plan {
+    dir: PathBuf,
+    /// Files written from the request's `file:` parameters; removed when
+    /// the load ends.
+    inline: Option<InlineFiles>,
+    config: ModelConfig,
+    /// The versions the version policy selects.
+    selected: Vec<u64>,
+    /// The versions to load, with their content fingerprints.
+    to_load: Vec<(u64, u64)>,
+    /// Versions that failed, with why.
+    failures: BTreeMap<u64, String>,
+    /// The model's entry when the plan was made (its lock is held).
+    current: Option<Arc<ModelEntry>>,
+}
+
 /// What a load takes besides the repository: Triton's load parameters.
 #[derive(Clone, Debug, Default)]
-pub struct LoadRequest {
+pub struct LoadParameters {
     /// `parameters.config`: a JSON `ModelConfig` used instead of `config.pbtxt`.
     pub config: Option<String>,
     /// `file:<path>` parameters: the model's files (e.g. `1/model.onnx`),
@@ -74,7 +92,7 @@ impl Engine {
     }
 
     /// The repository API's load: explicit mode only.
-    pub async fn api_load(self: &Arc<Self>, name: &str, request: LoadRequest) -> Result<()> {
+    pub async fn api_load(self: &Arc<Self>, name: &str, request: LoadParameters) -> Result<()> {
         self.control_allowed()?;
         // A repository copied from elsewhere (an object store) brings this
         // model's files up to date first; the source decides what a failure
@@ -103,7 +121,7 @@ impl Engine {
     /// Loads or reloads `name` and answers once every selected version is
     /// READY or has failed. Runs as a task of its own, so a client that hangs
     /// up does not cancel a load halfway.
-    pub async fn load(self: &Arc<Self>, name: &str, request: LoadRequest) -> Result<()> {
+    pub async fn load(self: &Arc<Self>, name: &str, request: LoadParameters) -> Result<()> {
         check_name(name)?;
         let engine = Arc::clone(self);
         let name = name.to_owned();
@@ -133,7 +151,7 @@ impl Engine {
     pub async fn unload(self: &Arc<Self>, name: &str) -> Result<()> {
         check_name(name)?;
         let _model = self.model_lock(name).lock_owned().await;
-        let mut entry = ModelEntry::clone(&*self.registry.entry(name)?);
+        let mut entry = ModelEntry::clone(&*self.live.entry(name)?);
         let mut retired = Vec::new();
         for slot in entry.versions.values_mut() {
             *slot = match std::mem::replace(slot, VersionSlot::Unloading) {
@@ -148,7 +166,7 @@ impl Engine {
         entry.error = None;
         entry.last_load_error = None;
         entry.unloaded = true;
-        self.registry.insert(entry);
+        self.live.insert(entry);
         tracing::info!(model = name, versions = retired.len(), "model unloaded");
         telemetry::model_unloaded(name);
         self.retire(name, retired);
@@ -175,7 +193,7 @@ impl Engine {
         for name in names {
             let engine = Arc::clone(self);
             // Failures are recorded in the registry and logged.
-            loads.spawn(async move { engine.load(&name, LoadRequest::default()).await });
+            loads.spawn(async move { engine.load(&name, LoadParameters::default()).await });
         }
         while loads.join_next().await.is_some() {}
         Ok(())
@@ -194,11 +212,19 @@ impl Engine {
         self.repository.join(name)
     }
 
-    /// The blocking body of a load.
-    fn load_versions(&self, name: &str, request: &LoadRequest) -> Result<()> {
-        // A blocking-pool thread of the runtime: the gate sends its runs
-        // through the new version's queue and awaits them here.
-        let runtime = tokio::runtime::Handle::current();
+    /// The blocking body of a load: plan what must load, load it (each
+    /// version warmed up and through the validation gate), then switch in
+    /// one atomic swap.
+    fn load_versions(&self, name: &str, request: &LoadParameters) -> Result<()> {
+        let mut plan = self.plan_load(name, request)?;
+        let loaded = self.load_planned(name, &mut plan);
+        self.switch(name, plan, loaded)
+    }
+
+    /// Reads the config and the version folders and decides what loads:
+    /// every version the policy selects that is not already serving the
+    /// same bytes. Those show LOADING unless a version serves in their place.
+    fn plan_load(&self, name: &str, request: &LoadParameters) -> Result<Plan> {
         let inline = match request.files.is_empty() {
             true => None,
             false => Some(InlineFiles::write(name, &request.files).map_err(Error::invalid)?),
@@ -217,46 +243,62 @@ impl Engine {
             return Err(self.model_failed(name, "no version folder matches the version policy".into()));
         }
 
-        // What must load: every selected version not already serving these bytes.
-        let current = self.registry.entry(name).ok();
+        let current = self.live.entry(name).ok();
         let serving = |v: u64| match current.as_ref().and_then(|e| e.versions.get(&v)) {
             Some(VersionSlot::Ready(m)) => Some(m.fingerprint),
             _ => None,
         };
         let mut failures: BTreeMap<u64, String> = BTreeMap::new();
-        let mut plan = Vec::new();
+        let mut to_load = Vec::new();
         for &v in &selected {
             match fingerprint::content(config_text.as_bytes(), &dir.join(v.to_string())) {
                 Ok(fp) if serving(v) == Some(fp) => {}
-                Ok(fp) => plan.push((v, fp)),
+                Ok(fp) => to_load.push((v, fp)),
                 Err(e) => {
                     failures.insert(v, format!("cannot read version {v}: {e}"));
                 }
             }
         }
-        self.registry.update(name, |e| {
+        self.live.update(name, |e| {
             e.error = None;
             e.unloaded = false;
-            for (v, _) in &plan {
+            for (v, _) in &to_load {
                 if !matches!(e.versions.get(v), Some(VersionSlot::Ready(_))) {
                     e.versions.insert(*v, VersionSlot::Loading);
                 }
             }
         });
+        Ok(Plan {
+            dir,
+            inline,
+            config,
+            selected,
+            to_load,
+            failures,
+            current,
+        })
+    }
 
+    /// Loads, warms up and validates the planned versions, none of them
+    /// routable yet; a version that fails joins the plan's failures.
+    fn load_planned(&self, name: &str, plan: &mut Plan) -> Vec<Arc<ModelVersion>> {
+        // A blocking-pool thread of the runtime: the gate sends its runs
+        // through the new version's queue and awaits them here.
+        let runtime = tokio::runtime::Handle::current();
+        let dir = &plan.dir;
         let mut loaded = Vec::new();
-        for (v, fp) in plan {
-            match load::load_version(name, &dir, v, config.clone(), fp, &self.options) {
+        for &(v, fp) in &plan.to_load {
+            match load::load_version(name, dir, v, plan.config.clone(), fp, &self.options) {
                 Ok(mut m) => {
-                    m.provenance = provenance::of_version(&dir, v, fp);
-                    let serving = current.as_ref().and_then(|e| e.latest_ready()).cloned();
-                    match validate(&runtime, name, &dir, &m, serving.as_deref()) {
+                    m.provenance = provenance::of_version(dir, v, fp);
+                    let serving = plan.current.as_ref().and_then(|e| e.latest_ready()).cloned();
+                    match validate(&runtime, name, dir, &m, serving.as_deref()) {
                         Ok(Some(summary)) => {
                             m.provenance.insert("validation".into(), summary);
                         }
                         Ok(None) => {}
                         Err(why) => {
-                            failures.insert(v, why);
+                            plan.failures.insert(v, why);
                             continue;
                         }
                     }
@@ -272,19 +314,32 @@ impl Engine {
                 }
                 Err(e) => {
                     tracing::error!(model = name, version = v, reason = %e, "model version failed to load");
-                    failures.insert(v, e);
+                    plan.failures.insert(v, e);
                 }
             }
         }
+        loaded
+    }
 
+    /// Publishes the loaded versions and retires what they replace (or the
+    /// policy no longer selects) in one swap of the model's entry, then
+    /// applies the folder's traffic policy.
+    fn switch(&self, name: &str, plan: Plan, loaded: Vec<Arc<ModelVersion>>) -> Result<()> {
         // The switch: this model's lock is held, so the entry read here is
         // the one the swap replaces.
         let mut entry = self
-            .registry
+            .live
             .entry(name)
             .map_or_else(|_| ModelEntry::new(name), |e| ModelEntry::clone(&e));
         let mut retired = Vec::new();
         let swapped_in = !loaded.is_empty();
+        let Plan {
+            dir,
+            inline,
+            selected,
+            failures,
+            ..
+        } = plan;
         for m in loaded {
             if let Some(VersionSlot::Ready(old)) = entry.versions.insert(m.version, VersionSlot::Ready(m)) {
                 retired.push(old);
@@ -319,7 +374,7 @@ impl Engine {
             }
         });
         entry.last_load_error = failed.clone().filter(|_| entry.latest_ready().is_some());
-        self.registry.insert(entry);
+        self.live.insert(entry);
         // A swap: something new went live and something old left routing.
         if swapped_in && !retired.is_empty() {
             telemetry::model_swapped(name);
@@ -336,7 +391,7 @@ impl Engine {
                 reason = why,
                 "traffic policy file refused; the policy in force stays"
             );
-            self.registry.update(name, |e| e.last_load_error = Some(why.clone()));
+            self.live.update(name, |e| e.last_load_error = Some(why.clone()));
         }
         match failed.or(policy) {
             None => Ok(()),
@@ -354,7 +409,7 @@ impl Engine {
     /// A failure of the model as a whole (config, folder): the versions that
     /// serve keep serving; a model with none reports the reason.
     fn model_failed(&self, name: &str, why: String) -> Error {
-        self.registry.update(name, |e| {
+        self.live.update(name, |e| {
             e.unloaded = false;
             if e.latest_ready().is_some() {
                 e.last_load_error = Some(why.clone());
@@ -377,7 +432,7 @@ impl Engine {
         if retired.is_empty() {
             return;
         }
-        let registry = Arc::clone(&self.registry);
+        let registry = Arc::clone(&self.live);
         let lock = self.model_lock(name);
         let name = name.to_owned();
         let spawned = std::thread::Builder::new().name("q-retire".into()).spawn(move || {

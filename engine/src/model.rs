@@ -102,7 +102,9 @@ impl ModelVersion {
                     .ok_or_else(|| Error::invalid(format!("parameter '{key}' must be an integer"))),
             }
         };
-        let (level, timeout) = self.scheduler.admit(param("priority")?, param("timeout")?)?;
+        let (level, timeout) = self
+            .scheduler
+            .priority_and_timeout(param("priority")?, param("timeout")?)?;
         let batching = self.spec.max_batch_size > 0;
         let (reply, answer) = oneshot::channel();
         let job = Job {

@@ -40,24 +40,24 @@ impl Engine {
             Some(n) if v.model.is_none() => Cow::Owned(n.to_string()),
             _ => Cow::Borrowed(ver),
         });
-        self.registry.resolve(target, version.as_deref())
+        self.live.resolve(target, version.as_deref())
     }
 
     /// `Err(NotFound)` for a model the server does not know.
     pub fn model_known(&self, name: &str) -> Result<()> {
-        self.registry.entry(name).map(|_| ())
+        self.live.entry(name).map(|_| ())
     }
 
     /// A model a variant may name: known to the server, or a folder of the
     /// repository (at start-up, a policy file may be read before the model
     /// it names has begun to load).
     fn model_exists(&self, name: &str) -> bool {
-        self.registry.entry(name).is_ok() || (check_model_name(name) && self.model_dir(name).is_dir())
+        self.live.entry(name).is_ok() || (check_model_name(name) && self.model_dir(name).is_dir())
     }
 
     /// Checks a policy for `name` (its variants' models must exist).
     pub fn parse_traffic(&self, name: &str, json: &[u8]) -> Result<PolicySpec> {
-        self.registry.entry(name)?;
+        self.live.entry(name)?;
         PolicySpec::parse(name, json, |m| self.model_exists(m)).map_err(Error::invalid)
     }
 

@@ -1,5 +1,5 @@
 //! Warm-up: the runs a version gets on every instance before it becomes
-//! READY, so its first real requests do not pay for ONNX Runtime's lazy
+//! READY, so its first real requests do not pay for a backend's lazy
 //! allocations, and a model that loads but cannot run never takes traffic.
 //!
 //! Triton's `model_warmup` samples are honoured (zero, random or file data,

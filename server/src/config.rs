@@ -24,7 +24,7 @@ fn control_mode() -> impl clap::builder::TypedValueParser<Value = ControlMode> {
 #[command(
     name = "quiver",
     version,
-    about = "Open Inference Protocol (KServe V2) server for ONNX Runtime models"
+    about = "Open Inference Protocol (KServe V2) server for ONNX Runtime and LibTorch (TorchScript) models"
 )]
 pub struct Config {
     /// Triton-layout model repository: <dir>/<model>/config.pbtxt and numeric version folders.

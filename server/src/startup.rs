@@ -1,6 +1,7 @@
 //! Start-up, before any listener: the engine over its sources, the start-up
 //! load, and the tasks that follow the sources afterwards (poll mode, the
 //! mirror, registry followers, rollouts).
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,79 @@ pub struct Loaded {
     unsynced: bool,
 }
 
+/// The engine with its sources attached, and the registry followers to start.
+struct Sourced {
+    engine: Engine,
+    /// The object store the repository mirrors, when it is one.
+    mirror: Option<Arc<sources::object::Mirror>>,
+    followers: Vec<sources::mlflow::Follower>,
+}
+
+/// Builds the engine over the configured repository (a folder, or the
+/// local mirror of an object store) and the registry models.
+fn open(config: &Config, options: LoadOptions) -> anyhow::Result<Sourced> {
+    let repository = config.model_repository.to_string_lossy().into_owned();
+    let secrets = sources::secrets::Secrets::from_env(
+        config
+            .mlflow_tracking_token
+            .iter()
+            .chain(&config.mlflow_tracking_password)
+            .cloned()
+            .chain(
+                config
+                    .mlflow_tracking_uri
+                    .iter()
+                    .flat_map(|u| sources::secrets::url_credentials(u)),
+            )
+            .chain(sources::secrets::url_credentials(&repository)),
+    );
+    let (root, mirror) = if sources::is_url(&repository) {
+        let root = config.cache_dir.join("repository");
+        let mirror = sources::object::Mirror::new(&repository, config.s3_endpoint.as_deref(), root, secrets.clone())
+            .map_err(anyhow::Error::msg)?;
+        (mirror.root().to_path_buf(), Some(Arc::new(mirror)))
+    } else {
+        (PathBuf::from(&repository), None)
+    };
+    let mut engine = Engine::new(root.clone(), options);
+    if let Some(m) = &mirror {
+        engine = engine.with_fetch(Arc::clone(m) as Arc<dyn quiver_engine::Fetch>);
+    }
+    let mut followers = Vec::new();
+    if let Some(uri) = config
+        .mlflow_tracking_uri
+        .as_deref()
+        .filter(|_| !config.registry_model.is_empty())
+    {
+        let client = Arc::new(
+            sources::mlflow::Client::new(uri, mlflow_access(config), secrets.clone()).map_err(anyhow::Error::msg)?,
+        );
+        for flag in &config.registry_model {
+            let follow = sources::mlflow::Follow::parse(flag).map_err(anyhow::Error::msg)?;
+            let follower = sources::mlflow::Follower::new(follow, Arc::clone(&client), &config.cache_dir, &root);
+            engine = engine.with_external_model(follower.served(), follower.model_dir().to_path_buf());
+            followers.push(follower);
+        }
+    }
+    Ok(Sourced {
+        engine,
+        mirror,
+        followers,
+    })
+}
+
+/// The MLflow credentials and artifact endpoint the config carries.
+fn mlflow_access(config: &Config) -> sources::mlflow::client::Access {
+    sources::mlflow::client::Access {
+        token: config.mlflow_tracking_token.clone(),
+        basic: config
+            .mlflow_tracking_username
+            .clone()
+            .zip(config.mlflow_tracking_password.clone()),
+        s3_endpoint: config.mlflow_s3_endpoint_url.clone(),
+    }
+}
+
 /// What every load takes from the command line.
 fn load_options(config: &Config) -> anyhow::Result<LoadOptions> {
     // Backends initialise when their first model loads: a missing ONNX
@@ -55,7 +129,7 @@ fn load_options(config: &Config) -> anyhow::Result<LoadOptions> {
 /// Builds the engine over the configured sources and loads what start-up
 /// serves.
 pub async fn load(config: &Config, observers: Observers) -> anyhow::Result<Loaded> {
-    let sourced = sources::open(config, load_options(config)?)?;
+    let sourced = open(config, load_options(config)?)?;
     let mut engine = sourced.engine;
     for tap in observers.taps {
         engine = engine.with_tap(tap);

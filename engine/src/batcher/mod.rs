@@ -73,7 +73,11 @@ impl Scheduler {
 
     /// Resolves a request's `priority` and `timeout` (µs) parameters into its
     /// level and queue timeout, as Triton does.
-    pub fn admit(&self, priority: Option<i64>, timeout_us: Option<i64>) -> Result<(usize, Option<Duration>)> {
+    pub fn priority_and_timeout(
+        &self,
+        priority: Option<i64>,
+        timeout_us: Option<i64>,
+    ) -> Result<(usize, Option<Duration>)> {
         let config = self.queue.config();
         let levels = config.levels.len();
         let level = match priority {
@@ -470,7 +474,7 @@ mod tests {
         let (a, ra) = job(1, 0, None);
         h.scheduler.submit(a).unwrap();
         until_taken(&h);
-        let timeout = h.scheduler.admit(None, Some(1_000)).unwrap().1;
+        let timeout = h.scheduler.priority_and_timeout(None, Some(1_000)).unwrap().1;
         assert_eq!(timeout, Some(Duration::from_millis(1)));
         let (b, rb) = job(2, 0, timeout);
         h.scheduler.submit(b).unwrap();
@@ -544,27 +548,27 @@ mod tests {
         ];
         let h = harness(levels, None, 4);
         assert_eq!(
-            h.scheduler.admit(Some(2), None).unwrap(),
+            h.scheduler.priority_and_timeout(Some(2), None).unwrap(),
             (1, Some(Duration::from_millis(5)))
         );
-        assert_eq!(h.scheduler.admit(Some(0), None).unwrap().0, 0);
+        assert_eq!(h.scheduler.priority_and_timeout(Some(0), None).unwrap().0, 0);
         assert!(
             h.scheduler
-                .admit(Some(4), None)
+                .priority_and_timeout(Some(4), None)
                 .unwrap_err()
                 .message
                 .contains("levels 1..=3")
         );
         assert!(
             h.scheduler
-                .admit(None, Some(-1))
+                .priority_and_timeout(None, Some(-1))
                 .unwrap_err()
                 .message
                 .contains("'timeout'")
         );
         // Overrides are ignored unless the policy allows them.
         assert_eq!(
-            h.scheduler.admit(None, Some(1)).unwrap().1,
+            h.scheduler.priority_and_timeout(None, Some(1)).unwrap().1,
             Some(Duration::from_millis(5))
         );
     }

@@ -69,7 +69,7 @@ impl Shadow {
 
     /// A slot for one shadow run on `target`, or `None` (counted as
     /// dropped) when the target is busy or enough shadow runs are in flight.
-    pub fn admit(&self, target: &ModelVersion) -> Option<OwnedSemaphorePermit> {
+    pub fn reserve(&self, target: &ModelVersion) -> Option<OwnedSemaphorePermit> {
         let capacity = target.scheduler.queue_config().capacity.max(1);
         let busy = target.scheduler.queued() * 4 >= capacity;
         let permit = match busy {

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use quiver_engine::Engine;
 use quiver_engine::error::{Error, Result};
-use quiver_engine::lifecycle::LoadRequest;
+use quiver_engine::lifecycle::LoadParameters;
 use quiver_engine::repository::{self, fingerprint};
 
 use super::Backoff;
@@ -120,7 +120,7 @@ async fn follow_mirror(
             let engine = Arc::clone(&engine);
             if engine.model_dir(&name).is_dir() {
                 tracing::info!(model = name, "model changed in the store; loading");
-                tokio::spawn(async move { engine.load(&name, LoadRequest::default()).await });
+                tokio::spawn(async move { engine.load(&name, LoadParameters::default()).await });
             } else if engine.serves(&name) {
                 tracing::info!(model = name, "model removed from the store; unloading");
                 tokio::spawn(async move { engine.unload(&name).await });
@@ -171,7 +171,7 @@ async fn follow_folder(engine: Arc<Engine>, every: Duration, mut stop: watch::Re
             tracing::info!(model = name, "model folder changed; loading");
             let (engine, name) = (Arc::clone(&engine), name.clone());
             // The outcome is logged, counted and shown in the index by the load.
-            tokio::spawn(async move { engine.load(&name, LoadRequest::default()).await });
+            tokio::spawn(async move { engine.load(&name, LoadParameters::default()).await });
         }
         let gone: Vec<String> = seen.keys().filter(|n| !present.contains(n)).cloned().collect();
         for name in gone {

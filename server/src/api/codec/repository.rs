@@ -1,5 +1,5 @@
 //! Triton's model load parameters, from gRPC and from JSON, into the engine's
-//! [`LoadRequest`]: `config` (a JSON `ModelConfig`) and `file:<path>` (a model
+//! [`LoadParameters`]: `config` (a JSON `ModelConfig`) and `file:<path>` (a model
 //! file's bytes: `bytes_param` over gRPC, base64 text over REST). Other
 //! parameters (`unload_dependents`, ...) are accepted and ignored.
 use std::collections::HashMap;
@@ -11,12 +11,12 @@ use quiver_proto::inference::model_repository_parameter::ParameterChoice;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use quiver_engine::lifecycle::LoadRequest;
+use quiver_engine::lifecycle::LoadParameters;
 
 const FILE_PREFIX: &str = "file:";
 
-pub fn load_request_from_grpc(parameters: HashMap<String, ModelRepositoryParameter>) -> Result<LoadRequest> {
-    let mut request = LoadRequest::default();
+pub fn load_parameters_from_grpc(parameters: HashMap<String, ModelRepositoryParameter>) -> Result<LoadParameters> {
+    let mut request = LoadParameters::default();
     for (key, value) in parameters {
         let value = value.parameter_choice;
         if key == "config" {
@@ -40,8 +40,8 @@ pub fn load_request_from_grpc(parameters: HashMap<String, ModelRepositoryParamet
 }
 
 /// The REST body: `{"parameters": {...}}`, or empty.
-pub fn load_request_from_json(body: &[u8]) -> Result<LoadRequest> {
-    let mut request = LoadRequest::default();
+pub fn load_parameters_from_json(body: &[u8]) -> Result<LoadParameters> {
+    let mut request = LoadParameters::default();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(request);
     }
@@ -78,16 +78,16 @@ mod tests {
 
     #[test]
     fn json_parameters_are_decoded() {
-        let r = load_request_from_json(
+        let r = load_parameters_from_json(
             br#"{"parameters": {"config": "{\"max_batch_size\": 2}", "file:1/model.onnx": "aGk=", "unload_dependents": true}}"#,
         )
         .unwrap();
         assert_eq!(r.config.as_deref(), Some(r#"{"max_batch_size": 2}"#));
         assert_eq!(r.files, vec![("1/model.onnx".to_owned(), Bytes::from_static(b"hi"))]);
-        assert!(load_request_from_json(b"").unwrap().config.is_none());
-        let e = load_request_from_json(br#"{"parameters": {"file:1/model.onnx": "***"}}"#).unwrap_err();
+        assert!(load_parameters_from_json(b"").unwrap().config.is_none());
+        let e = load_parameters_from_json(br#"{"parameters": {"file:1/model.onnx": "***"}}"#).unwrap_err();
         assert!(e.message.contains("file:1/model.onnx"), "{}", e.message);
-        let e = load_request_from_json(br#"{"parameters": {"config": 3}}"#).unwrap_err();
+        let e = load_parameters_from_json(br#"{"parameters": {"config": 3}}"#).unwrap_err();
         assert!(e.message.contains("'config'"), "{}", e.message);
     }
 
@@ -103,10 +103,10 @@ mod tests {
                 p(ParameterChoice::BytesParam(Bytes::from_static(b"x"))),
             ),
         ]);
-        let r = load_request_from_grpc(map).unwrap();
+        let r = load_parameters_from_grpc(map).unwrap();
         assert_eq!(r.config.as_deref(), Some("{}"));
         assert_eq!(r.files.len(), 1);
         let map = HashMap::from([("config".to_owned(), p(ParameterChoice::BoolParam(true)))]);
-        assert!(load_request_from_grpc(map).is_err());
+        assert!(load_parameters_from_grpc(map).is_err());
     }
 }

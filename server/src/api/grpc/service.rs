@@ -354,7 +354,7 @@ impl GrpcInferenceService for InferenceService {
         let _ticket = ticket(&r);
         let r = r.into_inner();
         let result = async {
-            let request = crate::api::codec::repository::load_request_from_grpc(r.parameters)?;
+            let request = crate::api::codec::repository::load_parameters_from_grpc(r.parameters)?;
             self.engine.api_load(&r.model_name, request).await
         }
         .await

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::state::HttpError;
 use super::state::HttpState;
-use crate::api::codec::repository::load_request_from_json;
+use crate::api::codec::repository::load_parameters_from_json;
 use crate::error::Error;
 
 #[derive(Deserialize, Default)]
@@ -51,7 +51,7 @@ pub async fn load(
     Path(model): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
-    let request = load_request_from_json(&body)?;
+    let request = load_parameters_from_json(&body)?;
     s.engine.api_load(&model, request).await?;
     Ok(Json(json!({})))
 }

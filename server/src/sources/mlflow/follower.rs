@@ -13,7 +13,7 @@ use super::reference::Follow;
 use crate::sources::Backoff;
 use crate::sources::secrets::display_url;
 use quiver_engine::Engine;
-use quiver_engine::lifecycle::LoadRequest;
+use quiver_engine::lifecycle::LoadParameters;
 use quiver_engine::provenance::{self, Provenance};
 use quiver_engine::repository;
 
@@ -69,7 +69,7 @@ impl Follower {
                         "registry unreachable at start-up; serving the cached version"
                     );
                     self.current = Some(v);
-                    let _ = engine.load(&self.follow.served, LoadRequest::default()).await;
+                    let _ = engine.load(&self.follow.served, LoadParameters::default()).await;
                 }
                 Err(e)
             }
@@ -130,7 +130,7 @@ impl Follower {
         self.current = Some(version);
         match prepared {
             // The engine logs, counts and shows a load's outcome.
-            Ok(()) => drop(engine.load(&name, LoadRequest::default()).await),
+            Ok(()) => drop(engine.load(&name, LoadParameters::default()).await),
             Err(e) => {
                 let why = format!("registry version {version} cannot be served: {e}");
                 tracing::error!(model = name, reason = why, "model load failed");

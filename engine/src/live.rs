@@ -114,11 +114,11 @@ impl ModelEntry {
 }
 
 #[derive(Default)]
-pub struct Registry {
+pub struct LiveModels {
     models: ArcSwap<BTreeMap<String, Arc<ModelEntry>>>,
 }
 
-impl Registry {
+impl LiveModels {
     /// Adds or replaces one model; readers see the old or the new map, never a mix.
     pub fn insert(&self, entry: ModelEntry) {
         let entry = Arc::new(entry);
