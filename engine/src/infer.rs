@@ -23,11 +23,12 @@ use crate::engine::Engine;
 
 /// Where a request goes: the version, the variant that chose it, the shadow
 /// it is also sent to, and the server-wide taps that watch it.
-pub struct Route {
+pub struct Route<'e> {
     pub model: Arc<ModelVersion>,
     variant: Option<(Arc<Traffic>, usize)>,
     shadow: Option<(Arc<ModelVersion>, OwnedSemaphorePermit)>,
-    taps: Taps,
+    /// Borrowed from the engine: no reference count touched per request.
+    taps: &'e Taps,
 }
 
 impl Engine {
@@ -40,12 +41,12 @@ impl Engine {
     /// The version a request runs on. A version in the URL (a number or a
     /// label) is served as asked; otherwise the model's policy, if it has
     /// one, picks a variant by the request's headers.
-    pub fn route(&self, name: &str, version: Option<&str>, context: &Context<'_>) -> Result<Route> {
+    pub fn route(&self, name: &str, version: Option<&str>, context: &Context<'_>) -> Result<Route<'_>> {
         let plain = |model| Route {
             model,
             variant: None,
             shadow: None,
-            taps: self.taps.clone(),
+            taps: &self.taps,
         };
         if version.is_some_and(|v| !v.is_empty()) {
             return Ok(plain(self.resolve(name, version)?));
@@ -81,12 +82,12 @@ impl Engine {
             model,
             variant: Some((Arc::clone(t), i)),
             shadow,
-            taps: self.taps.clone(),
+            taps: &self.taps,
         })
     }
 }
 
-impl Route {
+impl Route<'_> {
     /// The traffic variant that chose the version, when a policy did.
     pub fn variant(&self) -> Option<&str> {
         self.variant.as_ref().map(|(t, i)| t.variant_name(*i))
