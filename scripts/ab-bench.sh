@@ -3,6 +3,10 @@
 # against each, alternating, so a change's cost on the request path is a
 # ratio measured under the same conditions.
 #   ./scripts/ab-bench.sh OLD_QUIVER_BINARY [MODEL] [PROTOCOLS] [CONCURRENCY]
+# ROUNDS=<n> alternates n times (default 2); on a noisy machine take the
+# median of each row over more rounds.
+# REPOSITORY=<dir> serves another repository than models/ (e.g. one holding
+# only MODEL, so that both binaries load exactly the same models).
 # e.g. build the old commit with `git worktree add /tmp/old <rev>` and
 # `CARGO_TARGET_DIR=/tmp/old-target cargo build --release --bin quiver`.
 set -euo pipefail
@@ -14,10 +18,11 @@ concurrency="${4:-1,16}"
 source scripts/bench-env.sh
 new_bin="$bin/quiver"
 duration="${DURATION:-8}"
+repository="${REPOSITORY:-models}"
 
 run() { # $1 label, $2 binary
   local log="$out/ab-$1.log"
-  taskset -c 0 "$2" --model-repository models --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
+  taskset -c 0 "$2" --model-repository "$repository" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
     --worker-threads 1 --shutdown-drain-seconds 0 --log info 2> "$log" &
   server=$!
   for _ in $(seq 100); do grep -q "metrics listening" "$log" && break; sleep 0.2; done
@@ -30,7 +35,7 @@ run() { # $1 label, $2 binary
   grep '^| '"$model" "$out/ab-$1.md" | sed "s/^/$1 /"
 }
 
-for round in 1 2; do
+for round in $(seq "${ROUNDS:-2}"); do
   run "old-$round" "$old_bin"
   run "new-$round" "$new_bin"
 done

@@ -17,7 +17,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::error::Result;
 use super::model::{ModelVersion, Priority};
 use super::request::{InferRequest, InferResponse};
-use super::tap::{Context, Exchange, Taps};
+use super::tap::{Context, Exchange, Kind, Taps};
 use super::traffic::{Traffic, VARIANT_HEADER};
 use crate::engine::Engine;
 
@@ -112,6 +112,7 @@ impl Route<'_> {
         }
         if observed {
             let exchange = Exchange {
+                kind: Kind::Client,
                 model: model.view(),
                 variant: variant.as_ref().map(|(t, i)| t.variant_name(*i)),
                 context,
@@ -122,17 +123,48 @@ impl Route<'_> {
             taps.observe(&exchange);
             model.taps.observe(&exchange);
         }
-        if let (Ok(resp), Some((target, permit)), Some(mut copy), Some((t, _))) = (&result, shadow, kept, &variant) {
-            let (primary, t) = (resp.outputs.clone(), Arc::clone(t));
-            copy.model_version = None;
-            tokio::spawn(async move {
-                let _slot = permit;
-                let (out, _) = target.run(copy, Priority::Background).await;
-                if let Some(s) = &t.shadow {
-                    s.compare(&primary, out.map(|r| r.outputs).map_err(|e| e.message));
-                }
-            });
+        if let (Ok(resp), Some((target, permit)), Some(copy), Some((t, _))) = (&result, shadow, kept, &variant) {
+            send_shadow(copy, resp, target, permit, Arc::clone(t), taps.clone());
         }
         result
     }
+}
+
+/// Sends the shadow copy of an answered request to the shadow variant's
+/// version, as a task of its own at background priority: observers see its
+/// run as a [`Kind::Shadow`] exchange, and the traffic policy compares its
+/// outputs with the answer the client got.
+fn send_shadow(
+    mut copy: InferRequest,
+    answered: &InferResponse,
+    target: Arc<ModelVersion>,
+    permit: OwnedSemaphorePermit,
+    traffic: Arc<Traffic>,
+    taps: Taps,
+) {
+    let primary = answered.outputs.clone();
+    copy.model_version = None;
+    tokio::spawn(async move {
+        let _slot = permit;
+        let observed = !taps.is_empty() || !target.taps.is_empty();
+        let request = observed.then(|| copy.clone());
+        let (out, timing) = target.run(copy, Priority::Background).await;
+        if observed {
+            let context = Context::internal();
+            let exchange = Exchange {
+                kind: Kind::Shadow,
+                model: target.view(),
+                variant: traffic.shadow.as_ref().map(|s| traffic.variant_name(s.index)),
+                context: &context,
+                request: request.as_ref(),
+                result: &out,
+                timing,
+            };
+            taps.observe(&exchange);
+            target.taps.observe(&exchange);
+        }
+        if let Some(s) = &traffic.shadow {
+            s.compare(&primary, out.map(|r| r.outputs).map_err(|e| e.message));
+        }
+    });
 }

@@ -7,7 +7,8 @@
 //! and the answer (tensors as shared `Bytes`: no copies), or the error, and
 //! the times the engine took anyway. Observers see that record:
 //!
-//! - the traffic statistics of the variant (`traffic/`) and its shadow copy;
+//! - the traffic statistics of the variant (`traffic/`) and its shadow copy
+//!   (whose own run is an exchange of [`Kind::Shadow`] in turn);
 //! - the taps registered server-wide ([`crate::Engine::with_tap`]);
 //! - the taps of the version itself, made at load by the [`TapFactory`]s
 //!   registered with the engine, so that they swap with the version: a hot
@@ -127,8 +128,20 @@ pub struct Version<'a> {
     pub provenance: &'a Provenance,
 }
 
+/// Whose request an exchange is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A client's request, answered to the client.
+    Client,
+    /// The shadow copy of a client's request (traffic splitting), run on
+    /// the shadow variant's version after the client had its answer; its
+    /// answer goes nowhere but the comparison.
+    Shadow,
+}
+
 /// One request and its outcome, as observers see it.
 pub struct Exchange<'a> {
+    pub kind: Kind,
     /// The version that served it.
     pub model: Version<'a>,
     /// The traffic variant that chose the version, when a policy did.

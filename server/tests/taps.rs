@@ -10,13 +10,15 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use common::*;
 use quiver_engine::request::InferRequest;
-use quiver_engine::tap::{Context, Exchange, Protocol, Tap, TapFactory, Version};
+use quiver_engine::tap::{Context, Exchange, Kind, Protocol, Tap, TapFactory, Version};
 use quiver_runtimes::{DataType, Tensor};
 use quiver_server::Observers;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, Clone)]
 struct Seen {
+    kind: Kind,
+    variant: Option<String>,
     protocol: Protocol,
     model: String,
     version: u64,
@@ -39,6 +41,8 @@ impl Tap for Recorder {
     fn observe(&self, e: &Exchange<'_>) {
         let request = e.request.expect("a tap that wants the request gets it");
         self.seen.lock().unwrap().push(Seen {
+            kind: e.kind,
+            variant: e.variant.map(str::to_owned),
             protocol: e.context.protocol,
             model: e.model.name.to_owned(),
             version: e.model.version,
@@ -160,6 +164,52 @@ async fn every_front_end_reaches_the_same_taps() {
     let last = everything.seen.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.protocol, Protocol::Internal);
     assert_eq!(last.first_input, Some((data.as_ptr() as usize, data.len())));
+
+    // A shadowed request: the client's exchange names its variant, and the
+    // shadow's run is an exchange of its own, on the shadow's version.
+    let policy = serde_json::json!({
+        "variants": [{"name": "onnx", "weight": 1}, {"name": "torch", "model": "add_sub_pt", "weight": 0}],
+        "shadow": {"variant": "torch", "percent": 100}
+    });
+    let r = client
+        .put(format!("{http}/v2/models/add_sub/traffic"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let before = everything.seen.lock().unwrap().len();
+    let r = client
+        .post(format!("{http}/v2/models/add_sub/infer"))
+        .json(&add_sub_json())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually(10, "the shadow's exchange", || {
+        let everything = Arc::clone(&everything);
+        async move { everything.seen.lock().unwrap().len() >= before + 2 }
+    })
+    .await;
+    let seen = everything.seen.lock().unwrap()[before..].to_vec();
+    let client_side = seen
+        .iter()
+        .find(|s| s.kind == Kind::Client)
+        .expect("the client's exchange");
+    assert_eq!(
+        (client_side.model.as_str(), client_side.variant.as_deref()),
+        ("add_sub", Some("onnx"))
+    );
+    let shadow = seen
+        .iter()
+        .find(|s| s.kind == Kind::Shadow)
+        .expect("the shadow's exchange");
+    assert_eq!(
+        (shadow.model.as_str(), shadow.variant.as_deref()),
+        ("add_sub_pt", Some("torch"))
+    );
+    assert!(shadow.ok && shadow.inputs == ["INPUT0", "INPUT1"], "{shadow:?}");
+    assert_eq!(shadow.protocol, Protocol::Internal);
 
     server.shutdown(std::time::Duration::ZERO).await;
 }
