@@ -54,12 +54,15 @@ pub struct Guarded<S> {
 
 impl GuardLayer {
     fn admit(&self, request: &Request<Body>) -> Result<Arc<Ticket>> {
-        let headers = request.headers();
-        self.auth.check(
-            super::scope(request.uri().path()),
-            headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
-            headers.get("x-api-key").map(|v| v.as_bytes()),
-        )?;
+        // Without tokens every call is allowed: not even the scope is looked up.
+        if self.auth.enabled() {
+            let headers = request.headers();
+            self.auth.check(
+                super::scope(request.uri().path()),
+                headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()),
+                headers.get("x-api-key").map(|v| v.as_bytes()),
+            )?;
+        }
         Ok(Arc::new(self.admission.admit(0)?))
     }
 }
