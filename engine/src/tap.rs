@@ -17,7 +17,7 @@
 //! A tap must return at once: it copies what it needs (shared buffers cost
 //! a reference count) into a bounded queue of its own ([`Queue`]) and does
 //! its work elsewhere. A full queue drops and counts; the answer never waits
-//! for a tap. With no tap registered, a request pays a length check.
+//! for a tap. With no tap registered, a request pays two length checks.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
