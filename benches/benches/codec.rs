@@ -3,11 +3,11 @@
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
+use quiver_codec::{binary, grpc, json};
 use quiver_engine::request::InferResponse;
 use quiver_proto::inference::ModelInferRequest;
 use quiver_proto::inference::model_infer_request::InferInputTensor;
 use quiver_runtimes::{DataType, Tensor};
-use quiver_server::api::codec::{binary, grpc, json};
 
 fn floats(n: usize) -> Vec<f32> {
     (0..n).map(|i| (i % 1000) as f32 / 7.0 - 50.0).collect()

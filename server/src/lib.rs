@@ -6,8 +6,6 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod error;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod gpu_metrics;
 mod listeners;
 pub mod sources;

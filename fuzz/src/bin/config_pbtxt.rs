@@ -1,4 +1,4 @@
-//! Fuzz target: `quiver_server::fuzzing::config_pbtxt`.
+//! Fuzz target: `quiver_codec::fuzzing::config_pbtxt`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| quiver_server::fuzzing::config_pbtxt(data));
+    afl::fuzz!(|data: &[u8]| quiver_codec::fuzzing::config_pbtxt(data));
 }

@@ -1,4 +1,4 @@
-//! Fuzz target: `quiver_server::fuzzing::grpc_infer`.
+//! Fuzz target: `quiver_codec::fuzzing::grpc_infer`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| quiver_server::fuzzing::grpc_infer(data));
+    afl::fuzz!(|data: &[u8]| quiver_codec::fuzzing::grpc_infer(data));
 }

@@ -1,4 +1,4 @@
-//! Fuzz target: `quiver_server::fuzzing::http_json`.
+//! Fuzz target: `quiver_codec::fuzzing::http_json`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| quiver_server::fuzzing::http_json(data));
+    afl::fuzz!(|data: &[u8]| quiver_codec::fuzzing::http_json(data));
 }

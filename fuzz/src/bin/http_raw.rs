@@ -1,4 +1,4 @@
-//! Fuzz target: `quiver_server::fuzzing::http_raw`.
+//! Fuzz target: `quiver_codec::fuzzing::http_raw`.
 fn main() {
-    afl::fuzz!(|data: &[u8]| quiver_server::fuzzing::http_raw(data));
+    afl::fuzz!(|data: &[u8]| quiver_codec::fuzzing::http_raw(data));
 }

@@ -1,4 +1,3 @@
 //! The protocol front ends. Everything protocol-specific lives under here.
-pub mod codec;
 pub mod grpc;
 pub mod http;

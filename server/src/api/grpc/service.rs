@@ -11,9 +11,9 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::api::codec::grpc as codec;
 use crate::error::Error;
 use crate::telemetry;
+use quiver_codec::grpc as codec;
 use quiver_engine::admission::Ticket;
 use quiver_engine::tap::{Context, Headers, Protocol};
 use quiver_engine::traffic::VARIANT_HEADER;
@@ -354,7 +354,7 @@ impl GrpcInferenceService for InferenceService {
         let _ticket = ticket(&r);
         let r = r.into_inner();
         let result = async {
-            let request = crate::api::codec::repository::load_parameters_from_grpc(r.parameters)?;
+            let request = quiver_codec::repository::load_parameters_from_grpc(r.parameters)?;
             self.engine.api_load(&r.model_name, request).await
         }
         .await

@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::compression::{self, Coding};
 use super::state::{HttpError, HttpState, ModelPath};
-use crate::api::codec::binary::{self, Framing};
 use crate::error::{Error, Result};
+use quiver_codec::binary::{self, Framing};
 use quiver_engine::codec::json::{self, OutputEncoding};
 use quiver_engine::tap::{Context, Headers, Protocol};
 use quiver_engine::traffic::VARIANT_HEADER;

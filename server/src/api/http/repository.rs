@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::state::HttpError;
 use super::state::HttpState;
-use crate::api::codec::repository::load_parameters_from_json;
 use crate::error::Error;
+use quiver_codec::repository::load_parameters_from_json;
 
 #[derive(Deserialize, Default)]
 struct IndexRequest {

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use quiver_runtimes::{Tensor, bytes_elements};
 
-use crate::error::{Error, Result};
+use quiver_engine::error::{Error, Result};
 use quiver_engine::repository::model_config::ModelSpec;
 use quiver_engine::request::InferRequest;
 

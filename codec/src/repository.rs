@@ -10,7 +10,7 @@ use quiver_proto::inference::ModelRepositoryParameter;
 use quiver_proto::inference::model_repository_parameter::ParameterChoice;
 use serde_json::Value;
 
-use crate::error::{Error, Result};
+use quiver_engine::error::{Error, Result};
 use quiver_engine::lifecycle::LoadParameters;
 
 const FILE_PREFIX: &str = "file:";

@@ -8,7 +8,8 @@ use prost::Message;
 use quiver_proto::inference::ModelInferRequest;
 use quiver_runtimes::DataType;
 
-use crate::api::codec::{binary, grpc, json};
+use crate::{binary, grpc};
+use quiver_engine::codec::json;
 use quiver_engine::repository::model_config::{self, IoSpec, ModelSpec};
 use quiver_engine::validate;
 

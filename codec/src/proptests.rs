@@ -6,7 +6,8 @@ use quiver_proto::inference::model_infer_request::InferInputTensor;
 use quiver_proto::inference::{InferTensorContents, ModelInferRequest};
 use quiver_runtimes::{DataType, Tensor};
 
-use super::{binary, grpc, json};
+use crate::{binary, grpc};
+use quiver_engine::codec::json;
 use quiver_engine::request::InferResponse;
 
 fn datatype() -> impl Strategy<Value = DataType> {

@@ -1,9 +1,10 @@
 //! Replays the fuzz seeds (`fuzz/corpus/<target>/`) and every input a fuzzer
 //! ever found (`fuzz/regressions/<target>/`) through the same entry points
 //! the fuzz targets drive: none may panic.
-mod common;
 
-use common::root;
+fn root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
 
 fn replay(target: &str, run: fn(&[u8])) {
     let mut replayed = 0;
@@ -24,20 +25,20 @@ fn replay(target: &str, run: fn(&[u8])) {
 
 #[test]
 fn http_json() {
-    replay("http_json", quiver_server::fuzzing::http_json);
+    replay("http_json", quiver_codec::fuzzing::http_json);
 }
 
 #[test]
 fn http_raw() {
-    replay("http_raw", quiver_server::fuzzing::http_raw);
+    replay("http_raw", quiver_codec::fuzzing::http_raw);
 }
 
 #[test]
 fn grpc_infer() {
-    replay("grpc_infer", quiver_server::fuzzing::grpc_infer);
+    replay("grpc_infer", quiver_codec::fuzzing::grpc_infer);
 }
 
 #[test]
 fn config_pbtxt() {
-    replay("config_pbtxt", quiver_server::fuzzing::config_pbtxt);
+    replay("config_pbtxt", quiver_codec::fuzzing::config_pbtxt);
 }

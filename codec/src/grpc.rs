@@ -8,8 +8,8 @@ use quiver_proto::inference::model_infer_response::InferOutputTensor;
 use quiver_proto::inference::{InferParameter, InferTensorContents, ModelInferRequest, ModelInferResponse};
 use quiver_runtimes::{DataType, Tensor};
 
-use crate::error::{Error, Result};
 use quiver_engine::codec::elements;
+use quiver_engine::error::{Error, Result};
 use quiver_engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
 
 fn parameters(map: std::collections::HashMap<String, InferParameter>) -> Parameters {
