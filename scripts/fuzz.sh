@@ -7,7 +7,7 @@
 # memory limit, so unbounded allocation shows as a crash. Any crash or hang
 # fails the run; its input is left in target/fuzz/findings/<target>/default/
 # {crashes,hangs}: add it to fuzz/regressions/<target>/ so the test suite
-# replays it forever (server/tests/fuzz_regressions.rs).
+# replays it forever (codec/tests/fuzz_regressions.rs).
 #   TARGETS="http_json grpc_infer" ./scripts/fuzz.sh 600
 set -euo pipefail
 cd "$(dirname "$0")/.."
