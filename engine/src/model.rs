@@ -1,7 +1,6 @@
 //! A loaded, servable model version, and how it runs one request:
 //! validate, queue, await the batch's answer.
 use std::sync::Arc;
-use std::time::Instant;
 
 use quiver_proto::inference::ModelConfig;
 use tokio::sync::oneshot;
@@ -79,19 +78,13 @@ impl ModelVersion {
     /// Validates, queues and awaits one request, without counting it as a
     /// client's (shadow copies, the validation gate's cases).
     pub async fn run(&self, req: InferRequest, priority: Priority) -> (Result<InferResponse>, Timing) {
-        let mut timing = Timing::default();
-        let result = self.queue(req, priority, timing.started, &mut timing).await;
+        let mut timing = Timing::start();
+        let result = self.queue(req, priority, &mut timing).await;
         timing.elapsed = timing.started.elapsed();
         (result, timing)
     }
 
-    async fn queue(
-        &self,
-        req: InferRequest,
-        priority: Priority,
-        enqueued: Instant,
-        timing: &mut Timing,
-    ) -> Result<InferResponse> {
+    async fn queue(&self, req: InferRequest, priority: Priority, timing: &mut Timing) -> Result<InferResponse> {
         let outputs = validate::check_request(&self.spec, &req)?;
         let param = |key: &str| -> Result<Option<i64>> {
             match req.parameters.get(key) {
@@ -115,7 +108,7 @@ impl ModelVersion {
             outputs,
             priority: level,
             timeout,
-            enqueued,
+            enqueued: timing.started,
             reply,
         };
         // Counted before the instance can take it, so the pending gauge
@@ -142,7 +135,7 @@ impl ModelVersion {
             id = %req.id,
             queue_us = queued.as_micros() as u64,
             batch_rows,
-            total_us = enqueued.elapsed().as_micros() as u64,
+            total_us = timing.started.elapsed().as_micros() as u64,
             "answered"
         );
         Ok(InferResponse {

@@ -104,8 +104,9 @@ pub struct Timing {
     pub batch_rows: usize,
 }
 
-impl Default for Timing {
-    fn default() -> Self {
+impl Timing {
+    /// A request the engine takes now.
+    pub fn start() -> Timing {
         Timing {
             started: Instant::now(),
             elapsed: Duration::ZERO,
