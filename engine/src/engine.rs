@@ -113,14 +113,18 @@ impl Engine {
         self
     }
 
-    /// The taps the factories make for `version`.
-    pub(crate) fn version_taps(&self, version: &ModelVersion) -> crate::tap::Taps {
-        crate::tap::Taps::new(
-            self.tap_factories
-                .iter()
-                .filter_map(|f| f.tap(&version.view()))
-                .collect(),
-        )
+    /// The taps the factories make for `version`, whose model folder is
+    /// `model_dir`; the first factory's refusal, when one refuses.
+    pub(crate) fn version_taps(
+        &self,
+        version: &ModelVersion,
+        model_dir: Option<&std::path::Path>,
+    ) -> Result<crate::tap::Taps, String> {
+        let mut taps = Vec::new();
+        for factory in &self.tap_factories {
+            taps.extend(factory.tap(&version.view(), model_dir)?);
+        }
+        Ok(crate::tap::Taps::new(taps))
     }
 
     /// How many scans of the repository (or syncs of its mirror) poll mode
@@ -228,7 +232,8 @@ impl Engine {
         )?;
         spec.utf8_strings = first.utf8_strings();
         let mut version = crate::load::start_version(name, 1, config, spec, runtimes, &self.options)?;
-        version.taps = self.version_taps(&version);
+        // A model given as runtimes has no folder.
+        version.taps = self.version_taps(&version, None)?;
         let mut entry = crate::live::ModelEntry::new(name);
         entry.versions.insert(1, VersionSlot::Ready(Arc::new(version)));
         self.live.insert(entry);

@@ -302,8 +302,15 @@ impl Engine {
                             continue;
                         }
                     }
+                    m.taps = match self.version_taps(&m, Some(dir)) {
+                        Ok(taps) => taps,
+                        Err(why) => {
+                            tracing::error!(model = name, version = v, reason = %why, "model version failed to load");
+                            plan.failures.insert(v, why);
+                            continue;
+                        }
+                    };
                     publish_provenance(&mut m);
-                    m.taps = self.version_taps(&m);
                     tracing::info!(
                         model = name,
                         version = v,

@@ -18,6 +18,7 @@
 //! a reference count) into a bounded queue of its own ([`Queue`]) and does
 //! its work elsewhere. A full queue drops and counts; the answer never waits
 //! for a tap. With no tap registered, a request pays two length checks.
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -168,10 +169,12 @@ pub trait Tap: Send + Sync {
     }
 }
 
-/// Makes the taps of a version when it loads (from its config or files: a
-/// drift reference, a payload-log setting); `None` when it needs none.
+/// Makes the taps of a version when it loads (from its config or the files
+/// of its model folder, when it has one: a drift reference, a payload-log
+/// setting); `None` when it needs none. An `Err` fails the version's load with that reason
+/// (the version it would replace keeps serving).
 pub trait TapFactory: Send + Sync {
-    fn tap(&self, version: &Version<'_>) -> Option<Arc<dyn Tap>>;
+    fn tap(&self, version: &Version<'_>, model_dir: Option<&Path>) -> Result<Option<Arc<dyn Tap>>, String>;
 }
 
 /// The observers a request's route carries: the engine's and the version's.

@@ -61,8 +61,8 @@ impl Tap for Recorder {
 struct AddSubOnly(Arc<Recorder>);
 
 impl TapFactory for AddSubOnly {
-    fn tap(&self, version: &Version<'_>) -> Option<Arc<dyn Tap>> {
-        (version.name == "add_sub").then(|| Arc::clone(&self.0) as Arc<dyn Tap>)
+    fn tap(&self, version: &Version<'_>, _: Option<&std::path::Path>) -> Result<Option<Arc<dyn Tap>>, String> {
+        Ok((version.name == "add_sub").then(|| Arc::clone(&self.0) as Arc<dyn Tap>))
     }
 }
 
