@@ -45,6 +45,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock rust-toolchain.toml ./
 COPY proto proto
 COPY runtimes runtimes
+COPY engine engine
+COPY codec codec
+COPY monitor monitor
 COPY server server
 COPY loadtest loadtest
 COPY benches benches

@@ -4,9 +4,10 @@
 # checks formatting and lints, runs the Rust tests (unit, codec properties,
 # the real server over HTTP and gRPC), a short fuzz run of the decoders
 # (AFL++ via cargo-afl, installed on first use), then the Python suites with the clients
-# users run: tritonclient and the KServe SDK, each in its own virtualenv, and the
+# users run: tritonclient and the KServe SDK, each in its own virtualenv, the
 # registry suite, which starts a real MLflow tracking server and an S3-compatible
-# server (moto) on 127.0.0.1 from a third virtualenv (.venv/registry).
+# server (moto) on 127.0.0.1 from a third virtualenv (.venv/registry), and the
+# monitoring suite (scipy, the CloudEvents SDK, Debian's Prometheus).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -35,9 +36,10 @@ fi
 # KIND_GPU model fails to load naming the missing library (no silent CPU).
 ORT_PACKAGE=onnxruntime-gpu ORT_DEST="$root/.cache/onnxruntime-gpu" ./scripts/fetch-onnxruntime.sh
 ./scripts/fetch-libtorch.sh
-# The TLS tests make their certificates with the openssl command line.
-if ! command -v openssl > /dev/null; then
-  apt-get update -q && apt-get install -y -q openssl
+# The TLS tests make their certificates with the openssl command line; the
+# monitoring suite starts Debian's Prometheus (and runs promtool).
+if ! command -v openssl > /dev/null || ! command -v prometheus > /dev/null; then
+  apt-get update -q && apt-get install -y -q --no-install-recommends openssl prometheus
 fi
 export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
 # ONNX Runtime's telemetry writes under XDG_CACHE_HOME; keep it out of $HOME.
@@ -49,6 +51,8 @@ venv kserve tests/python/requirements-kserve.txt &
 venv_kserve=$!
 venv registry tests/python/requirements-registry.txt &
 venv_registry=$!
+venv monitoring tests/python/requirements-monitoring.txt &
+venv_monitoring=$!
 
 # A one-shot build gains nothing from incremental state (2 GB of it on a
 # fresh clone); a developer's own shell keeps the default. Disk matters: CI
@@ -68,6 +72,7 @@ cargo test --workspace --locked
 wait "$venv_triton"
 wait "$venv_kserve"
 wait "$venv_registry"
+wait "$venv_monitoring"
 export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
 # deploy/: the CRD schemas (where ../shared/k8s exists) and quiver's command
 # line, probes and grace period in every manifest.
@@ -76,6 +81,7 @@ cd tests/python
 "$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py test_onnx_backend_models.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py
 "$root/.venv/registry/bin/python" -m pytest -q -p no:cacheprovider test_registry.py
+"$root/.venv/monitoring/bin/python" -m pytest -q -p no:cacheprovider test_monitoring.py
 cd "$root"
 # Two minutes of the soak run (docs/reliability.md has the 30-minute one):
 # mixed load through hot swaps, policy changes and alias moves; any failed

@@ -262,6 +262,23 @@ pub struct Config {
     #[arg(long, env = "QUIVER_NO_DEFAULT_WARMUP")]
     pub no_default_warmup: bool,
 
+    /// Monitoring (docs/monitoring.md): the length of a drift and data-quality
+    /// window. A version with a `reference.npz` is monitored; its
+    /// `monitoring.json` may set its own.
+    #[arg(long, env = "QUIVER_MONITORING_WINDOW_SECONDS", default_value_t = 60.0)]
+    pub monitoring_window_seconds: f64,
+
+    /// A window with fewer rows than this is not judged: it carries on
+    /// (up to ten window lengths) until it has them.
+    #[arg(long, env = "QUIVER_MONITORING_MIN_SAMPLES", default_value_t = 500)]
+    pub monitoring_min_samples: u64,
+
+    /// Where state changes go: each change of a feature's or a version's
+    /// drift state is POSTed as a CloudEvent (binary mode) to every URL,
+    /// with retries. Repeatable; comma-separated in the environment.
+    #[arg(long, env = "QUIVER_MONITORING_WEBHOOKS", value_delimiter = ',')]
+    pub monitoring_webhook: Vec<String>,
+
     /// After the drain, how long in-flight requests get to finish before open
     /// connections and streams are closed and quiver exits anyway.
     #[arg(
@@ -514,6 +531,16 @@ impl Config {
                         "--backend-config {key}={value}: a whole number of 0 or more is needed"
                     ));
                 }
+            }
+        }
+        if !(self.monitoring_window_seconds >= 0.1 && self.monitoring_window_seconds <= 86_400.0) {
+            return Err("--monitoring-window-seconds must be between 0.1 and 86400".into());
+        }
+        for url in &self.monitoring_webhook {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "--monitoring-webhook {url}: an http:// or https:// URL is needed"
+                ));
             }
         }
         if self.queue_capacity == 0 {

@@ -13,6 +13,7 @@ mod startup;
 pub mod telemetry;
 pub mod tls;
 pub mod triton_cli;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct Server {
     /// The admin listener, when `--admin-port` is set.
     pub admin_addr: Option<SocketAddr>,
     pub engine: Arc<Engine>,
+    /// The drift and data-quality monitors of the loaded versions.
+    pub monitoring: Arc<quiver_monitor::Monitoring>,
     /// The connection budget of the HTTP and gRPC listeners.
     pub connections: Arc<connections::Gate>,
     /// The request and byte budgets: what is in flight now.
@@ -55,9 +58,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
 }
 
 /// [`start`], with `observers` on the request path.
-pub async fn start_with(config: &Config, observers: Observers) -> anyhow::Result<Server> {
+pub async fn start_with(config: &Config, mut observers: Observers) -> anyhow::Result<Server> {
     config.validate().map_err(anyhow::Error::msg)?;
     telemetry::install();
+    // Every version with a reference is monitored (docs/monitoring.md).
+    let monitoring = quiver_monitor::Monitoring::new(
+        quiver_monitor::Settings::defaults(
+            Duration::from_secs_f64(config.monitoring_window_seconds),
+            config.monitoring_min_samples,
+        ),
+        webhooks::sink(config.monitoring_webhook.clone()),
+    );
+    observers.tap_factories.push(Arc::clone(&monitoring) as _);
     if config.allow_gpu_metrics {
         let interval = Duration::from_millis(config.metrics_interval_ms.max(100));
         let library = config.nvml_library.clone();
@@ -71,7 +83,7 @@ pub async fn start_with(config: &Config, observers: Observers) -> anyhow::Result
     let [http_addr, grpc_addr, metrics_addr, admin_addr] = bound.addresses()?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = startup::follow(config, loaded, &stopped);
-    let serving = listeners::serve(config, &engine, tls, bound, &stopped, &mut tasks).await?;
+    let serving = listeners::serve(config, &engine, &monitoring, tls, bound, &stopped, &mut tasks).await?;
 
     engine.set_ready(true);
     serving
@@ -88,6 +100,7 @@ pub async fn start_with(config: &Config, observers: Observers) -> anyhow::Result
         metrics_addr,
         admin_addr,
         engine,
+        monitoring,
         connections: serving.connections,
         admission: serving.admission,
         health: serving.health,

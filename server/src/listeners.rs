@@ -92,6 +92,7 @@ pub struct Serving {
 pub async fn serve(
     config: &Config,
     engine: &Arc<Engine>,
+    monitoring: &Arc<quiver_monitor::Monitoring>,
     tls: Option<Arc<tls::Tls>>,
     bound: Bound,
     stopped: &watch::Receiver<bool>,
@@ -131,6 +132,7 @@ pub async fn serve(
         max_body_bytes: config.http_max_body_bytes,
         admission: Arc::clone(&admission),
         auth: Arc::clone(&auth),
+        monitoring: Arc::clone(monitoring),
     };
     if let Some(listener) = bound.admin {
         let (app, shutdown) = (api::http::admin_router(state.clone()), until_stopped());

@@ -120,5 +120,6 @@ pub fn exposition() -> String {
         text.push('\n');
     }
     quiver_engine::telemetry::render_versions(&mut text);
+    quiver_monitor::render(&mut text);
     text
 }

@@ -282,6 +282,40 @@ fn the_codec_keeps_its_layers() {
 }
 
 #[test]
+fn the_monitor_keeps_its_layers() {
+    check_layers("monitor", 20);
+}
+
+/// The image builds the workspace from its members alone (Dockerfile): a
+/// member it does not copy fails the image's build.
+#[test]
+fn the_image_copies_every_workspace_member() {
+    let manifest = std::fs::read_to_string(workspace().join("Cargo.toml")).unwrap();
+    let members = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("members = ["))
+        .expect("Cargo.toml lists its members on one line");
+    let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).unwrap();
+    let copied: BTreeSet<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut checked = 0;
+    for member in members.trim_end_matches(']').split(',') {
+        let member = member.trim().trim_matches('"');
+        // A nested member (runtimes/torch) comes with its parent's folder.
+        let top = member.split('/').next().unwrap();
+        assert!(
+            copied.contains(top),
+            "the Dockerfile does not COPY workspace member '{member}'"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "{members}");
+}
+
+#[test]
 fn the_parser_sees_use_trees_and_paths() {
     let code = "use super::{a, b::{c, d}};\nuse crate::e::F as G;\nfn x() { crate::h::i(); child::j(); }\nmod child;";
     let p = paths(code);

@@ -222,10 +222,11 @@ def registry():
     server.stop()
 
 
-def register(url, name, versions, golden=None):
+def register(url, name, versions, golden=None, reference=False):
     """Registers one version per k of `versions` (in order), each an MLflow
     artifact with an MLmodel file naming the onnx flavour's model file;
-    `golden[i]`, when given, is version i+1's expected k for its golden set."""
+    `golden[i]`, when given, is version i+1's expected k for its golden set;
+    `reference`: a monitoring reference.npz beside the model file."""
     mlflow.set_tracking_uri(url)
     client = MlflowClient(url)
     client.create_registered_model(name)
@@ -236,6 +237,10 @@ def register(url, name, versions, golden=None):
         with open(os.path.join(d, "MLmodel"), "w") as f:
             f.write("artifact_path: model\nflavors:\n  python_function:\n    loader_module: mlflow.onnx\n"
                     "    data: net.onnx\n  onnx:\n    data: net.onnx\n    onnx_version: 1.17.0\n")
+        if reference:
+            import numpy as np
+            np.savez(os.path.join(d, "reference.npz"),
+                     x=np.random.default_rng(i).standard_normal((500, 4)).astype(np.float32))
         if golden:
             os.makedirs(os.path.join(d, "validation"))
             with open(os.path.join(d, "validation", "case.json"), "w") as f:
@@ -287,6 +292,21 @@ def test_alias_moves_are_hot_swapped_without_a_failed_request(registry, workdir)
     finally:
         q.stop()
         assert_no_secrets(q)
+
+
+def test_a_monitoring_reference_comes_along_with_the_registered_model(registry, workdir):
+    """A reference.npz logged in the model's artifact folder is served with
+    it: the version is monitored (docs/monitoring.md)."""
+    client = register(registry, "fraud-monitored", [2.0], reference=True)
+    client.set_registered_model_alias("fraud-monitored", "champion", "1")
+    q = follow(workdir, registry, "watched=models:/fraud-monitored@champion")
+    try:
+        assert ask(q, "watched") == (1, 2.0)
+        report = requests.get(f"http://{q.http}/v2/models/watched/versions/1/monitoring", timeout=10).json()
+        assert report["reference"] == {"source": "1/reference.npz", "rows": 500}, report
+        assert {f["feature"] for f in report["features"] if f["input"] == "x"} == {"0", "1", "2", "3"}
+    finally:
+        q.stop()
 
 
 def test_a_model_logged_by_mlflow_onnx_is_served(registry, workdir):

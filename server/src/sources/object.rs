@@ -523,6 +523,26 @@ mod tests {
         }
     }
 
+    /// A monitoring reference and its settings come along with the model,
+    /// at model and at version level (docs/monitoring.md).
+    #[tokio::test]
+    async fn a_monitoring_reference_is_mirrored_with_the_model() {
+        let root = std::env::temp_dir().join(format!("quiver-mirror-ref-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let store = Arc::new(InMemory::new());
+        put(&store, "repo/m/config.pbtxt", b"name: \"m\"").await;
+        put(&store, "repo/m/monitoring.json", b"{}").await;
+        put(&store, "repo/m/reference.npz", b"PK").await;
+        put(&store, "repo/m/1/model.onnx", b"one").await;
+        put(&store, "repo/m/1/reference.npz", b"PK1").await;
+        let m = mirror(Arc::clone(&store), &root);
+        m.sync(None).await.unwrap();
+        assert_eq!(std::fs::read(root.join("m/reference.npz")).unwrap(), b"PK");
+        assert_eq!(std::fs::read(root.join("m/1/reference.npz")).unwrap(), b"PK1");
+        assert!(root.join("m/monitoring.json").is_file());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[tokio::test]
     async fn only_changed_objects_are_fetched_and_removed_ones_deleted() {
         let root = std::env::temp_dir().join(format!("quiver-mirror-{}", std::process::id()));

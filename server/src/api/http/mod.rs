@@ -5,6 +5,7 @@ mod guard;
 mod health;
 mod infer;
 mod metadata;
+mod monitoring;
 mod repository;
 mod routes;
 pub mod serve;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
 use super::state::{HttpError, HttpState};
-use super::{guard, health, infer, metadata, repository, statistics, traffic};
+use super::{guard, health, infer, metadata, monitoring, repository, statistics, traffic};
 use crate::auth::Scope;
 use crate::error::Error;
 
@@ -64,6 +64,10 @@ const DATA: &[Endpoint] = &[
     endpoint("/v2/models/{model}/versions/{version}/stats", Scope::Data, || {
         get(statistics::model)
     }),
+    endpoint("/v2/models/{model}/monitoring", Scope::Data, || get(monitoring::get)),
+    endpoint("/v2/models/{model}/versions/{version}/monitoring", Scope::Data, || {
+        get(monitoring::get)
+    }),
     endpoint("/metrics", Scope::Open, || get(crate::telemetry::render)),
 ];
 
@@ -77,6 +81,14 @@ const CONTROL: &[Endpoint] = &[
         methods: || get(traffic::get).put(traffic::put).delete(traffic::delete),
     },
     endpoint("/v2/repository/index", Scope::Data, || post(repository::index)),
+    endpoint("/v2/models/{model}/monitoring/reference", Scope::Control, || {
+        post(monitoring::freeze)
+    }),
+    endpoint(
+        "/v2/models/{model}/versions/{version}/monitoring/reference",
+        Scope::Control,
+        || post(monitoring::freeze),
+    ),
     endpoint("/v2/repository/models/{model}/load", Scope::Control, || {
         post(repository::load)
     }),

@@ -16,6 +16,7 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     pub admission: Arc<quiver_engine::admission::Admission>,
     pub auth: Arc<crate::auth::Auth>,
+    pub monitoring: Arc<quiver_monitor::Monitoring>,
 }
 
 /// `{model}` and optional `{version}` from the path.
