@@ -37,6 +37,11 @@ def pod_specs(doc):
         yield "ServerConfig", spec["podSpec"]
     elif kind == "ClusterServingRuntime":
         yield "ClusterServingRuntime", {"containers": spec["containers"]}
+    elif kind == "InferenceService":
+        # A model on quiver's runtime: its args and env join the runtime's container.
+        model = (spec.get("predictor") or {}).get("model") or {}
+        if model.get("runtime") == "kserve-quiver":
+            yield "InferenceService", {"containers": [dict(model, name="kserve-container", image="quiver")]}
     elif kind == "SeldonDeployment":
         for p in spec["predictors"]:
             for c in p.get("componentSpecs", []):
@@ -68,7 +73,10 @@ def flag(args, name):
 def check_quiver(path, kind, pod, container):
     problems = []
     args = command_line(container)
-    run = subprocess.run([QUIVER, *args, "--check-config"], capture_output=True, text=True)
+    # The container's own QUIVER_* settings are checked with its flags.
+    env = dict(os.environ, **{e["name"]: str(e["value"]) for e in container.get("env", [])
+                              if e["name"].startswith("QUIVER_") and "value" in e})
+    run = subprocess.run([QUIVER, *args, "--check-config"], capture_output=True, text=True, env=env)
     if run.returncode != 0:
         problems.append(f"quiver refuses {args}: {run.stderr.strip()}")
     ports = {p.get("name"): p["containerPort"] for p in container.get("ports", [])}

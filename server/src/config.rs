@@ -279,6 +279,91 @@ pub struct Config {
     #[arg(long, env = "QUIVER_MONITORING_WEBHOOKS", value_delimiter = ',')]
     pub monitoring_webhook: Vec<String>,
 
+    /// Payload logging (docs/logging.md): every request and answer is sent
+    /// to this URL as a CloudEvent in KServe's format (KServe's logger `url`).
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_URL")]
+    pub payload_log_url: Option<String>,
+
+    /// What is logged: `all`, `request` or `response` (KServe's logger `mode`).
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_MODE", default_value = "all")]
+    pub payload_log_mode: String,
+
+    /// Payload logging to a local file: one CloudEvent (structured, JSON) a
+    /// line, rotated by size; for a log shipper beside a standalone container.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_FILE")]
+    pub payload_log_file: Option<PathBuf>,
+
+    /// The log file is rotated (`PATH.1`, `PATH.2`, ...) when it reaches this size.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_FILE_MAX_BYTES", default_value_t = 100 << 20)]
+    pub payload_log_file_max_bytes: u64,
+
+    /// Rotated log files kept besides the current one.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_FILE_KEEP", default_value_t = 5)]
+    pub payload_log_file_keep: usize,
+
+    /// Events per HTTP POST: above 1, events go in CloudEvents' batch mode
+    /// (`application/cloudevents-batch+json`), as KServe's `batchSize`.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_BATCH_SIZE", default_value_t = 1)]
+    pub payload_log_batch_size: usize,
+
+    /// A batch that is not full is sent after this long (KServe's `batchInterval`).
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_BATCH_INTERVAL_MS", default_value_t = 1000)]
+    pub payload_log_batch_interval_ms: u64,
+
+    /// Request headers (or gRPC metadata) copied into `ce-metadata`, as
+    /// KServe's `metadataHeaders`. Comma-separated in the environment.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_METADATA_HEADERS", value_delimiter = ',')]
+    pub payload_log_metadata_headers: Vec<String>,
+
+    /// Inputs whose data is never logged (their name, type and shape are).
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_REDACT_INPUTS", value_delimiter = ',')]
+    pub payload_log_redact_inputs: Vec<String>,
+
+    /// Metadata headers whose value is logged as `[REDACTED]`.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_REDACT_HEADERS", value_delimiter = ',')]
+    pub payload_log_redact_headers: Vec<String>,
+
+    /// The share of requests logged, from 0 to 1.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_SAMPLE_RATE", default_value_t = 1.0)]
+    pub payload_log_sample_rate: f64,
+
+    /// An event whose body would be larger is logged without tensor data
+    /// (names, types and shapes only) and counted as truncated.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    pub payload_log_max_event_bytes: usize,
+
+    /// The queue between serving and each sink, in requests and in tensor
+    /// bytes: when either is full, new events are dropped and counted.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_QUEUE", default_value_t = 10_000)]
+    pub payload_log_queue: usize,
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_QUEUE_BYTES", default_value_t = 64 << 20)]
+    pub payload_log_queue_bytes: usize,
+
+    /// HTTP POSTs in flight at once, per sink.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_WORKERS", default_value_t = 4)]
+    pub payload_log_workers: usize,
+
+    /// How long a failed delivery (5xx, 408, 429, no connection) is retried,
+    /// with back-off, before its events are counted as failed.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_RETRY_SECONDS", default_value_t = 60.0)]
+    pub payload_log_retry_seconds: f64,
+
+    /// `ce-source`. Default: `http://localhost:<http port>/v2/models/<model>/versions/<version>`.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_SOURCE_URI")]
+    pub payload_log_source_uri: Option<String>,
+
+    /// `ce-inferenceservicename`, `ce-namespace`, `ce-component` and
+    /// `ce-endpoint` (the last only for a request no traffic policy routed:
+    /// otherwise it is the variant's name), as KServe's agent sets them.
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_INFERENCE_SERVICE", default_value = "")]
+    pub payload_log_inference_service: String,
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_NAMESPACE", default_value = "")]
+    pub payload_log_namespace: String,
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_COMPONENT", default_value = "predictor")]
+    pub payload_log_component: String,
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_ENDPOINT", default_value = "default")]
+    pub payload_log_endpoint: String,
+
     /// After the drain, how long in-flight requests get to finish before open
     /// connections and streams are closed and quiver exits anyway.
     #[arg(
@@ -543,6 +628,7 @@ impl Config {
                 ));
             }
         }
+        crate::payload_log::Settings::from_config(self)?;
         if self.queue_capacity == 0 {
             return Err("--queue-capacity must be at least 1".into());
         }

@@ -8,6 +8,7 @@ pub mod connections;
 pub mod error;
 pub mod gpu_metrics;
 mod listeners;
+pub mod payload_log;
 pub mod sources;
 mod startup;
 pub mod telemetry;
@@ -39,6 +40,8 @@ pub struct Server {
     pub engine: Arc<Engine>,
     /// The drift and data-quality monitors of the loaded versions.
     pub monitoring: Arc<quiver_monitor::Monitoring>,
+    /// Request and answer logging (docs/logging.md).
+    pub payload_log: Arc<payload_log::PayloadLog>,
     /// The connection budget of the HTTP and gRPC listeners.
     pub connections: Arc<connections::Gate>,
     /// The request and byte budgets: what is in flight now.
@@ -70,6 +73,10 @@ pub async fn start_with(config: &Config, mut observers: Observers) -> anyhow::Re
         webhooks::sink(config.monitoring_webhook.clone()),
     );
     observers.tap_factories.push(Arc::clone(&monitoring) as _);
+    let payload_log =
+        payload_log::PayloadLog::new(payload_log::Settings::from_config(config).map_err(anyhow::Error::msg)?)
+            .map_err(|e| anyhow::anyhow!("--payload-log-file: {e}"))?;
+    observers.tap_factories.push(Arc::clone(&payload_log) as _);
     if config.allow_gpu_metrics {
         let interval = Duration::from_millis(config.metrics_interval_ms.max(100));
         let library = config.nvml_library.clone();
@@ -101,6 +108,7 @@ pub async fn start_with(config: &Config, mut observers: Observers) -> anyhow::Re
         admin_addr,
         engine,
         monitoring,
+        payload_log,
         connections: serving.connections,
         admission: serving.admission,
         health: serving.health,
@@ -142,5 +150,8 @@ impl Server {
                 a.abort();
             }
         }
+        // What was answered is logged: the payload log's queues are sent
+        // within a grace period of their own.
+        self.payload_log.close(self.grace).await;
     }
 }

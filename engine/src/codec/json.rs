@@ -295,11 +295,37 @@ struct ResponseJson<'a> {
     model_version: &'a str,
     #[serde(skip_serializing_if = "str::is_empty")]
     id: &'a str,
-    outputs: Vec<OutputTensorJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<&'a Map<String, Value>>,
+    outputs: Vec<TensorJson<'a>>,
+}
+
+/// A request as V2 JSON, for what records requests (payload logs).
+#[derive(Serialize)]
+struct RequestOutJson<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    id: &'a str,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    parameters: Map<String, Value>,
+    inputs: Vec<TensorJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    outputs: Vec<RequestedOutputJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct OutputTensorJson<'a> {
+struct RequestedOutputJson<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameters: Option<BinaryDataChoice>,
+}
+
+#[derive(Serialize)]
+struct BinaryDataChoice {
+    binary_data: bool,
+}
+
+#[derive(Serialize)]
+struct TensorJson<'a> {
     name: &'a str,
     datatype: &'static str,
     shape: &'a [i64],
@@ -312,6 +338,134 @@ struct OutputTensorJson<'a> {
 #[derive(Serialize)]
 struct BinaryParameters {
     binary_data_size: usize,
+}
+
+/// How one tensor's data is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorData {
+    /// A JSON array in `data`.
+    Json,
+    /// A blob after the JSON header (binary tensor data extension).
+    Binary,
+    /// Left out: the name, datatype and shape only (a redacted input, an
+    /// event over its size cap).
+    Omitted,
+}
+
+/// Writes `tensors` as JSON, collecting the blobs of binary ones.
+fn tensors_json<'a>(
+    tensors: &'a [Tensor],
+    data: &impl Fn(&Tensor) -> TensorData,
+    blobs: &mut Vec<&'a Bytes>,
+) -> Vec<TensorJson<'a>> {
+    tensors
+        .iter()
+        .map(|t| {
+            let how = data(t);
+            if how == TensorData::Binary {
+                blobs.push(&t.data);
+            }
+            TensorJson {
+                name: &t.name,
+                datatype: t.datatype.as_str(),
+                shape: &t.shape,
+                parameters: (how == TensorData::Binary).then(|| BinaryParameters {
+                    binary_data_size: t.data.len(),
+                }),
+                data: (how == TensorData::Json).then_some(DataJson(t)),
+            }
+        })
+        .collect()
+}
+
+/// Appends the JSON header, then the blobs, to `out`; the header's length
+/// when blobs follow it.
+fn write_with_blobs(
+    out: &mut Vec<u8>,
+    json: &impl Serialize,
+    blobs: Vec<&Bytes>,
+    what: impl FnOnce() -> String,
+) -> Result<Option<usize>> {
+    let start = out.len();
+    serde_json::to_writer(&mut *out, json)
+        .map_err(|e| Error::internal(format!("cannot encode {} as JSON: {e}", what())))?;
+    if blobs.is_empty() {
+        return Ok(None);
+    }
+    let header_len = out.len() - start;
+    for b in blobs {
+        out.extend_from_slice(b);
+    }
+    Ok(Some(header_len))
+}
+
+fn param_json(value: &ParamValue) -> Value {
+    match value {
+        ParamValue::Bool(b) => Value::Bool(*b),
+        ParamValue::Int(i) => Value::from(*i),
+        ParamValue::Uint(u) => Value::from(*u),
+        ParamValue::Double(f) => Value::from(*f),
+        ParamValue::String(s) => Value::String(s.clone()),
+        ParamValue::Json(v) => v.clone(),
+    }
+}
+
+/// A request as V2 JSON (with the blobs of [`TensorData::Binary`] inputs
+/// after the header), appended to `out`: what the client sent, re-encoded
+/// from the decoded request, for payload logs. `extra` parameters are added
+/// to the request's. Returns the header's length when blobs follow it.
+pub fn encode_request(
+    req: &InferRequest,
+    data: impl Fn(&Tensor) -> TensorData,
+    extra: &Map<String, Value>,
+    out: &mut Vec<u8>,
+) -> Result<Option<usize>> {
+    let mut blobs = Vec::new();
+    let mut parameters: Map<String, Value> = req
+        .parameters
+        .0
+        .iter()
+        .map(|(k, v)| (k.clone(), param_json(v)))
+        .collect();
+    parameters.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let json = RequestOutJson {
+        id: &req.id,
+        parameters,
+        inputs: tensors_json(&req.inputs, &data, &mut blobs),
+        outputs: req
+            .outputs
+            .iter()
+            .map(|o| RequestedOutputJson {
+                name: &o.name,
+                parameters: o.binary_data.map(|binary_data| BinaryDataChoice { binary_data }),
+            })
+            .collect(),
+    };
+    write_with_blobs(out, &json, blobs, || {
+        format!("a request for model '{}'", req.model_name)
+    })
+}
+
+/// [`encode_response`], choosing per output how its data is written, with
+/// response-level `parameters` when `extra` has any (payload logs),
+/// appended to `out`. Returns the header's length when blobs follow it.
+pub fn encode_response_with(
+    resp: &InferResponse,
+    data: impl Fn(&Tensor) -> TensorData,
+    extra: &Map<String, Value>,
+    out: &mut Vec<u8>,
+) -> Result<Option<usize>> {
+    let mut blobs = Vec::new();
+    let json = ResponseJson {
+        model_name: &resp.model_name,
+        model_version: &resp.model_version,
+        id: &resp.id,
+        parameters: (!extra.is_empty()).then_some(extra),
+        outputs: tensors_json(&resp.outputs, &data, &mut blobs),
+    };
+    write_with_blobs(out, &json, blobs, || {
+        format!("the answer of model '{}'", resp.model_name)
+    })
 }
 
 /// Serialises tensor data as a flat JSON array, element by element.
@@ -371,7 +525,7 @@ impl OutputEncoding {
         }
     }
 
-    fn is_binary(&self, name: &str) -> bool {
+    pub fn is_binary(&self, name: &str) -> bool {
         self.per_output
             .iter()
             .find(|(n, _)| n == name)
@@ -383,51 +537,23 @@ impl OutputEncoding {
 /// Fails (and the client gets a 500, never a 200 with an error inside) only
 /// if an output cannot be written as JSON.
 pub fn encode_response(resp: &InferResponse, encoding: &OutputEncoding) -> Result<EncodedResponse> {
-    let mut blobs: Vec<&Bytes> = Vec::new();
-    let outputs = resp
+    let blob_len: usize = resp
         .outputs
         .iter()
-        .map(|t| {
-            let binary = encoding.is_binary(&t.name);
-            if binary {
-                blobs.push(&t.data);
-            }
-            OutputTensorJson {
-                name: &t.name,
-                datatype: t.datatype.as_str(),
-                shape: &t.shape,
-                parameters: binary.then(|| BinaryParameters {
-                    binary_data_size: t.data.len(),
-                }),
-                data: (!binary).then_some(DataJson(t)),
-            }
-        })
-        .collect();
-    let json = ResponseJson {
-        model_name: &resp.model_name,
-        model_version: &resp.model_version,
-        id: &resp.id,
-        outputs,
-    };
-    let blob_len: usize = blobs.iter().map(|b| b.len()).sum();
+        .filter(|t| encoding.is_binary(&t.name))
+        .map(|t| t.data.len())
+        .sum();
     let mut body = Vec::with_capacity(256 + blob_len);
-    serde_json::to_writer(&mut body, &json).map_err(|e| {
-        Error::internal(format!(
-            "cannot encode the answer of model '{}' as JSON: {e}",
-            resp.model_name
-        ))
-    })?;
-    if blobs.is_empty() {
-        return Ok(EncodedResponse { body, header_len: None });
-    }
-    let header_len = body.len();
-    for b in blobs {
-        body.extend_from_slice(b);
-    }
-    Ok(EncodedResponse {
-        body,
-        header_len: Some(header_len),
-    })
+    let header_len = encode_response_with(
+        resp,
+        |t| match encoding.is_binary(&t.name) {
+            true => TensorData::Binary,
+            false => TensorData::Json,
+        },
+        &Map::new(),
+        &mut body,
+    )?;
+    Ok(EncodedResponse { body, header_len })
 }
 
 #[cfg(test)]

@@ -1,0 +1,360 @@
+//! Payload logging (docs/logging.md): every request a version serves and
+//! its answer (or error) as CloudEvents in KServe's logger format, to an
+//! HTTP sink and/or a JSON Lines file.
+//!
+//! A version's tap ([`LogTap`]) runs on the request path: it decides
+//! whether to log (the model's mode and sample rate), takes the id and the
+//! metadata headers, and pushes a [`Record`] sharing the request's and the
+//! answer's tensor buffers into each sink's bounded queue; a full queue
+//! drops and counts. The sinks' workers encode and send, off the request
+//! path; the server's stop flushes them within its grace period.
+pub mod event;
+mod file;
+mod http;
+mod queue;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use metrics::counter;
+use quiver_engine::tap::{Exchange, Kind, Tap, TapFactory, Version};
+
+use crate::error::Codes as _;
+pub use event::{Event, Framing, Origin, Record};
+use queue::Sink;
+pub use settings::{Global, Mode, Settings};
+
+pub const SENT: &str = "quiver_payload_log_events_sent_total";
+pub const FAILED: &str = "quiver_payload_log_events_failed_total";
+pub const DROPPED: &str = "quiver_payload_log_events_dropped_total";
+pub const RETRIED: &str = "quiver_payload_log_events_retried_total";
+pub const TRUNCATED: &str = "quiver_payload_log_events_truncated_total";
+pub use http::SEND_SECONDS;
+
+/// How often the sinks' workers take what the request path queued. They
+/// poll rather than wait on the queue, so that a request never wakes a
+/// worker (a wake-up per request, a futex call and a context switch on a
+/// busy core, cost more than the logging itself).
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
+
+/// The payload logger: makes each version's tap, owns the sinks.
+pub struct PayloadLog {
+    global: Global,
+    /// HTTP sinks by URL (a model may name its own), made on first use.
+    http: Mutex<HashMap<String, Arc<Sink>>>,
+    file: Option<Arc<Sink>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl PayloadLog {
+    /// Must be called on the server's runtime (the HTTP sinks run there).
+    pub fn new(global: Global) -> std::io::Result<Arc<PayloadLog>> {
+        let file = match &global.file {
+            None => None,
+            Some(settings) => {
+                let taker = Sink::open(
+                    format!("file {}", settings.path.display()),
+                    global.queue,
+                    global.queue_bytes,
+                );
+                let sink = Arc::clone(&taker.sink);
+                file::start(taker, settings.clone())?;
+                Some(sink)
+            }
+        };
+        Ok(Arc::new(PayloadLog {
+            global,
+            http: Mutex::new(HashMap::new()),
+            file,
+            runtime: tokio::runtime::Handle::current(),
+        }))
+    }
+
+    fn http_sink(&self, url: &str) -> Arc<Sink> {
+        let mut sinks = self.http.lock().unwrap_or_else(|e| e.into_inner());
+        let sink = sinks.entry(url.to_owned()).or_insert_with(|| {
+            let taker = Sink::open(format!("http {url}"), self.global.queue, self.global.queue_bytes);
+            let sink = Arc::clone(&taker.sink);
+            self.runtime
+                .spawn(http::run(url.to_owned(), taker, self.global.clone()));
+            sink
+        });
+        Arc::clone(sink)
+    }
+
+    /// The server is stopping: every sink sends what it holds within `budget`;
+    /// what it cannot is counted as failed and logged.
+    pub async fn close(&self, budget: Duration) {
+        let deadline = Instant::now() + budget;
+        let mut sinks: Vec<Arc<Sink>> = self
+            .http
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        sinks.extend(self.file.clone());
+        let waiting: usize = sinks.iter().map(|s| s.depth()).sum();
+        if waiting > 0 {
+            tracing::info!(records = waiting, "payload log: flushing before stopping");
+        }
+        for sink in &sinks {
+            sink.signal(deadline);
+        }
+        for sink in &sinks {
+            sink.wait(deadline).await;
+        }
+    }
+}
+
+impl TapFactory for PayloadLog {
+    fn tap(&self, version: &Version<'_>, _model_dir: Option<&Path>) -> Result<Option<Arc<dyn Tap>>, String> {
+        let settings = self.global.defaults.for_model(version.config)?;
+        if !settings.logs() {
+            return Ok(None);
+        }
+        let Some(mode) = settings.mode else { return Ok(None) };
+        let mut sinks = Vec::new();
+        if let Some(url) = &settings.url {
+            sinks.push(self.http_sink(url));
+        }
+        if settings.file {
+            sinks.extend(self.file.clone());
+        }
+        let source = match &self.global.source_uri {
+            Some(s) => s.clone(),
+            None => format!(
+                "http://localhost:{}/v2/models/{}/versions/{}",
+                self.global.http_port, version.name, version.version
+            ),
+        };
+        let model: Arc<str> = version.name.into();
+        let dropped = sinks
+            .iter()
+            .map(|s| counter!(DROPPED, "model" => model.to_string(), "sink" => s.label.clone()))
+            .collect();
+        tracing::info!(
+            model = version.name,
+            version = version.version,
+            mode = ?mode,
+            sinks = ?sinks.iter().map(|s| s.label.as_str()).collect::<Vec<_>>(),
+            "payload logging"
+        );
+        Ok(Some(Arc::new(LogTap {
+            origin: Arc::new(Origin::new(
+                model,
+                version.version,
+                source,
+                settings,
+                (
+                    self.global.inference_service.clone(),
+                    self.global.namespace.clone(),
+                    self.global.component.clone(),
+                ),
+            )),
+            mode,
+            endpoint: self.global.endpoint.as_str().into(),
+            sinks,
+            dropped,
+            seen: AtomicU64::new(0),
+        })))
+    }
+}
+
+/// A version's payload log, on the request path.
+pub struct LogTap {
+    origin: Arc<Origin>,
+    mode: Mode,
+    endpoint: Arc<str>,
+    sinks: Vec<Arc<Sink>>,
+    /// Per sink.
+    dropped: Vec<metrics::Counter>,
+    seen: AtomicU64,
+}
+
+impl LogTap {
+    /// Whether this exchange is in the sample: a Weyl sequence through a
+    /// mixer, so every rate is met evenly with no lock and no RNG state.
+    fn sampled(&self) -> bool {
+        let rate = self.origin.settings.sample_rate;
+        if rate >= 1.0 {
+            return true;
+        }
+        let n = self.seen.fetch_add(1, Relaxed);
+        (mix(n.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as f64) < rate * u64::MAX as f64
+    }
+}
+
+impl Tap for LogTap {
+    fn observe(&self, exchange: &Exchange<'_>) {
+        for sink in &self.sinks {
+            sink.reap();
+        }
+        if !self.sampled() {
+            return;
+        }
+        let context = exchange.context;
+        let answered = SystemTime::now();
+        let received = answered.checked_sub(context.received.elapsed()).unwrap_or(answered);
+        let framing = match context.header("inference-header-content-length") {
+            None => Framing::Json,
+            Some(n) if n.trim() == "0" => Framing::Raw,
+            Some(_) => Framing::Binary,
+        };
+        let mut request = exchange.request.cloned();
+        let mut outcome = match exchange.result {
+            Ok(r) => Ok(r.clone()),
+            Err(e) => Err((e.kind.http_status().as_u16(), e.message.clone())),
+        };
+        own_small_tensors(
+            request
+                .iter_mut()
+                .flat_map(|r| &mut r.inputs)
+                .chain(outcome.iter_mut().flat_map(|r| &mut r.outputs)),
+        );
+        let record = Arc::new(Record {
+            origin: Arc::clone(&self.origin),
+            id: context.header("ce-id").map_or_else(new_id, str::to_owned),
+            endpoint: exchange.variant.map_or_else(|| Arc::clone(&self.endpoint), Arc::from),
+            shadow: exchange.kind == Kind::Shadow,
+            framing,
+            metadata: match self.origin.settings.metadata_headers.is_empty() {
+                true => String::new(),
+                false => event::metadata(&self.origin.settings, |h| context.header(h).map(str::to_owned)),
+            },
+            received,
+            answered,
+            request,
+            outcome,
+        });
+        let bytes = record.bytes();
+        for (sink, dropped) in self.sinks.iter().zip(&self.dropped) {
+            if !sink.push(&record, bytes) {
+                dropped.increment(self.mode.events());
+            }
+        }
+    }
+}
+
+/// Tensors this small are copied into one buffer of the record's own
+/// rather than shared: a shared slice keeps the whole buffer it came from
+/// alive (the connection's read buffer, which h2 then cannot reuse, or a
+/// batch's output) for as long as the record waits, and that costs more
+/// than copying a few hundred bytes (docs/logging.md, "Cost").
+const SHARE_ABOVE: usize = 4096;
+
+fn own_small_tensors<'a>(tensors: impl Iterator<Item = &'a mut quiver_runtimes::Tensor>) {
+    let small: Vec<&mut quiver_runtimes::Tensor> = tensors.filter(|t| t.data.len() <= SHARE_ABOVE).collect();
+    let total: usize = small.iter().map(|t| t.data.len()).sum();
+    if total == 0 {
+        return;
+    }
+    let mut own = Vec::with_capacity(total);
+    for t in &small {
+        own.extend_from_slice(&t.data);
+    }
+    let own = bytes::Bytes::from(own);
+    let mut at = 0;
+    for t in small {
+        let n = t.data.len();
+        t.data = own.slice(at..at + n);
+        at += n;
+    }
+}
+
+/// The events of `record` its mode asks for, appended to `out`.
+fn events(record: &Arc<Record>, recorded: SystemTime, out: &mut Vec<Event>) {
+    let Some(mode) = record.origin.settings.mode else {
+        return;
+    };
+    for request in [true, false] {
+        if (request && mode.requests()) || (!request && mode.responses()) {
+            out.push(Event {
+                record: Arc::clone(record),
+                request,
+                recorded,
+            });
+        }
+    }
+}
+
+/// Counts an event written without its tensor data (over the size cap).
+fn note(event: &Event, body: &event::Body) {
+    if body.truncated {
+        counter!(TRUNCATED, "model" => event.record.origin.model.to_string()).increment(1);
+    }
+}
+
+/// Adds `events` to the counter `name`, per model.
+fn counts(events: &[Event], name: &'static str, sink: &str) {
+    let mut i = 0;
+    while i < events.len() {
+        let model = &events[i].record.origin.model;
+        let n = events[i..]
+            .iter()
+            .take_while(|e| &e.record.origin.model == model)
+            .count();
+        counter!(name, "model" => model.to_string(), "sink" => sink.to_owned()).increment(n as u64);
+        i += n;
+    }
+}
+
+/// A new event id: a version 4 UUID from a per-process random seed and a
+/// counter (unique in the process, unpredictable across processes).
+fn new_id() -> String {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = NEXT.fetch_add(1, Relaxed);
+    let hi = mix(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let lo = mix(hi ^ seed.rotate_left(32) ^ n);
+    let v = ((hi as u128) << 64 | lo as u128) & !(0xF000u128 << 64) & !(0xC << 60);
+    let v = v | (0x4000u128 << 64) | (0x8u128 << 60);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            id.push('-');
+        }
+        id.push(HEX[(v >> (124 - 4 * i)) as usize & 0xF] as char);
+    }
+    id
+}
+
+/// SplitMix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_uuids_v4() {
+        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in ids.iter().take(50) {
+            assert_eq!(id.len(), 36, "{id}");
+            assert_eq!(&id[14..15], "4", "{id}");
+            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        }
+    }
+}
