@@ -628,7 +628,7 @@ impl Config {
                 ));
             }
         }
-        crate::payload_log::Settings::from_config(self)?;
+        self.payload_log()?;
         if self.queue_capacity == 0 {
             return Err("--queue-capacity must be at least 1".into());
         }
@@ -692,6 +692,58 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The payload log's settings (docs/logging.md), checked.
+    pub fn payload_log(&self) -> Result<crate::payload_log::Global, String> {
+        use crate::payload_log::settings::{FileSettings, Global, Mode, Settings, check_rate, check_url, names};
+        use std::time::Duration;
+        let c = self;
+        if let Some(url) = &c.payload_log_url {
+            check_url(url, "--payload-log-url")?;
+        }
+        let mode = Mode::parse(&c.payload_log_mode).map_err(|e| format!("--payload-log-mode: {e}"))?;
+        if c.payload_log_batch_size == 0 || c.payload_log_queue == 0 || c.payload_log_workers == 0 {
+            return Err(
+                "--payload-log-batch-size, --payload-log-queue and --payload-log-workers must be at least 1".into(),
+            );
+        }
+        if !(c.payload_log_retry_seconds >= 0.0 && c.payload_log_retry_seconds <= 86_400.0) {
+            return Err("--payload-log-retry-seconds must be between 0 and 86400".into());
+        }
+        if c.payload_log_file_max_bytes < 4096 {
+            return Err("--payload-log-file-max-bytes must be at least 4096".into());
+        }
+        let http_port = c.http_port;
+        Ok(Global {
+            defaults: Settings {
+                mode,
+                url: c.payload_log_url.clone(),
+                file: c.payload_log_file.is_some(),
+                sample_rate: check_rate(c.payload_log_sample_rate, "--payload-log-sample-rate")?,
+                metadata_headers: names(&c.payload_log_metadata_headers),
+                redact_inputs: c.payload_log_redact_inputs.clone(),
+                redact_headers: names(&c.payload_log_redact_headers),
+                max_event_bytes: c.payload_log_max_event_bytes.max(1024),
+            },
+            file: c.payload_log_file.clone().map(|path| FileSettings {
+                path,
+                max_bytes: c.payload_log_file_max_bytes,
+                keep: c.payload_log_file_keep,
+            }),
+            batch_size: c.payload_log_batch_size,
+            batch_interval: Duration::from_millis(c.payload_log_batch_interval_ms.max(1)),
+            queue: c.payload_log_queue,
+            queue_bytes: c.payload_log_queue_bytes,
+            workers: c.payload_log_workers,
+            retry_for: Duration::from_secs_f64(c.payload_log_retry_seconds),
+            source_uri: c.payload_log_source_uri.clone(),
+            http_port,
+            inference_service: c.payload_log_inference_service.clone(),
+            namespace: c.payload_log_namespace.clone(),
+            component: c.payload_log_component.clone(),
+            endpoint: c.payload_log_endpoint.clone(),
+        })
     }
 
     /// A configuration for tests: every port 0, everything else default.
@@ -776,5 +828,70 @@ mod tests {
         let e = parse(&["--max-inflight-bytes", "67108864"]).validate().unwrap_err();
         assert!(e.contains("leaves large requests 50331648 bytes"), "{e}");
         assert!(parse(&["--max-inflight-bytes", "100000000"]).validate().is_ok());
+    }
+
+    fn global(args: &[&str]) -> Result<crate::payload_log::Global, String> {
+        parse(args).payload_log()
+    }
+
+    fn with_params(params: &[(&str, &str)]) -> quiver_proto::inference::ModelConfig {
+        let mut c = quiver_proto::inference::ModelConfig::default();
+        for (k, v) in params {
+            c.parameters.insert(
+                (*k).into(),
+                quiver_proto::inference::ModelParameter {
+                    string_value: (*v).into(),
+                },
+            );
+        }
+        c
+    }
+
+    #[test]
+    fn payload_log_flags_and_a_models_parameters() {
+        let g = global(&[
+            "--payload-log-url",
+            "http://sink:8080",
+            "--payload-log-metadata-headers",
+            "X-User",
+        ])
+        .unwrap();
+        assert_eq!(g.defaults.mode, Some(crate::payload_log::Mode::All));
+        assert_eq!(g.defaults.metadata_headers, vec!["x-user"]);
+        assert!(g.defaults.logs());
+        let s = g
+            .defaults
+            .for_model(&with_params(&[
+                ("payload_log_mode", "request"),
+                ("payload_log_sample_rate", "0.25"),
+                ("payload_log_redact_inputs", "ssn, card"),
+            ]))
+            .unwrap();
+        assert_eq!(s.mode, Some(crate::payload_log::Mode::Request));
+        assert_eq!(s.sample_rate, 0.25);
+        assert_eq!(s.redact_inputs, vec!["ssn", "card"]);
+        assert_eq!(s.url.as_deref(), Some("http://sink:8080"));
+        let off = g
+            .defaults
+            .for_model(&with_params(&[("payload_log_mode", "none")]))
+            .unwrap();
+        assert!(!off.logs());
+    }
+
+    #[test]
+    fn bad_payload_log_settings_are_refused_by_name() {
+        let e = global(&["--payload-log-mode", "everything"]).unwrap_err();
+        assert!(e.contains("--payload-log-mode") && e.contains("everything"), "{e}");
+        let e = global(&["--payload-log-url", "sink:8080"]).unwrap_err();
+        assert!(e.contains("--payload-log-url"), "{e}");
+        let e = global(&["--payload-log-sample-rate", "2"]).unwrap_err();
+        assert!(e.contains("sample-rate"), "{e}");
+        let g = global(&[]).unwrap();
+        assert!(!g.defaults.logs());
+        let e = g
+            .defaults
+            .for_model(&with_params(&[("payload_log_sample_rate", "most")]))
+            .unwrap_err();
+        assert!(e.contains("payload_log_sample_rate") && e.contains("most"), "{e}");
     }
 }

@@ -3,6 +3,7 @@
 //! config and calls [`start`]; tests call the same function on `127.0.0.1:0`.
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod error;
@@ -73,9 +74,8 @@ pub async fn start_with(config: &Config, mut observers: Observers) -> anyhow::Re
         webhooks::sink(config.monitoring_webhook.clone()),
     );
     observers.tap_factories.push(Arc::clone(&monitoring) as _);
-    let payload_log =
-        payload_log::PayloadLog::new(payload_log::Settings::from_config(config).map_err(anyhow::Error::msg)?)
-            .map_err(|e| anyhow::anyhow!("--payload-log-file: {e}"))?;
+    let payload_log = payload_log::PayloadLog::new(config.payload_log().map_err(anyhow::Error::msg)?)
+        .map_err(|e| anyhow::anyhow!("--payload-log-file: {e}"))?;
     observers.tap_factories.push(Arc::clone(&payload_log) as _);
     if config.allow_gpu_metrics {
         let interval = Duration::from_millis(config.metrics_interval_ms.max(100));

@@ -7,7 +7,7 @@
 //! through a bounded queue (a full one drops and counts), and one task
 //! sends them in order, retrying a failed delivery with back-off; an event
 //! still undelivered after the last try is counted as failed.
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use metrics::counter;
 use quiver_monitor::Event;
@@ -57,7 +57,7 @@ async fn deliver(urls: Vec<String>, mut events: mpsc::Receiver<Event>) {
     while let Some(event) = events.recv().await {
         // Shared by every try and webhook: a retry clones a reference count.
         let body = bytes::Bytes::from(serde_json::to_vec(&event.body()).unwrap_or_default());
-        let time = rfc3339(event.window_end);
+        let time = crate::clock::rfc3339(event.window_end);
         for url in &urls {
             let mut pause = FIRST_PAUSE;
             let mut outcome = "failed";
@@ -107,44 +107,5 @@ fn subject(event: &Event) -> String {
     match &event.change {
         Some(c) => format!("{}/{}", c.input, c.feature),
         None => "model".into(),
-    }
-}
-
-/// A time as RFC 3339 in UTC, with milliseconds.
-pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + (month <= 2) as i64;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_rfc3339() {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_300_000_123);
-        // date -u -d @1796300000
-        assert_eq!(rfc3339(t), "2026-12-03T12:13:20.123Z");
-        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
-        let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
     }
 }

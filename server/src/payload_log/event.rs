@@ -245,8 +245,8 @@ impl Event {
             ("id", r.id.clone()),
             ("type", self.kind().to_owned()),
             ("source", o.source.clone()),
-            ("time", rfc3339(self.time())),
-            ("recordedtime", rfc3339(self.recorded)),
+            ("time", crate::clock::rfc3339(self.time())),
+            ("recordedtime", crate::clock::rfc3339(self.recorded)),
             ("inferenceservicename", o.inference_service.clone()),
             ("namespace", o.namespace.clone()),
             ("component", o.component.clone()),
@@ -290,9 +290,9 @@ impl Event {
         out.extend_from_slice(b"\",");
         out.extend_from_slice(r.origin.fixed_json.as_bytes());
         out.extend_from_slice(b",\"time\":\"");
-        write_rfc3339(out, self.time());
+        crate::clock::write_rfc3339(out, self.time());
         out.extend_from_slice(b"\",\"recordedtime\":\"");
-        write_rfc3339(out, self.recorded);
+        crate::clock::write_rfc3339(out, self.recorded);
         out.extend_from_slice(b"\",\"endpoint\":");
         json_str(out, &r.endpoint);
         out.extend_from_slice(b",\"metadata\":");
@@ -347,36 +347,20 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// RFC 3339 UTC with milliseconds, written into `out`; the date and time
-/// of the current second are formatted once per second and thread.
-fn write_rfc3339(out: &mut Vec<u8>, t: SystemTime) {
-    thread_local! {
-        static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
-    }
-    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    SECOND.with_borrow_mut(|(cached, text)| {
-        if *cached != secs {
-            let full = rfc3339(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs));
-            // "YYYY-MM-DDTHH:MM:SS" of "YYYY-MM-DDTHH:MM:SS.mmmZ".
-            *text = full[..full.len() - 5].to_owned();
-            *cached = secs;
+/// The events of `record` its mode asks for, appended to `out`.
+pub fn events(record: &Arc<Record>, recorded: SystemTime, out: &mut Vec<Event>) {
+    let Some(mode) = record.origin.settings.mode else {
+        return;
+    };
+    for request in [true, false] {
+        if (request && mode.requests()) || (!request && mode.responses()) {
+            out.push(Event {
+                record: Arc::clone(record),
+                request,
+                recorded,
+            });
         }
-        out.extend_from_slice(text.as_bytes());
-    });
-    let ms = since.subsec_millis();
-    out.extend_from_slice(&[
-        b'.',
-        b'0' + (ms / 100) as u8,
-        b'0' + (ms / 10 % 10) as u8,
-        b'0' + (ms % 10) as u8,
-        b'Z',
-    ]);
-}
-
-/// RFC 3339 UTC with milliseconds, as CloudEvents' `time`.
-pub fn rfc3339(t: SystemTime) -> String {
-    crate::webhooks::rfc3339(t)
+    }
 }
 
 /// The configured headers of a request as KServe's `ce-metadata`: a JSON

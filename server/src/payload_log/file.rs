@@ -8,8 +8,8 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::counts;
 use super::event::Event;
+use super::queue::counts;
 use super::queue::{Sink, Taker};
 use super::settings::FileSettings;
 
@@ -41,7 +41,7 @@ async fn run(mut taker: Taker, mut out: Rotating) {
     let mut tick = Taker::ticks();
     while let Some(now) = taker.pass(&mut tick).await {
         while let Some(record) = taker.take() {
-            super::events(&record, now, &mut events);
+            super::event::events(&record, now, &mut events);
             write(&mut out, &mut events, &mut line, &mut pending, &taker.sink);
             if out.buffered() >= BUFFER / 2 {
                 flush(&mut out, &mut pending, &taker.sink);
@@ -55,7 +55,7 @@ async fn run(mut taker: Taker, mut out: Rotating) {
     }
     // Stopping: what is queued is written and flushed before the thread ends.
     while let Some(record) = taker.take() {
-        super::events(&record, std::time::SystemTime::now(), &mut events);
+        super::event::events(&record, std::time::SystemTime::now(), &mut events);
         write(&mut out, &mut events, &mut line, &mut pending, &taker.sink);
     }
     flush(&mut out, &mut pending, &taker.sink);
@@ -68,13 +68,13 @@ fn write(out: &mut Rotating, events: &mut Vec<Event>, line: &mut Vec<u8>, pendin
     for event in events.drain(..) {
         line.clear();
         let body = event.write_structured(line);
-        super::note(&event, &body);
+        super::queue::note(&event, &body);
         line.push(b'\n');
         match out.write(line) {
             Ok(()) => pending.push(event),
             Err(e) => {
                 tracing::warn!(error = %e, path = %out.path.display(), "payload log file: cannot write");
-                counts(&[event], super::FAILED, &sink.label);
+                counts(&[event], super::queue::FAILED, &sink.label);
             }
         }
     }
@@ -84,10 +84,10 @@ fn write(out: &mut Rotating, events: &mut Vec<Event>, line: &mut Vec<u8>, pendin
 fn flush(out: &mut Rotating, pending: &mut Vec<Event>, sink: &Sink) {
     let label = sink.label.as_str();
     match out.flush() {
-        Ok(()) => counts(pending, super::SENT, label),
+        Ok(()) => counts(pending, super::queue::SENT, label),
         Err(e) => {
             tracing::warn!(error = %e, path = %out.path.display(), "payload log file: cannot write");
-            counts(pending, super::FAILED, label);
+            counts(pending, super::queue::FAILED, label);
         }
     }
     // Events hold their record (and its tensors) until here.

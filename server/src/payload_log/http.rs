@@ -16,9 +16,9 @@ use metrics::{counter, histogram};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::counts;
 use super::event::Event;
 use super::queue::Taker;
+use super::queue::counts;
 use super::settings::Global;
 
 pub const SEND_SECONDS: &str = "quiver_payload_log_send_seconds";
@@ -62,7 +62,7 @@ pub async fn run(url: String, mut taker: Taker, global: Global) {
     let mut tick = Taker::ticks();
     while let Some(now) = taker.pass(&mut tick).await {
         while let Some(record) = taker.take() {
-            super::events(&record, now, &mut batch);
+            super::event::events(&record, now, &mut batch);
             first.get_or_insert_with(Instant::now);
             if batch.len() >= global.batch_size {
                 dispatch(&post, &slots, &mut sends, &mut batch, global.batch_size).await;
@@ -81,12 +81,12 @@ pub async fn run(url: String, mut taker: Taker, global: Global) {
         if Instant::now() >= deadline {
             // Too late to encode: counted, not sent.
             let events = record.origin.settings.mode.map_or(0, |m| m.events());
-            counter!(super::FAILED, "model" => record.origin.model.to_string(), "sink" => sink.label.clone())
+            counter!(super::queue::FAILED, "model" => record.origin.model.to_string(), "sink" => sink.label.clone())
                 .increment(events);
             post.abandoned.fetch_add(events, Relaxed);
             continue;
         }
-        super::events(&record, std::time::SystemTime::now(), &mut batch);
+        super::event::events(&record, std::time::SystemTime::now(), &mut batch);
         if batch.len() >= global.batch_size {
             dispatch(&post, &slots, &mut sends, &mut batch, global.batch_size).await;
         }
@@ -173,7 +173,7 @@ impl Post {
             let outcome = tokio::select! {
                 r = request.send() => r,
                 _ = shut(self.closing.clone()) => {
-                    counts(events, super::FAILED, &self.label);
+                    counts(events, super::queue::FAILED, &self.label);
                     self.abandoned.fetch_add(events.len() as u64, Relaxed);
                     return;
                 }
@@ -181,7 +181,7 @@ impl Post {
             histogram!(SEND_SECONDS, "sink" => self.label.clone()).record(start.elapsed().as_secs_f64());
             let retry = match outcome {
                 Ok(r) if r.status().is_success() => {
-                    counts(events, super::SENT, &self.label);
+                    counts(events, super::queue::SENT, &self.label);
                     return;
                 }
                 Ok(r) => {
@@ -201,7 +201,7 @@ impl Post {
             };
             let stop = self.closing.borrow().map_or(give_up, |d| d.min(give_up));
             if !retry || Instant::now() + pause > stop {
-                counts(events, super::FAILED, &self.label);
+                counts(events, super::queue::FAILED, &self.label);
                 tracing::warn!(
                     sink = self.label,
                     events = events.len(),
@@ -209,7 +209,7 @@ impl Post {
                 );
                 return;
             }
-            counts(events, super::RETRIED, &self.label);
+            counts(events, super::queue::RETRIED, &self.label);
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(LONGEST_PAUSE);
         }
@@ -235,7 +235,7 @@ fn encode(events: &[Event]) -> (Bytes, Vec<(String, String)>) {
     let mut out = Vec::with_capacity(1024 * events.len());
     if let [one] = events {
         let body = one.write_body(&mut out);
-        super::note(one, &body);
+        super::queue::note(one, &body);
         return (Bytes::from(out), one.headers(&body));
     }
     out.push(b'[');
@@ -244,7 +244,7 @@ fn encode(events: &[Event]) -> (Bytes, Vec<(String, String)>) {
             out.push(b',');
         }
         let body = e.write_structured(&mut out);
-        super::note(e, &body);
+        super::queue::note(e, &body);
     }
     out.push(b']');
     (

@@ -28,18 +28,8 @@ pub use event::{Event, Framing, Origin, Record};
 use queue::Sink;
 pub use settings::{Global, Mode, Settings};
 
-pub const SENT: &str = "quiver_payload_log_events_sent_total";
-pub const FAILED: &str = "quiver_payload_log_events_failed_total";
-pub const DROPPED: &str = "quiver_payload_log_events_dropped_total";
-pub const RETRIED: &str = "quiver_payload_log_events_retried_total";
-pub const TRUNCATED: &str = "quiver_payload_log_events_truncated_total";
 pub use http::SEND_SECONDS;
-
-/// How often the sinks' workers take what the request path queued. They
-/// poll rather than wait on the queue, so that a request never wakes a
-/// worker (a wake-up per request, a futex call and a context switch on a
-/// busy core, cost more than the logging itself).
-const DRAIN_EVERY: Duration = Duration::from_millis(5);
+pub use queue::{DROPPED, FAILED, RETRIED, SENT, TRUNCATED};
 
 /// The payload logger: makes each version's tap, owns the sinks.
 pub struct PayloadLog {
@@ -263,43 +253,6 @@ fn own_small_tensors<'a>(tensors: impl Iterator<Item = &'a mut quiver_runtimes::
         let n = t.data.len();
         t.data = own.slice(at..at + n);
         at += n;
-    }
-}
-
-/// The events of `record` its mode asks for, appended to `out`.
-fn events(record: &Arc<Record>, recorded: SystemTime, out: &mut Vec<Event>) {
-    let Some(mode) = record.origin.settings.mode else {
-        return;
-    };
-    for request in [true, false] {
-        if (request && mode.requests()) || (!request && mode.responses()) {
-            out.push(Event {
-                record: Arc::clone(record),
-                request,
-                recorded,
-            });
-        }
-    }
-}
-
-/// Counts an event written without its tensor data (over the size cap).
-fn note(event: &Event, body: &event::Body) {
-    if body.truncated {
-        counter!(TRUNCATED, "model" => event.record.origin.model.to_string()).increment(1);
-    }
-}
-
-/// Adds `events` to the counter `name`, per model.
-fn counts(events: &[Event], name: &'static str, sink: &str) {
-    let mut i = 0;
-    while i < events.len() {
-        let model = &events[i].record.origin.model;
-        let n = events[i..]
-            .iter()
-            .take_while(|e| &e.record.origin.model == model)
-            .count();
-        counter!(name, "model" => model.to_string(), "sink" => sink.to_owned()).increment(n as u64);
-        i += n;
     }
 }
 

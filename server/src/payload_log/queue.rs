@@ -10,6 +10,18 @@ use tokio::sync::{mpsc, watch};
 
 use super::event::Record;
 
+/// How often the sinks' workers take what the request path queued. They
+/// poll rather than wait on the queue, so that a request never wakes a
+/// worker (a wake-up per request, a futex call and a context switch on a
+/// busy core, cost more than the logging itself).
+pub const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(5);
+
+pub const SENT: &str = "quiver_payload_log_events_sent_total";
+pub const FAILED: &str = "quiver_payload_log_events_failed_total";
+pub const DROPPED: &str = "quiver_payload_log_events_dropped_total";
+pub const RETRIED: &str = "quiver_payload_log_events_retried_total";
+pub const TRUNCATED: &str = "quiver_payload_log_events_truncated_total";
+
 pub const QUEUE_DEPTH: &str = "quiver_payload_log_queue_depth";
 pub const QUEUE_BYTES: &str = "quiver_payload_log_queue_bytes";
 
@@ -45,9 +57,9 @@ pub struct Taker {
 
 impl Taker {
     /// A drain pass timer: the worker polls rather than being woken by
-    /// each request (`super::DRAIN_EVERY`).
+    /// each request (`DRAIN_EVERY`).
     pub fn ticks() -> tokio::time::Interval {
-        let mut tick = tokio::time::interval(super::DRAIN_EVERY);
+        let mut tick = tokio::time::interval(DRAIN_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick
     }
@@ -165,5 +177,26 @@ impl Sink {
             let wait = deadline.saturating_duration_since(Instant::now()) + std::time::Duration::from_millis(500);
             let _ = tokio::time::timeout(wait, finished).await;
         }
+    }
+}
+
+/// Adds `events` to the counter `name`, per model.
+pub fn counts(events: &[super::event::Event], name: &'static str, sink: &str) {
+    let mut i = 0;
+    while i < events.len() {
+        let model = &events[i].record.origin.model;
+        let n = events[i..]
+            .iter()
+            .take_while(|e| &e.record.origin.model == model)
+            .count();
+        metrics::counter!(name, "model" => model.to_string(), "sink" => sink.to_owned()).increment(n as u64);
+        i += n;
+    }
+}
+
+/// Counts an event written without its tensor data (over the size cap).
+pub fn note(event: &super::event::Event, body: &super::event::Body) {
+    if body.truncated {
+        metrics::counter!(TRUNCATED, "model" => event.record.origin.model.to_string()).increment(1);
     }
 }
