@@ -105,7 +105,8 @@ impl Route<'_> {
         } = self;
         let observed = !taps.is_empty() || !model.taps.is_empty();
         let keep = shadow.is_some() || (observed && (taps.wants_request() || model.taps.wants_request()));
-        let kept = keep.then(|| req.clone());
+        // Shared by the taps (one clone of names and shapes, whoever keeps it).
+        let kept = keep.then(|| Arc::new(req.clone()));
         let (result, timing) = model.infer(req).await;
         if let Some((t, i)) = &variant {
             t.record(*i, result.is_ok(), timing.elapsed);
@@ -135,7 +136,7 @@ impl Route<'_> {
 /// run as a [`Kind::Shadow`] exchange, and the traffic policy compares its
 /// outputs with the answer the client got.
 fn send_shadow(
-    mut copy: InferRequest,
+    copy: Arc<InferRequest>,
     answered: &InferResponse,
     target: Arc<ModelVersion>,
     permit: OwnedSemaphorePermit,
@@ -143,12 +144,14 @@ fn send_shadow(
     taps: Taps,
 ) {
     let primary = answered.outputs.clone();
-    copy.model_version = None;
     tokio::spawn(async move {
         let _slot = permit;
         let observed = !taps.is_empty() || !target.taps.is_empty();
-        let request = observed.then(|| copy.clone());
-        let (out, timing) = target.run(copy, Priority::Background).await;
+        let request = observed.then(|| Arc::clone(&copy));
+        // A tap may still hold the client's copy: then this clones it.
+        let mut run = Arc::unwrap_or_clone(copy);
+        run.model_version = None;
+        let (out, timing) = target.run(run, Priority::Background).await;
         if observed {
             let context = Context::internal();
             let exchange = Exchange {

@@ -149,9 +149,10 @@ pub struct Exchange<'a> {
     /// The traffic variant that chose the version, when a policy did.
     pub variant: Option<&'a str>,
     pub context: &'a Context<'a>,
-    /// The request as decoded (inputs share the wire buffers). `None` when
-    /// no observer asked for it ([`Tap::wants_request`]).
-    pub request: Option<&'a InferRequest>,
+    /// The request as decoded (inputs share the wire buffers), shared by
+    /// the observers: one that keeps it takes a reference count. `None`
+    /// when no observer asked for it ([`Tap::wants_request`]).
+    pub request: Option<&'a Arc<InferRequest>>,
     pub result: &'a Result<InferResponse, Error>,
     pub timing: Timing,
 }

@@ -49,11 +49,11 @@ fn record() -> Arc<Record> {
         metadata: String::new(),
         received: SystemTime::now(),
         answered: SystemTime::now(),
-        request: Some(InferRequest {
+        request: Some(Arc::new(InferRequest {
             model_name: "fraud_mlp".into(),
             inputs: vec![tensor("input", 32)],
             ..Default::default()
-        }),
+        })),
         outcome: Ok(InferResponse {
             model_name: "fraud_mlp".into(),
             model_version: "1".into(),

@@ -51,6 +51,7 @@ class Sink:
         self.refused = 0
         self.lock = threading.Lock()
         self.fail_until = 0.0
+        self.status = 200
         self.hang = hang
         sink = self
 
@@ -62,7 +63,7 @@ class Sink:
                 if sink.hang:
                     time.sleep(3600)
                     return
-                status = 503 if time.time() < sink.fail_until else 200
+                status = 503 if time.time() < sink.fail_until else sink.status
                 with sink.lock:
                     if status == 200:
                         sink.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
@@ -444,3 +445,39 @@ def test_canary_and_shadow_answers_say_their_variant():
         server.stop()
         sink.close()
         shutil.rmtree(tmp)
+
+
+def test_sigterm_sends_a_waiting_batch_and_a_refusing_sink_is_not_retried():
+    sink = Sink()
+    # A batch that would wait 60 s: SIGTERM sends it within the grace period.
+    server = QuiverServer(extra_args=[
+        "--payload-log-url", sink.url, "--payload-log-batch-size", "1000",
+        "--payload-log-batch-interval-ms", "60000", "--load-model", "fraud_mlp", "--model-control-mode", "explicit"])
+    try:
+        rest_requests(server, 30, np.ones((1, 32), np.float32))
+        time.sleep(0.5)
+        assert sink.events() == []
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+        assert len(sink.events()) == 60
+    finally:
+        if server.alive():
+            server.stop()
+    # A sink that answers 400 refuses the events: failed at once, never retried.
+    sink.status = 400
+    posts = len(sink.posts)
+    server = QuiverServer(extra_args=["--payload-log-url", sink.url, "--load-model", "fraud_mlp",
+                                      "--model-control-mode", "explicit"])
+    try:
+        rest_requests(server, 10, np.ones((1, 32), np.float32))
+        deadline = time.time() + 20
+        while time.time() < deadline and metric(server, "quiver_payload_log_events_failed_total") < 20:
+            time.sleep(0.2)
+        assert metric(server, "quiver_payload_log_events_failed_total", model="fraud_mlp") == 20
+        assert metric(server, "quiver_payload_log_events_retried_total") == 0
+        assert metric(server, "quiver_payload_log_events_sent_total") == 0
+        # One POST per event: none was tried again.
+        assert sink.refused == 20 and len(sink.posts) == posts
+    finally:
+        server.stop()
+        sink.close()

@@ -86,7 +86,8 @@ pub struct Record {
     pub metadata: String,
     pub received: SystemTime,
     pub answered: SystemTime,
-    pub request: Option<InferRequest>,
+    /// The engine's copy of the request, shared with the other taps.
+    pub request: Option<Arc<InferRequest>>,
     /// The answer, or the HTTP status and message of the error.
     pub outcome: Result<InferResponse, (u16, String)>,
 }
@@ -441,12 +442,12 @@ mod tests {
             metadata: String::new(),
             received: SystemTime::UNIX_EPOCH,
             answered: SystemTime::UNIX_EPOCH,
-            request: Some(InferRequest {
+            request: Some(Arc::new(InferRequest {
                 model_name: "m".into(),
                 id: "r1".into(),
                 inputs: vec![tensor("x", &[1.0, 2.5]), tensor("ssn", &[7.0])],
                 ..Default::default()
-            }),
+            })),
             outcome,
         })
     }
@@ -523,7 +524,9 @@ mod tests {
 
         s.max_event_bytes = 1024;
         let mut big = record(s, Framing::Json, Ok(answer()));
-        Arc::get_mut(&mut big).unwrap().request.as_mut().unwrap().inputs[0] = tensor("x", &[0.25; 4096]);
+        Arc::get_mut(Arc::get_mut(&mut big).unwrap().request.as_mut().unwrap())
+            .unwrap()
+            .inputs[0] = tensor("x", &[0.25; 4096]);
         let (req, b) = body(&big, true);
         assert!(b.truncated && req.len() < 1024);
         let v: Value = serde_json::from_slice(&req).unwrap();

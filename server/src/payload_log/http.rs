@@ -53,6 +53,7 @@ pub async fn run(url: String, mut taker: Taker, global: Global) {
         retry_for: global.retry_for,
         closing: taker.closing.clone(),
         abandoned: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
     });
     let slots = Arc::new(Semaphore::new(global.workers));
     let mut sends = JoinSet::new();
@@ -150,6 +151,8 @@ struct Post {
     closing: watch::Receiver<Option<Instant>>,
     /// Events given up at the shutdown deadline (logged once, at the end).
     abandoned: AtomicU64,
+    /// POSTs given up (refused or retried past the limit), for the log.
+    failures: AtomicU64,
 }
 
 impl Post {
@@ -185,28 +188,29 @@ impl Post {
                     return;
                 }
                 Ok(r) => {
-                    let status = r.status();
-                    let again = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
-                    if !again {
-                        tracing::warn!(
-                            sink = self.label,
-                            status = status.as_u16(),
-                            events = events.len(),
-                            "payload log: the sink refused events"
-                        );
-                    }
-                    again
+                    let status = r.status().as_u16();
+                    let again = r.status().is_server_error() || status == 408 || status == 429;
+                    (again, format!("HTTP {status}"))
                 }
-                Err(_) => true,
+                Err(e) => (true, e.to_string()),
             };
+            let (retry, why) = retry;
             let stop = self.closing.borrow().map_or(give_up, |d| d.min(give_up));
             if !retry || Instant::now() + pause > stop {
                 counts(events, super::queue::FAILED, &self.label);
-                tracing::warn!(
-                    sink = self.label,
-                    events = events.len(),
-                    "payload log: events not delivered"
-                );
+                // A sink that refuses everything would log every POST: the
+                // 1st, 2nd, 4th, 8th, ... failure is logged, with the count.
+                let failures = self.failures.fetch_add(1, Relaxed) + 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(
+                        sink = self.label,
+                        events = events.len(),
+                        reason = why,
+                        retried = retry,
+                        failed_posts_so_far = failures,
+                        "payload log: events not delivered"
+                    );
+                }
                 return;
             }
             counts(events, super::queue::RETRIED, &self.label);

@@ -195,17 +195,14 @@ impl Tap for LogTap {
             Some(n) if n.trim() == "0" => Framing::Raw,
             Some(_) => Framing::Binary,
         };
-        let mut request = exchange.request.cloned();
+        // The request is the engine's shared copy (a reference count); the
+        // answer goes to the client, so its names and shapes are cloned.
+        let request = exchange.request.cloned();
         let mut outcome = match exchange.result {
             Ok(r) => Ok(r.clone()),
             Err(e) => Err((e.kind.http_status().as_u16(), e.message.clone())),
         };
-        own_small_tensors(
-            request
-                .iter_mut()
-                .flat_map(|r| &mut r.inputs)
-                .chain(outcome.iter_mut().flat_map(|r| &mut r.outputs)),
-        );
+        own_small_tensors(outcome.iter_mut().flat_map(|r| &mut r.outputs));
         let record = Arc::new(Record {
             origin: Arc::clone(&self.origin),
             id: context.header("ce-id").map_or_else(new_id, str::to_owned),
@@ -230,11 +227,10 @@ impl Tap for LogTap {
     }
 }
 
-/// Tensors this small are copied into one buffer of the record's own
+/// Outputs this small are copied into one buffer of the record's own
 /// rather than shared: a shared slice keeps the whole buffer it came from
-/// alive (the connection's read buffer, which h2 then cannot reuse, or a
-/// batch's output) for as long as the record waits, and that costs more
-/// than copying a few hundred bytes (docs/logging.md, "Cost").
+/// (a batch's output, rows of every request in it) alive for as long as
+/// the record waits, which costs more than copying a few hundred bytes.
 const SHARE_ABOVE: usize = 4096;
 
 fn own_small_tensors<'a>(tensors: impl Iterator<Item = &'a mut quiver_runtimes::Tensor>) {
