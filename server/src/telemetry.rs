@@ -24,6 +24,8 @@ pub const TLS_HANDSHAKE_FAILURES: &str = "quiver_tls_handshake_failures_total";
 // What model sources downloaded.
 pub const SOURCE_OBJECTS_FETCHED: &str = "quiver_source_objects_fetched_total";
 pub const SOURCE_BYTES_FETCHED: &str = "quiver_source_bytes_fetched_total";
+// One POST of the payload log to its HTTP sink (docs/logging.md).
+pub const PAYLOAD_LOG_SEND_SECONDS: &str = "quiver_payload_log_send_seconds";
 
 /// Installs the process-wide recorder once and returns its handle. Metric
 /// handles created before this call would be no-ops, so `start` calls it first.
@@ -32,7 +34,7 @@ pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         // The per-version histograms are quiver's own (`versions`).
         let mut builder = PrometheusBuilder::new();
-        for name in [VARIANT_SECONDS, HTTP_SECONDS, GRPC_SECONDS] {
+        for name in [VARIANT_SECONDS, HTTP_SECONDS, GRPC_SECONDS, PAYLOAD_LOG_SEND_SECONDS] {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full(name.into()), LATENCY_BUCKETS)
                 .expect("buckets");

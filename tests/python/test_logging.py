@@ -476,6 +476,8 @@ def test_sigterm_sends_a_waiting_batch_and_a_refusing_sink_is_not_retried():
         assert metric(server, "quiver_payload_log_events_failed_total", model="fraud_mlp") == 20
         assert metric(server, "quiver_payload_log_events_retried_total") == 0
         assert metric(server, "quiver_payload_log_events_sent_total") == 0
+        # POST latency is a histogram with buckets (one observation per POST).
+        assert metric(server, "quiver_payload_log_send_seconds_bucket", le="+Inf") == 20
         # One POST per event: none was tried again.
         assert sink.refused == 20 and len(sink.posts) == posts
     finally:

@@ -21,8 +21,6 @@ use super::queue::Taker;
 use super::queue::counts;
 use super::settings::Global;
 
-pub const SEND_SECONDS: &str = "quiver_payload_log_send_seconds";
-
 /// The first pause between two tries, and the longest.
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LONGEST_PAUSE: Duration = Duration::from_secs(5);
@@ -181,7 +179,8 @@ impl Post {
                     return;
                 }
             };
-            histogram!(SEND_SECONDS, "sink" => self.label.clone()).record(start.elapsed().as_secs_f64());
+            histogram!(crate::telemetry::PAYLOAD_LOG_SEND_SECONDS, "sink" => self.label.clone())
+                .record(start.elapsed().as_secs_f64());
             let retry = match outcome {
                 Ok(r) if r.status().is_success() => {
                     counts(events, super::queue::SENT, &self.label);

@@ -28,7 +28,6 @@ pub use event::{Event, Framing, Origin, Record};
 use queue::Sink;
 pub use settings::{Global, Mode, Settings};
 
-pub use http::SEND_SECONDS;
 pub use queue::{DROPPED, FAILED, RETRIED, SENT, TRUNCATED};
 
 /// The payload logger: makes each version's tap, owns the sinks.
@@ -202,7 +201,9 @@ impl Tap for LogTap {
             Ok(r) => Ok(r.clone()),
             Err(e) => Err((e.kind.http_status().as_u16(), e.message.clone())),
         };
-        own_small_tensors(outcome.iter_mut().flat_map(|r| &mut r.outputs));
+        if let Ok(answer) = &mut outcome {
+            own_small_tensors(&mut answer.outputs);
+        }
         let record = Arc::new(Record {
             origin: Arc::clone(&self.origin),
             id: context.header("ce-id").map_or_else(new_id, str::to_owned),
@@ -233,19 +234,19 @@ impl Tap for LogTap {
 /// the record waits, which costs more than copying a few hundred bytes.
 const SHARE_ABOVE: usize = 4096;
 
-fn own_small_tensors<'a>(tensors: impl Iterator<Item = &'a mut quiver_runtimes::Tensor>) {
-    let small: Vec<&mut quiver_runtimes::Tensor> = tensors.filter(|t| t.data.len() <= SHARE_ABOVE).collect();
-    let total: usize = small.iter().map(|t| t.data.len()).sum();
+fn own_small_tensors(tensors: &mut [quiver_runtimes::Tensor]) {
+    let small = |t: &quiver_runtimes::Tensor| t.data.len() <= SHARE_ABOVE;
+    let total: usize = tensors.iter().filter(|t| small(t)).map(|t| t.data.len()).sum();
     if total == 0 {
         return;
     }
     let mut own = Vec::with_capacity(total);
-    for t in &small {
+    for t in tensors.iter().filter(|t| small(t)) {
         own.extend_from_slice(&t.data);
     }
     let own = bytes::Bytes::from(own);
     let mut at = 0;
-    for t in small {
+    for t in tensors.iter_mut().filter(|t| small(t)) {
         let n = t.data.len();
         t.data = own.slice(at..at + n);
         at += n;
@@ -295,6 +296,29 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_outputs_get_a_buffer_of_their_own_and_large_ones_stay_shared() {
+        let tensor = |name: &str, data: bytes::Bytes| quiver_runtimes::Tensor {
+            name: name.into(),
+            datatype: quiver_runtimes::DataType::Uint8,
+            shape: vec![data.len() as i64],
+            data,
+        };
+        let wire = bytes::Bytes::from(vec![7u8; 3 * SHARE_ABOVE]);
+        let mut outputs = [
+            tensor("a", wire.slice(0..8)),
+            tensor("big", wire.slice(8..8 + 2 * SHARE_ABOVE)),
+            tensor("b", wire.slice(100..104)),
+        ];
+        own_small_tensors(&mut outputs);
+        assert_eq!(outputs[0].data, wire.slice(0..8));
+        assert_eq!(outputs[2].data, wire.slice(100..104));
+        // The small ones now sit side by side in one new buffer.
+        assert_eq!(outputs[2].data.as_ptr(), outputs[0].data.as_ptr().wrapping_add(8));
+        assert_ne!(outputs[0].data.as_ptr(), wire.as_ptr());
+        assert_eq!(outputs[1].data.as_ptr(), wire.as_ptr().wrapping_add(8));
+    }
 
     #[test]
     fn ids_are_unique_uuids_v4() {
