@@ -1,5 +1,6 @@
 # Sourced by the benchmark scripts: ONNX Runtime, a release build, and
-# start_quiver LOG ARGS... which starts the server on core 0 with every port
+# start_quiver LOG ARGS... which starts the server on core 0 (SERVER_CPUS,
+# a taskset list) with one async worker thread (SERVER_THREADS), every port
 # picked by the OS and sets $server (pid), $http and $grpc (base URLs).
 # QUIVER_BIN runs another server binary (an earlier build, for before/after).
 root="$PWD"
@@ -15,8 +16,8 @@ bin="${CARGO_TARGET_DIR:-$root/target}/release"
 start_quiver() {
   local log="$1"
   shift
-  taskset -c 0 "${QUIVER_BIN:-$bin/quiver}" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
-    --worker-threads 1 --shutdown-drain-seconds 0 --log info "$@" 2> "$log" &
+  taskset -c "${SERVER_CPUS:-0}" "${QUIVER_BIN:-$bin/quiver}" --host 127.0.0.1 --http-port 0 --grpc-port 0 --metrics-port 0 \
+    --worker-threads "${SERVER_THREADS:-1}" --shutdown-drain-seconds 0 --log info "$@" 2> "$log" &
   server=$!
   trap 'kill $server 2>/dev/null || true' EXIT
   for _ in $(seq 100); do

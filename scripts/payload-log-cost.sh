@@ -8,6 +8,8 @@
 #   batch    the same in batch mode (--payload-log-batch-size 64)
 #   file     every event to a JSON Lines file (--payload-log-file)
 #   hang     to a sink that never answers (queue full, events dropped)
+# SERVER_CPUS=0,1 SERVER_THREADS=2 CLIENT_CPUS=0,1 lets everything share
+# both cores instead (what a load generator on the same node sees).
 # Prints each round's rows and what the sink received and quiver dropped.
 #   ./scripts/payload-log-cost.sh    (ROUNDS=3 DURATION=8 PROTOCOLS=grpc CONCURRENCY=1,16 MODES="plain http batch file hang")
 set -euo pipefail
@@ -30,7 +32,7 @@ run() { # $1 mode, $2 round
     http|batch|hang)
       local extra=()
       [ "$1" = hang ] && extra=(--hang)
-      taskset -c 1 "$bin/quiver-event-sink" "${extra[@]}" > "$out/plc-sink-$label.log" &
+      taskset -c "${CLIENT_CPUS:-1}" "$bin/quiver-event-sink" "${extra[@]}" > "$out/plc-sink-$label.log" &
       sink=$!
       for _ in $(seq 50); do grep -q listening "$out/plc-sink-$label.log" && break; sleep 0.1; done
       args=(--payload-log-url "http://$(awk '/listening on/ {print $3}' "$out/plc-sink-$label.log")/")
@@ -43,7 +45,7 @@ run() { # $1 mode, $2 round
   esac
   start_quiver "$out/plc-$label.log" --model-repository "$repo" "${args[@]}"
   metrics="http://$(grep -o 'metrics listening address=[^ ]*' "$out/plc-$label.log" | cut -d= -f2)"
-  taskset -c 1 "$bin/quiver-loadtest" --model fraud_mlp --http "$http" --grpc "$grpc" \
+  taskset -c "${CLIENT_CPUS:-1}" "$bin/quiver-loadtest" --model fraud_mlp --http "$http" --grpc "$grpc" \
     --protocols "${PROTOCOLS:-grpc}" --concurrency "${CONCURRENCY:-1,16}" --duration "$duration" --warmup 2 \
     --server-pid "$server" --markdown "$out/plc-$label.md" > /dev/null
   local dropped sent

@@ -3,6 +3,9 @@ use std::time::Duration;
 
 use quiver_server::config::Config;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let (config, triton_warnings) = Config::parse_with_triton_flags();
     tracing_subscriber::fmt()

@@ -1,6 +1,6 @@
 //! The file sink: one structured CloudEvent (JSON) a line, for a log
 //! shipper beside a standalone container. Written by a thread of its own
-//! (file writes never run on the async runtime), buffered, flushed at
+//! (file writes never run on the serving runtime), buffered, flushed at
 //! least every 100 ms, rotated by size: `PATH` -> `PATH.1` -> ... ->
 //! `PATH.<keep>`, the oldest removed.
 use std::fs::{File, OpenOptions};
@@ -16,24 +16,7 @@ use super::settings::FileSettings;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const BUFFER: usize = 256 << 10;
 
-pub fn start(taker: Taker, settings: FileSettings) -> std::io::Result<()> {
-    let writer = Rotating::open(settings)?;
-    std::thread::Builder::new()
-        .name("quiver-payload-log".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "payload log file: cannot start its thread");
-                    return;
-                }
-            };
-            runtime.block_on(run(taker, writer));
-        })?;
-    Ok(())
-}
-
-async fn run(mut taker: Taker, mut out: Rotating) {
+pub async fn run(mut taker: Taker, mut out: Rotating) {
     let mut events = Vec::new();
     let mut line = Vec::with_capacity(4096);
     let mut pending: Vec<Event> = Vec::new();
@@ -91,7 +74,7 @@ fn flush(out: &mut Rotating, pending: &mut Vec<Event>, sink: &Sink) {
         }
     }
     // Events hold their record (and its tensors) until here.
-    sink.bury(pending.drain(..));
+    pending.clear();
 }
 
 /// A file that rotates when the next line would take it over its size.

@@ -44,7 +44,6 @@ pub async fn run(url: String, mut taker: Taker, global: Global) {
         }
     };
     let post = Arc::new(Post {
-        sink: Arc::clone(&sink),
         client,
         url,
         label: sink.label.clone(),
@@ -141,7 +140,6 @@ async fn dispatch(
 }
 
 struct Post {
-    sink: Arc<super::queue::Sink>,
     client: reqwest::Client,
     url: String,
     label: String,
@@ -158,7 +156,6 @@ impl Post {
     /// shutdown deadline) is up, and counts the outcome per model.
     async fn send(&self, events: Vec<Event>) {
         self.try_send(&events).await;
-        self.sink.bury(events);
     }
 
     async fn try_send(&self, events: &[Event]) {

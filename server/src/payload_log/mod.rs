@@ -30,17 +30,31 @@ pub use settings::{Global, Mode, Settings};
 
 pub use queue::{DROPPED, FAILED, RETRIED, SENT, TRUNCATED};
 
+/// Runs a sink's worker on a thread of its own, with a runtime of its own:
+/// its encoding, writes and POSTs never queue behind (or ahead of) the
+/// serving runtime's tasks, and the OS can run it on a core that serving
+/// leaves idle.
+fn on_own_thread(work: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("quiver-payload-log".into())
+        .spawn(
+            move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(work),
+                Err(e) => tracing::error!(error = %e, "payload log: cannot start a sink's runtime"),
+            },
+        )?;
+    Ok(())
+}
+
 /// The payload logger: makes each version's tap, owns the sinks.
 pub struct PayloadLog {
     global: Global,
     /// HTTP sinks by URL (a model may name its own), made on first use.
     http: Mutex<HashMap<String, Arc<Sink>>>,
     file: Option<Arc<Sink>>,
-    runtime: tokio::runtime::Handle,
 }
 
 impl PayloadLog {
-    /// Must be called on the server's runtime (the HTTP sinks run there).
     pub fn new(global: Global) -> std::io::Result<Arc<PayloadLog>> {
         let file = match &global.file {
             None => None,
@@ -51,7 +65,8 @@ impl PayloadLog {
                     global.queue_bytes,
                 );
                 let sink = Arc::clone(&taker.sink);
-                file::start(taker, settings.clone())?;
+                let out = file::Rotating::open(settings.clone())?;
+                on_own_thread(async move { file::run(taker, out).await })?;
                 Some(sink)
             }
         };
@@ -59,7 +74,6 @@ impl PayloadLog {
             global,
             http: Mutex::new(HashMap::new()),
             file,
-            runtime: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -68,8 +82,11 @@ impl PayloadLog {
         let sink = sinks.entry(url.to_owned()).or_insert_with(|| {
             let taker = Sink::open(format!("http {url}"), self.global.queue, self.global.queue_bytes);
             let sink = Arc::clone(&taker.sink);
-            self.runtime
-                .spawn(http::run(url.to_owned(), taker, self.global.clone()));
+            let (url, global) = (url.to_owned(), self.global.clone());
+            if let Err(e) = on_own_thread(http::run(url, taker, global)) {
+                // Without a worker the queue fills and every event is counted as dropped.
+                tracing::error!(error = %e, sink = sink.label, "payload log: cannot start the sink's thread");
+            }
             sink
         });
         Arc::clone(sink)
@@ -180,9 +197,6 @@ impl LogTap {
 
 impl Tap for LogTap {
     fn observe(&self, exchange: &Exchange<'_>) {
-        for sink in &self.sinks {
-            sink.reap();
-        }
         if !self.sampled() {
             return;
         }
