@@ -37,6 +37,7 @@ pub const EXTENSIONS: &[&str] = &[
     "schedule_policy",
     "model_repository",
     "model_repository(unload_dependents)",
+    "logging",
 ];
 
 pub use engine::{Engine, Fetch, IndexEntry, ModelMetadata, TensorMetadata};

@@ -490,8 +490,8 @@ pub struct Config {
     #[arg(long)]
     pub check_config: bool,
 
-    /// Triton's verbose logging level: 1 or more turns quiver's own logs to
-    /// debug (unless --log says otherwise).
+    /// Triton's verbose logging level: 1 turns quiver's own logs to debug,
+    /// 2 or more to trace, over --log. `/v2/logging` changes it at run time.
     #[arg(long, env = "QUIVER_LOG_VERBOSE", default_value_t = 0)]
     pub log_verbose: u32,
 
@@ -553,16 +553,6 @@ impl Config {
             }
         }
         warnings
-    }
-
-    /// The log filter: --log, or debug for quiver's own logs with
-    /// --log-verbose when --log is left at its default.
-    pub fn log_filter(&self) -> String {
-        if self.log_verbose > 0 && self.log == "info" {
-            "info,quiver=debug,quiver_server=debug,quiver_runtimes=debug".into()
-        } else {
-            self.log.clone()
-        }
     }
 
     /// `--strict-readiness`, or its default for how the server is used.

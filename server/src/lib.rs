@@ -9,6 +9,7 @@ pub mod connections;
 pub mod error;
 pub mod gpu_metrics;
 mod listeners;
+pub mod logging;
 pub mod payload_log;
 pub mod sources;
 mod startup;

@@ -3,16 +3,9 @@ use std::time::Duration;
 
 use quiver_server::config::Config;
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let (config, triton_warnings) = Config::parse_with_triton_flags();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(config.log_filter()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    quiver_server::logging::install(&config.log, config.log_verbose);
     for warning in &triton_warnings {
         tracing::warn!("{warning}");
     }

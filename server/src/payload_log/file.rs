@@ -74,7 +74,7 @@ fn flush(out: &mut Rotating, pending: &mut Vec<Event>, sink: &Sink) {
         }
     }
     // Events hold their record (and its tensors) until here.
-    pending.clear();
+    sink.bury(pending.drain(..));
 }
 
 /// A file that rotates when the next line would take it over its size.

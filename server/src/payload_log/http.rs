@@ -44,6 +44,7 @@ pub async fn run(url: String, mut taker: Taker, global: Global) {
         }
     };
     let post = Arc::new(Post {
+        sink: Arc::clone(&sink),
         client,
         url,
         label: sink.label.clone(),
@@ -140,6 +141,7 @@ async fn dispatch(
 }
 
 struct Post {
+    sink: Arc<super::queue::Sink>,
     client: reqwest::Client,
     url: String,
     label: String,
@@ -156,6 +158,7 @@ impl Post {
     /// shutdown deadline) is up, and counts the outcome per model.
     async fn send(&self, events: Vec<Event>) {
         self.try_send(&events).await;
+        self.sink.bury(events);
     }
 
     async fn try_send(&self, events: &[Event]) {

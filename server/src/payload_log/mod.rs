@@ -197,6 +197,9 @@ impl LogTap {
 
 impl Tap for LogTap {
     fn observe(&self, exchange: &Exchange<'_>) {
+        for sink in &self.sinks {
+            sink.reap();
+        }
         if !self.sampled() {
             return;
         }

@@ -22,6 +22,7 @@ const INFERENCE_METHODS: &[(&str, Scope)] = &[
     ("RepositoryIndex", Scope::Data),
     ("RepositoryModelLoad", Scope::Control),
     ("RepositoryModelUnload", Scope::Control),
+    ("LogSettings", Scope::Control),
 ];
 
 /// The scope of a call, from its path (`/package.Service/Method`): the

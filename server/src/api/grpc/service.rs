@@ -379,4 +379,48 @@ impl GrpcInferenceService for InferenceService {
             .map_err(crate::error::status);
         observe("RepositoryModelUnload", started, result)
     }
+
+    async fn log_settings(&self, r: Request<LogSettingsRequest>) -> Result<Response<LogSettingsResponse>, Status> {
+        use crate::logging::Value;
+        use log_settings_request::setting_value::ParameterChoice as In;
+        use log_settings_response::setting_value::ParameterChoice as Out;
+        let started = Instant::now();
+        let changes = r
+            .into_inner()
+            .settings
+            .into_iter()
+            .map(|(name, value)| {
+                let value = match value.parameter_choice {
+                    Some(In::BoolParam(b)) => Value::Bool(b),
+                    Some(In::Uint32Param(n)) => Value::Number(n.into()),
+                    Some(In::StringParam(s)) => Value::Text(s),
+                    None => return Err(Error::invalid(format!("log setting '{name}': no value"))),
+                };
+                Ok((name, value))
+            })
+            .collect::<Result<Vec<_>, Error>>();
+        let result = changes
+            .and_then(|c| crate::logging::update(&c))
+            .map(|settings| {
+                let settings = settings
+                    .fields()
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            Value::Bool(b) => Out::BoolParam(b),
+                            // Every number setting is a u32 (the verbose level).
+                            Value::Number(n) => Out::Uint32Param(n as u32),
+                            Value::Text(s) => Out::StringParam(s),
+                        };
+                        let value = log_settings_response::SettingValue {
+                            parameter_choice: Some(value),
+                        };
+                        (name.to_owned(), value)
+                    })
+                    .collect();
+                Response::new(LogSettingsResponse { settings })
+            })
+            .map_err(crate::error::status);
+        observe("LogSettings", started, result)
+    }
 }

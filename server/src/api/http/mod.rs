@@ -4,6 +4,7 @@ mod compression;
 mod guard;
 mod health;
 mod infer;
+mod logging;
 mod metadata;
 mod monitoring;
 mod repository;

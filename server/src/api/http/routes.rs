@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
 use super::state::{HttpError, HttpState};
-use super::{guard, health, infer, metadata, monitoring, repository, statistics, traffic};
+use super::{guard, health, infer, logging, metadata, monitoring, repository, statistics, traffic};
 use crate::auth::Scope;
 use crate::error::Error;
 
@@ -81,6 +81,9 @@ const CONTROL: &[Endpoint] = &[
         methods: || get(traffic::get).put(traffic::put).delete(traffic::delete),
     },
     endpoint("/v2/repository/index", Scope::Data, || post(repository::index)),
+    // Triton's logging extension: reading the settings is control too, as
+    // Triton's restricted API groups it.
+    endpoint("/v2/logging", Scope::Control, || get(logging::get).post(logging::post)),
     endpoint("/v2/models/{model}/monitoring/reference", Scope::Control, || {
         post(monitoring::freeze)
     }),
