@@ -491,9 +491,36 @@ pub struct Config {
     pub check_config: bool,
 
     /// Triton's verbose logging level: 1 turns quiver's own logs to debug,
-    /// 2 or more to trace, over --log. `/v2/logging` changes it at run time.
+    /// 2 or more to trace, over --log. `/v2/logging` changes it at run time,
+    /// as it does the four below.
     #[arg(long, env = "QUIVER_LOG_VERBOSE", default_value_t = 0)]
     pub log_verbose: u32,
+
+    /// Write INFO lines (Triton's --log-info=<bool>).
+    #[arg(long, env = "QUIVER_LOG_INFO", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub log_info: bool,
+
+    /// Write WARN lines (Triton's --log-warning=<bool>).
+    #[arg(long, env = "QUIVER_LOG_WARNING", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub log_warning: bool,
+
+    /// Write ERROR lines (Triton's --log-error=<bool>).
+    #[arg(long, env = "QUIVER_LOG_ERROR", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub log_error: bool,
+
+    /// Append the log to this file instead of standard error (Triton's
+    /// --log-file).
+    #[arg(long, env = "QUIVER_LOG_FILE")]
+    pub log_file: Option<std::path::PathBuf>,
+
+    /// Triton's --log-format: `default` or `ISO8601`. quiver's lines carry an
+    /// ISO 8601 time in both.
+    #[arg(long, env = "QUIVER_LOG_FORMAT", default_value = "default",
+          value_parser = ["default", "ISO8601"])]
+    pub log_format: String,
 
     /// Exit at start-up if a model that should serve fails to load (Triton's
     /// --exit-on-error, whose default is true). quiver's default is false:
@@ -553,6 +580,22 @@ impl Config {
             }
         }
         warnings
+    }
+
+    /// The log settings the flags ask for (`crate::logging`).
+    pub fn log_settings(&self) -> crate::logging::Settings {
+        crate::logging::Settings {
+            log_file: self
+                .log_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            log_info: self.log_info,
+            log_warnings: self.log_warning,
+            log_errors: self.log_error,
+            log_verbose_level: self.log_verbose,
+            log_format: self.log_format.clone(),
+        }
     }
 
     /// `--strict-readiness`, or its default for how the server is used.
@@ -756,6 +799,36 @@ mod tests {
 
     fn parse(args: &[&str]) -> Config {
         Config::parse_from(std::iter::once("quiver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn tritons_log_flags_are_the_initial_log_settings() {
+        let c = parse(&[]);
+        let s = c.log_settings();
+        assert!(s.log_info && s.log_warnings && s.log_errors);
+        assert_eq!(
+            (s.log_file.as_str(), s.log_verbose_level, s.log_format.as_str()),
+            ("", 0, "default")
+        );
+        let c = parse(&[
+            "--log-info=false",
+            "--log-warning",
+            "false",
+            "--log-error",
+            "--log-verbose=2",
+            "--log-file=/var/log/quiver.log",
+            "--log-format=ISO8601",
+        ]);
+        let s = c.log_settings();
+        assert!(!s.log_info && !s.log_warnings && s.log_errors);
+        assert_eq!(
+            (s.log_file.as_str(), s.log_verbose_level, s.log_format.as_str()),
+            ("/var/log/quiver.log", 2, "ISO8601")
+        );
+        let bad = Config::try_parse_from(["quiver", "--log-format=json"])
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("--log-format"), "{bad}");
     }
 
     #[test]

@@ -230,9 +230,11 @@ fn output() -> Arc<Output> {
     })
 }
 
-/// Installs the process's subscriber: `base` is `--log`'s filter, `verbose`
-/// Triton's `--log-verbose`. Called once, by `main`.
-pub fn install(base: &str, verbose: u32) {
+/// Installs the process's subscriber: `base` is `--log`'s filter, `initial`
+/// what Triton's `--log-*` flags ask for. Called once, by `main`; an error
+/// (a log file that cannot be opened) names the setting.
+pub fn install(base: &str, initial: Settings) -> Result<(), Error> {
+    let verbose = initial.log_verbose_level;
     let output = output();
     let (filter_layer, handle) = tracing_subscriber::reload::Layer::new(EnvFilter::new(filter(base, verbose)));
     tracing_subscriber::registry()
@@ -249,6 +251,12 @@ pub fn install(base: &str, verbose: u32) {
         output,
         reload: Some(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()))),
     });
+    let changes: Vec<(String, Value)> = initial
+        .fields()
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    update(&changes).map(|_| ())
 }
 
 fn log() -> &'static Log {

@@ -5,7 +5,10 @@ use quiver_server::config::Config;
 
 fn main() -> std::process::ExitCode {
     let (config, triton_warnings) = Config::parse_with_triton_flags();
-    quiver_server::logging::install(&config.log, config.log_verbose);
+    if let Err(e) = quiver_server::logging::install(&config.log, config.log_settings()) {
+        eprintln!("quiver: {}", e.message);
+        return std::process::ExitCode::from(2);
+    }
     for warning in &triton_warnings {
         tracing::warn!("{warning}");
     }

@@ -6,7 +6,7 @@
 //! `config.rs`: `--model-repository`, `--model-store`, the ports,
 //! `--allow-http`, `--allow-grpc`, `--allow-metrics`, `--model-control-mode`,
 //! `--load-model`, `--repository-poll-secs`, `--strict-readiness`,
-//! `--exit-on-error`, `--log-verbose`, ...). The flags here are the ones
+//! `--exit-on-error`, `--log-verbose`, `--log-info`, `--log-file`, ...). The flags here are the ones
 //! quiver cannot honour: they are taken out of the command line before it is
 //! parsed, with or without their value, and each is named in a warning at
 //! start-up, so nothing Triton accepts stops quiver from starting.
@@ -49,8 +49,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("trace-count", "no tracing"),
     ("trace-log-frequency", "no tracing"),
     ("id", "quiver reports its own server metadata"),
-    ("log-format", "logs are tracing's format"),
-    ("log-file", "logs go to stderr"),
     ("http-thread-count", "--worker-threads sizes the I/O threads"),
     ("http-header-forward-pattern", "no header forwarding"),
     ("http-restricted-api", "use --control-token and --data-token"),
@@ -98,9 +96,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("vertex-ai-port", "no Vertex AI endpoint"),
     ("vertex-ai-thread-count", "no Vertex AI endpoint"),
     ("vertex-ai-default-model", "no Vertex AI endpoint"),
-    ("log-info", "--log sets the level"),
-    ("log-warning", "--log sets the level"),
-    ("log-error", "--log sets the level"),
 ];
 
 /// The command line without the flags in [`IGNORED`], and one warning per
@@ -165,7 +160,7 @@ mod tests {
             "--grpc-port",
             "9000",
             "--strict-model-config=false",
-            "--log-info",
+            "--id",
             "--http-port=8080",
         ]);
         assert_eq!(
@@ -186,7 +181,7 @@ mod tests {
         assert!(warnings[1].contains("--trace-level=TIMESTAMPS"));
         assert!(warnings[2].contains("--strict-model-config=false") && warnings[2].contains("completed"));
         // A flag without a value before the next flag takes nothing with it.
-        assert!(warnings[3].contains("--log-info="));
+        assert!(warnings[3].contains("--id="));
     }
 
     #[test]

@@ -3,6 +3,7 @@ own calls: the settings round-trip over HTTP and gRPC, bad values are
 refused naming the setting, and the settings act on what quiver writes
 (lines switched off stop, a log file gets the lines)."""
 import os
+import subprocess
 import tempfile
 import time
 
@@ -12,7 +13,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from quiver_server import QuiverServer
+from quiver_server import BINARY, MODELS, ROOT, QuiverServer
 
 DEFAULTS = {"log_file": "", "log_info": True, "log_warnings": True, "log_errors": True,
             "log_verbose_level": 0, "log_format": "default"}
@@ -111,3 +112,32 @@ def test_bad_values_over_grpc_are_invalid_argument(quiver, settings, name):
         g.update_log_settings(settings)
     assert e.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT) and name in e.value.message(), e.value
     assert grpc_settings(g.get_log_settings()) == DEFAULTS
+
+
+def test_tritons_log_flags_set_the_initial_settings():
+    s = QuiverServer(extra_args=["--log-warning=false", "--log-error", "false", "--log-verbose", "1",
+                                 "--log-format", "ISO8601"])
+    try:
+        h = httpclient.InferenceServerClient(s.http)
+        assert h.get_log_settings() == dict(DEFAULTS, log_warnings=False, log_errors=False,
+                                            log_verbose_level=1, log_format="ISO8601")
+        # Verbose level 1: quiver's own debug lines are written.
+        assert any(" DEBUG " in line for line in s.log), "".join(s.log[-20:])
+    finally:
+        s.stop()
+
+
+def test_a_log_file_that_cannot_be_opened_stops_the_start_naming_it():
+    run = subprocess.run([BINARY, "--model-repository", MODELS, "--check-config",
+                          "--log-file", "/nonexistent-dir/quiver.log"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "log_file" in run.stderr and "/nonexistent-dir" in run.stderr, run
+
+
+def test_a_log_file_gets_the_lines_from_the_start():
+    path = os.path.join(tempfile.mkdtemp(prefix="quiver-log-"), "quiver.log")
+    run = subprocess.run([BINARY, "--model-repository", MODELS, "--check-config", "--log-file", path,
+                          "--log-verbose", "1"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run
+    # The start-up line that records the settings went to the file, not to stderr.
+    assert CHANGED in open(path).read() and CHANGED not in run.stderr, run
