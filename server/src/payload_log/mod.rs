@@ -66,7 +66,7 @@ impl PayloadLog {
                 );
                 let sink = Arc::clone(&taker.sink);
                 let out = file::Rotating::open(settings.clone())?;
-                on_own_thread(async move { file::run(taker, out).await })?;
+                on_own_thread(file::run(taker, out))?;
                 Some(sink)
             }
         };
