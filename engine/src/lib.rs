@@ -38,6 +38,7 @@ pub const EXTENSIONS: &[&str] = &[
     "model_repository",
     "model_repository(unload_dependents)",
     "logging",
+    "trace",
 ];
 
 pub use engine::{Engine, Fetch, IndexEntry, ModelMetadata, TensorMetadata};

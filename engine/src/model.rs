@@ -122,11 +122,13 @@ impl ModelVersion {
             outputs,
             queued,
             batch_rows,
+            execution,
         } = answer
             .await
             .map_err(|_| Error::internal(format!("model '{}' stopped before answering", self.name())))??;
         timing.queued = queued;
         timing.batch_rows = batch_rows;
+        timing.execution = execution;
         // One event per request, at debug level: free unless asked for
         // (--log quiver_engine=debug).
         tracing::debug!(

@@ -19,8 +19,8 @@
 //! its work elsewhere. A full queue drops and counts; the answer never waits
 //! for a tap. With no tap registered, a request pays two length checks.
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use quiver_proto::inference::ModelConfig;
@@ -54,6 +54,37 @@ pub struct Context<'a> {
     headers: &'a dyn Headers,
     /// When the front end had the whole request.
     pub received: Instant,
+    /// Set by a tap that traced the request; the front end answers it.
+    trace: OnceLock<TraceIds>,
+}
+
+/// The W3C trace context of a traced request's server span: what the
+/// answer's `traceparent` carries back to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceIds {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+impl TraceIds {
+    /// As a `traceparent` header value (version 00, sampled).
+    pub fn traceparent(&self) -> String {
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        hex(&mut s, &self.trace_id);
+        s.push('-');
+        hex(&mut s, &self.span_id);
+        s.push_str("-01");
+        s
+    }
+}
+
+fn hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
 }
 
 struct NoHeaders;
@@ -70,6 +101,7 @@ impl<'a> Context<'a> {
             protocol,
             headers,
             received: Instant::now(),
+            trace: OnceLock::new(),
         }
     }
 
@@ -79,6 +111,7 @@ impl<'a> Context<'a> {
             protocol: Protocol::Internal,
             headers: &NoHeaders,
             received: Instant::now(),
+            trace: OnceLock::new(),
         }
     }
 
@@ -89,6 +122,16 @@ impl<'a> Context<'a> {
 
     pub(crate) fn headers(&self) -> &dyn Headers {
         self.headers
+    }
+
+    /// Marks the request as traced (the first tap to do so wins).
+    pub fn set_trace(&self, ids: TraceIds) {
+        let _ = self.trace.set(ids);
+    }
+
+    /// The trace the request joined, when a tap traced it.
+    pub fn trace(&self) -> Option<&TraceIds> {
+        self.trace.get()
     }
 }
 
@@ -103,6 +146,23 @@ pub struct Timing {
     pub queued: Duration,
     /// Rows of the execution it was part of; zero when it did not run.
     pub batch_rows: usize,
+    /// The execution it was part of; all zero when it did not run.
+    pub execution: Execution,
+}
+
+/// The model execution a request ran in, as its instance measured it. The
+/// requests batched together share it (same `id`): the tracer shows who a
+/// request ran with, and what the batch's phases cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Execution {
+    /// Numbered process-wide from 1; 0 when the request never ran.
+    pub id: u64,
+    /// Requests in the execution.
+    pub requests: usize,
+    /// Laying out the batch's inputs, the runtime's run, slicing outputs back.
+    pub input: Duration,
+    pub infer: Duration,
+    pub output: Duration,
 }
 
 impl Timing {
@@ -113,6 +173,7 @@ impl Timing {
             elapsed: Duration::ZERO,
             queued: Duration::ZERO,
             batch_rows: 0,
+            execution: Execution::default(),
         }
     }
 }

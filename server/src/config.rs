@@ -522,6 +522,30 @@ pub struct Config {
           value_parser = ["default", "ISO8601"])]
     pub log_format: String,
 
+    /// Triton's --trace-config, repeatable: `SETTING=VALUE` for the global
+    /// trace settings (`mode`, `level`, `rate`, `count`), or
+    /// `triton,file=PATH` / `triton,log-frequency=N` /
+    /// `opentelemetry,url=URL` / `opentelemetry,resource=KEY=VALUE` /
+    /// `opentelemetry,bsp_max_queue_size|bsp_schedule_delay|bsp_max_export_batch_size=N`.
+    /// Over the `OTEL_*` environment (docs/observability.md).
+    #[arg(long = "trace-config", value_name = "[MODE,]SETTING=VALUE")]
+    pub trace_config: Vec<String>,
+
+    /// OpenTelemetry's standard environment, for those who know it rather
+    /// than Triton: an endpoint turns on OTLP tracing.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", hide = true)]
+    pub otel_traces_endpoint: Option<String>,
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide = true)]
+    pub otel_endpoint: Option<String>,
+    #[arg(long, env = "OTEL_SERVICE_NAME", hide = true)]
+    pub otel_service_name: Option<String>,
+    #[arg(long, env = "OTEL_RESOURCE_ATTRIBUTES", hide = true)]
+    pub otel_resource_attributes: Option<String>,
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", hide = true)]
+    pub otel_traces_sampler: Option<String>,
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", hide = true)]
+    pub otel_traces_sampler_arg: Option<String>,
+
     /// Exit at start-up if a model that should serve fails to load (Triton's
     /// --exit-on-error, whose default is true). quiver's default is false:
     /// one broken model does not take the others down.
@@ -598,6 +622,115 @@ impl Config {
         }
     }
 
+    /// Tracing as `--trace-config` and the `OTEL_*` environment set it:
+    /// the environment first, Triton's flag over it; an error names the
+    /// entry and what was wrong.
+    pub fn trace(&self) -> Result<crate::trace::Config, String> {
+        use crate::trace::{Config as Trace, Mode, settings};
+        let mut t = Trace::default();
+        let mut resource: Vec<(String, String)> = Vec::new();
+        let endpoint = match (&self.otel_traces_endpoint, &self.otel_endpoint) {
+            (Some(url), _) => Some(url.clone()),
+            (None, Some(base)) => Some(format!("{}/v1/traces", base.trim_end_matches('/'))),
+            (None, None) => None,
+        };
+        if let Some(url) = endpoint {
+            // OpenTelemetry's default sampler (parent based, always on).
+            t.mode = Mode::OpenTelemetry;
+            t.otel.url = url;
+            t.values.timestamps = true;
+            t.values.rate = 1;
+        }
+        match self.otel_traces_sampler.as_deref() {
+            None | Some("always_on" | "parentbased_always_on") => {}
+            Some("always_off" | "parentbased_always_off") => t.values.timestamps = false,
+            Some("traceidratio" | "parentbased_traceidratio") => {
+                let arg = self.otel_traces_sampler_arg.as_deref().unwrap_or("1");
+                let ratio: f64 = arg
+                    .parse()
+                    .ok()
+                    .filter(|r: &f64| *r > 0.0 && *r <= 1.0)
+                    .ok_or_else(|| format!("OTEL_TRACES_SAMPLER_ARG: expected a ratio in (0, 1], got '{arg}'"))?;
+                // quiver counts: a ratio of 1/N traces every Nth request.
+                t.values.rate = (1.0 / ratio).round() as u32;
+            }
+            Some(other) => return Err(format!("OTEL_TRACES_SAMPLER: '{other}' is not a sampler quiver knows")),
+        }
+        for pair in self.otel_resource_attributes.iter().flat_map(|a| a.split(',')) {
+            if let Some((k, v)) = pair.split_once('=') {
+                resource.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        let mut levels: Vec<String> = Vec::new();
+        for entry in &self.trace_config {
+            let bad = |why: String| format!("--trace-config {entry}: {why}");
+            let (mode, setting) = match entry.split_once(',') {
+                Some((m, s)) if !m.contains('=') => (Some(m), s),
+                _ => (None, entry.as_str()),
+            };
+            let (key, value) = setting
+                .split_once('=')
+                .ok_or_else(|| bad("expected SETTING=VALUE".into()))?;
+            let number = |name| settings::parse_number(name, value).map_err(&bad);
+            match (mode, key) {
+                (None, "mode") => {
+                    t.mode = match value {
+                        "triton" => Mode::Triton,
+                        "opentelemetry" => Mode::OpenTelemetry,
+                        _ => return Err(bad("the modes are triton and opentelemetry".into())),
+                    }
+                }
+                (None, "level") => levels.push(value.to_owned()),
+                (None, "rate") => t.values.rate = number("rate")? as u32,
+                (None, "count") => t.values.count = number("count")? as i32,
+                (None | Some("triton"), "file") => t.values.file = value.to_owned(),
+                (None | Some("triton"), "log-frequency" | "log_frequency") => {
+                    t.values.log_frequency = number("log-frequency")? as u32
+                }
+                (Some("opentelemetry"), "url") => {
+                    t.otel.url = if value.contains("://") {
+                        value.to_owned()
+                    } else {
+                        format!("http://{value}")
+                    }
+                }
+                (Some("opentelemetry"), "resource") => {
+                    let (k, v) = value
+                        .split_once('=')
+                        .ok_or_else(|| bad("expected resource=KEY=VALUE".into()))?;
+                    resource.push((k.to_owned(), v.to_owned()));
+                }
+                (Some("opentelemetry"), "bsp_max_queue_size") => {
+                    t.otel.max_queue = value.parse().map_err(|_| bad("expected a count".into()))?
+                }
+                (Some("opentelemetry"), "bsp_max_export_batch_size") => {
+                    t.otel.max_batch = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("expected a positive count".into()))?
+                }
+                (Some("opentelemetry"), "bsp_schedule_delay") => {
+                    let ms: u64 = value.parse().map_err(|_| bad("expected milliseconds".into()))?;
+                    t.otel.schedule_delay = std::time::Duration::from_millis(ms)
+                }
+                (Some(m), _) if m != "triton" && m != "opentelemetry" => {
+                    return Err(bad(format!("unknown mode '{m}' (triton, opentelemetry)")));
+                }
+                _ => return Err(bad(format!("unknown setting '{key}'"))),
+            }
+        }
+        if !levels.is_empty() {
+            t.values.timestamps = settings::level(t.mode, &levels).map_err(|e| format!("--trace-config level: {e}"))?;
+        }
+        if !resource.iter().any(|(k, _)| k == "service.name") {
+            let name = self.otel_service_name.clone().unwrap_or_else(|| "quiver".into());
+            resource.insert(0, ("service.name".into(), name));
+        }
+        t.otel.resource = resource;
+        Ok(t)
+    }
+
     /// `--strict-readiness`, or its default for how the server is used.
     pub fn strict_readiness(&self) -> bool {
         self.strict_readiness.unwrap_or(self.model_name.is_some())
@@ -622,6 +755,7 @@ impl Config {
 
     /// Checks that hold across fields; run once at start-up.
     pub fn validate(&self) -> Result<(), String> {
+        self.trace()?;
         if self.default_max_batch_size < 0 {
             return Err("--default-max-batch-size must be 0 or more".into());
         }
@@ -829,6 +963,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(bad.contains("--log-format"), "{bad}");
+    }
+
+    #[test]
+    fn trace_config_is_read_as_triton_reads_it() {
+        use crate::trace::Mode;
+        let t = parse(&[]).trace().unwrap();
+        assert_eq!(
+            (t.mode, t.values.timestamps, t.values.rate, t.values.count),
+            (Mode::Triton, false, 1000, -1)
+        );
+        assert_eq!(t.otel.resource, [("service.name".to_owned(), "quiver".to_owned())]);
+        let t = parse(&[
+            "--trace-config=mode=opentelemetry",
+            "--trace-config",
+            "level=TIMESTAMPS",
+            "--trace-config=rate=10",
+            "--trace-config=count=3",
+            "--trace-config=opentelemetry,url=collector:4318/v1/traces",
+            "--trace-config=opentelemetry,resource=service.name=fraud",
+            "--trace-config=opentelemetry,resource=team=risk",
+            "--trace-config=opentelemetry,bsp_max_queue_size=100",
+            "--trace-config=opentelemetry,bsp_schedule_delay=250",
+            "--trace-config=opentelemetry,bsp_max_export_batch_size=20",
+        ])
+        .trace()
+        .unwrap();
+        assert_eq!(t.mode, Mode::OpenTelemetry);
+        assert_eq!((t.values.timestamps, t.values.rate, t.values.count), (true, 10, 3));
+        assert_eq!(t.otel.url, "http://collector:4318/v1/traces");
+        assert_eq!(
+            t.otel.resource,
+            [("service.name".into(), "fraud".into()), ("team".into(), "risk".into())]
+        );
+        assert_eq!(
+            (t.otel.max_queue, t.otel.max_batch, t.otel.schedule_delay.as_millis()),
+            (100, 20, 250)
+        );
+        let t = parse(&[
+            "--trace-config=triton,file=/tmp/t.json",
+            "--trace-config=triton,log-frequency=50",
+        ])
+        .trace()
+        .unwrap();
+        assert_eq!((t.values.file.as_str(), t.values.log_frequency), ("/tmp/t.json", 50));
+        for (arg, needle) in [
+            ("rate=-1", "rate=-1"),
+            ("level=LOUD", "unknown trace level"),
+            ("mode=zipkin", "the modes are triton and opentelemetry"),
+            ("zipkin,url=x", "unknown mode 'zipkin'"),
+            ("colour=blue", "unknown setting 'colour'"),
+        ] {
+            let e = parse(&[&format!("--trace-config={arg}")]).trace().unwrap_err();
+            assert!(e.contains(needle), "{arg}: {e}");
+        }
+        let e = parse(&["--trace-config=mode=opentelemetry", "--trace-config=level=TENSORS"])
+            .trace()
+            .unwrap_err();
+        assert!(e.contains("not supported with OpenTelemetry"), "{e}");
+        // OpenTelemetry's environment, read through clap's env attributes.
+        let mut c = parse(&[]);
+        c.otel_endpoint = Some("http://otel:4318/".into());
+        c.otel_service_name = Some("scorer".into());
+        c.otel_traces_sampler = Some("traceidratio".into());
+        c.otel_traces_sampler_arg = Some("0.01".into());
+        let t = c.trace().unwrap();
+        assert_eq!(t.mode, Mode::OpenTelemetry);
+        assert_eq!(t.otel.url, "http://otel:4318/v1/traces");
+        assert_eq!((t.values.timestamps, t.values.rate), (true, 100));
+        assert_eq!(t.otel.resource[0], ("service.name".into(), "scorer".into()));
     }
 
     #[test]

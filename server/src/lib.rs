@@ -15,6 +15,7 @@ pub mod sources;
 mod startup;
 pub mod telemetry;
 pub mod tls;
+pub mod trace;
 pub mod triton_cli;
 pub mod webhooks;
 
@@ -44,6 +45,8 @@ pub struct Server {
     pub monitoring: Arc<quiver_monitor::Monitoring>,
     /// Request and answer logging (docs/logging.md).
     pub payload_log: Arc<payload_log::PayloadLog>,
+    /// Request tracing and its settings (docs/observability.md).
+    pub tracer: Arc<trace::Tracer>,
     /// The connection budget of the HTTP and gRPC listeners.
     pub connections: Arc<connections::Gate>,
     /// The request and byte budgets: what is in flight now.
@@ -78,6 +81,9 @@ pub async fn start_with(config: &Config, mut observers: Observers) -> anyhow::Re
     let payload_log = payload_log::PayloadLog::new(config.payload_log().map_err(anyhow::Error::msg)?)
         .map_err(|e| anyhow::anyhow!("--payload-log-file: {e}"))?;
     observers.tap_factories.push(Arc::clone(&payload_log) as _);
+    let tracer =
+        trace::Tracer::new(config.trace().map_err(anyhow::Error::msg)?).map_err(|e| anyhow::anyhow!("tracing: {e}"))?;
+    observers.taps.push(Arc::clone(&tracer) as _);
     if config.allow_gpu_metrics {
         let interval = Duration::from_millis(config.metrics_interval_ms.max(100));
         let library = config.nvml_library.clone();
@@ -91,7 +97,19 @@ pub async fn start_with(config: &Config, mut observers: Observers) -> anyhow::Re
     let [http_addr, grpc_addr, metrics_addr, admin_addr] = bound.addresses()?;
     let (stop, stopped) = watch::channel(false);
     let mut tasks = startup::follow(config, loaded, &stopped);
-    let serving = listeners::serve(config, &engine, &monitoring, tls, bound, &stopped, &mut tasks).await?;
+    let serving = listeners::serve(
+        config,
+        &engine,
+        listeners::Watchers {
+            monitoring: &monitoring,
+            tracer: &tracer,
+        },
+        tls,
+        bound,
+        &stopped,
+        &mut tasks,
+    )
+    .await?;
 
     engine.set_ready(true);
     serving
@@ -110,6 +128,7 @@ pub async fn start_with(config: &Config, mut observers: Observers) -> anyhow::Re
         engine,
         monitoring,
         payload_log,
+        tracer,
         connections: serving.connections,
         admission: serving.admission,
         health: serving.health,
@@ -154,5 +173,6 @@ impl Server {
         // What was answered is logged: the payload log's queues are sent
         // within a grace period of their own.
         self.payload_log.close(self.grace).await;
+        self.tracer.close(self.grace).await;
     }
 }

@@ -88,11 +88,17 @@ pub struct Serving {
     pub health: tonic_health::server::HealthReporter,
 }
 
+/// What the control endpoints read and change besides the engine.
+pub struct Watchers<'a> {
+    pub monitoring: &'a Arc<quiver_monitor::Monitoring>,
+    pub tracer: &'a Arc<crate::trace::Tracer>,
+}
+
 /// Serves every bound listener as a task pushed onto `tasks`.
 pub async fn serve(
     config: &Config,
     engine: &Arc<Engine>,
-    monitoring: &Arc<quiver_monitor::Monitoring>,
+    watchers: Watchers<'_>,
     tls: Option<Arc<tls::Tls>>,
     bound: Bound,
     stopped: &watch::Receiver<bool>,
@@ -132,7 +138,8 @@ pub async fn serve(
         max_body_bytes: config.http_max_body_bytes,
         admission: Arc::clone(&admission),
         auth: Arc::clone(&auth),
-        monitoring: Arc::clone(monitoring),
+        monitoring: Arc::clone(watchers.monitoring),
+        tracer: Arc::clone(watchers.tracer),
     };
     if let Some(listener) = bound.admin {
         let (app, shutdown) = (api::http::admin_router(state.clone()), until_stopped());
@@ -196,6 +203,7 @@ pub async fn serve(
     let limit = config.grpc_max_message_bytes;
     let inference = GrpcInferenceServiceServer::new(api::grpc::InferenceService::new(
         Arc::clone(engine),
+        Arc::clone(watchers.tracer),
         stopped.clone(),
         limit,
     ))

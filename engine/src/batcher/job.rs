@@ -31,4 +31,5 @@ pub struct Answer {
     pub queued: Duration,
     /// Rows in the execution this request was part of.
     pub batch_rows: usize,
+    pub execution: crate::tap::Execution,
 }

@@ -8,6 +8,7 @@ pub mod policy;
 pub mod queue;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,12 @@ use tokio::sync::oneshot;
 
 use super::stats::VersionStats;
 use crate::error::{Error, ErrorKind, Result};
+use crate::tap::Execution;
 pub use job::{Answer, Job};
+
+/// Executions numbered process-wide, so that requests that ran together
+/// share a number whatever version or instance ran them.
+static EXECUTIONS: AtomicU64 = AtomicU64::new(1);
 use queue::{JobQueue, QueueConfig, Taken};
 
 /// The dynamic batcher's and queue's settings for one model version.
@@ -204,6 +210,13 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
         // Recorded before answering, so a client that reads the statistics
         // after its answer sees its own execution.
         stats.batch(n, rows, timing.input, timing.infer, timing.output);
+        let execution = Execution {
+            id: EXECUTIONS.fetch_add(1, Ordering::Relaxed),
+            requests: n,
+            input: timing.input,
+            infer: timing.infer,
+            output: timing.output,
+        };
         let answers: Vec<Delivery> = jobs
             .into_iter()
             .zip(results)
@@ -213,6 +226,7 @@ fn serve(mut runtime: Box<dyn Runtime>, queue: &JobQueue, stats: &VersionStats, 
                     outputs,
                     queued,
                     batch_rows: rows,
+                    execution,
                 });
                 (job.reply, answer)
             })

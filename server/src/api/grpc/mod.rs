@@ -23,6 +23,7 @@ const INFERENCE_METHODS: &[(&str, Scope)] = &[
     ("RepositoryModelLoad", Scope::Control),
     ("RepositoryModelUnload", Scope::Control),
     ("LogSettings", Scope::Control),
+    ("TraceSetting", Scope::Control),
 ];
 
 /// The scope of a call, from its path (`/package.Service/Method`): the

@@ -22,6 +22,8 @@ use std::time::Instant;
 
 pub struct InferenceService {
     engine: Arc<Engine>,
+    /// Request tracing: `TraceSetting` reads and changes its settings.
+    tracer: Arc<crate::trace::Tracer>,
     /// Turns true when shutdown stops the listeners: open streams end then.
     stopping: watch::Receiver<bool>,
     /// The largest answer, in bytes (`--grpc-max-message-bytes`).
@@ -29,9 +31,15 @@ pub struct InferenceService {
 }
 
 impl InferenceService {
-    pub fn new(engine: Arc<Engine>, stopping: watch::Receiver<bool>, max_message_bytes: usize) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        tracer: Arc<crate::trace::Tracer>,
+        stopping: watch::Receiver<bool>,
+        max_message_bytes: usize,
+    ) -> Self {
         InferenceService {
             engine,
+            tracer,
             stopping,
             max_message_bytes,
         }
@@ -69,13 +77,17 @@ async fn infer(
     msg: ModelInferRequest,
     (protocol, metadata): (Protocol, &tonic::metadata::MetadataMap),
     max_message_bytes: usize,
-) -> Result<(ModelInferResponse, Option<String>), Error> {
+) -> Result<(ModelInferResponse, Answered), Error> {
     let req = codec::decode_request(msg)?;
     let metadata = Metadata(metadata);
     let context = Context::new(protocol, &metadata);
     let route = engine.route(&req.model_name, req.model_version.as_deref(), &context)?;
     let variant = route.variant().map(str::to_owned);
     let resp = route.run(req, &context).await?;
+    let answered = Answered {
+        variant,
+        traceparent: context.trace().map(|t| t.traceparent()),
+    };
     let resp = codec::encode_response(resp);
     // Refused here, named, rather than by tonic's encoder (OUT_OF_RANGE in
     // the trailers of an answer already started).
@@ -87,7 +99,15 @@ async fn infer(
             resp.model_name
         )));
     }
-    Ok((resp, variant))
+    Ok((resp, answered))
+}
+
+/// What a unary answer's initial metadata carries besides the answer.
+struct Answered {
+    /// The traffic variant that answered.
+    variant: Option<String>,
+    /// The request's trace, when it was traced.
+    traceparent: Option<String>,
 }
 
 /// gRPC metadata as traffic routing reads it.
@@ -166,11 +186,15 @@ impl GrpcInferenceService for InferenceService {
         let (metadata, _, msg) = r.into_parts();
         let result = infer(&self.engine, msg, (Protocol::Grpc, &metadata), self.max_message_bytes)
             .await
-            .map(|(resp, variant)| {
+            .map(|(resp, answered)| {
                 let mut response = Response::new(resp);
+                let value = |v: String| tonic::metadata::MetadataValue::try_from(v).ok();
                 // The variant that answered, as initial metadata.
-                if let Some(v) = variant.and_then(|v| tonic::metadata::MetadataValue::try_from(v).ok()) {
+                if let Some(v) = answered.variant.and_then(value) {
                     response.metadata_mut().insert(VARIANT_HEADER, v);
+                }
+                if let Some(v) = answered.traceparent.and_then(value) {
+                    response.metadata_mut().insert("traceparent", v);
                 }
                 response
             })
@@ -422,5 +446,34 @@ impl GrpcInferenceService for InferenceService {
             })
             .map_err(crate::error::status);
         observe("LogSettings", started, result)
+    }
+
+    async fn trace_setting(&self, r: Request<TraceSettingRequest>) -> Result<Response<TraceSettingResponse>, Status> {
+        let started = Instant::now();
+        let r = r.into_inner();
+        let model = Some(r.model_name.as_str()).filter(|m| !m.is_empty());
+        // An empty list clears the setting, as tritonclient sends a `None`.
+        let changes: Vec<crate::trace::settings::Change> = r
+            .settings
+            .into_iter()
+            .map(|(name, v)| (name, Some(v.value).filter(|v| !v.is_empty())))
+            .collect();
+        let settings = &self.tracer.settings;
+        let result = if changes.is_empty() {
+            Ok(())
+        } else {
+            settings.update(model, &changes).map_err(Error::invalid)
+        };
+        let result = result
+            .map(|()| {
+                let settings = settings
+                    .report(model)
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), trace_setting_response::SettingValue { value }))
+                    .collect();
+                Response::new(TraceSettingResponse { settings })
+            })
+            .map_err(crate::error::status);
+        observe("TraceSetting", started, result)
     }
 }

@@ -86,6 +86,9 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
     };
     let variant = routed.variant().and_then(|v| HeaderValue::from_str(v).ok());
     let resp = routed.run(req, &context).await?;
+    let traced = context
+        .trace()
+        .and_then(|t| HeaderValue::from_str(&t.traceparent()).ok());
     let accept = compression::accepted_coding(header_str(headers, header::ACCEPT_ENCODING)?);
     let output_bytes: usize = resp.outputs.iter().map(|t| t.data.len()).sum();
     // Binary outputs without compression are one memcpy: not worth a thread hop.
@@ -95,7 +98,11 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
         output_bytes
     };
     cpu_bound(work, move || {
-        respond(json::encode_response(&resp, &encoding)?, accept, variant)
+        respond(
+            json::encode_response(&resp, &encoding)?,
+            accept,
+            [(VARIANT_HEADER, variant), ("traceparent", traced)],
+        )
     })
     .await
 }
@@ -109,10 +116,17 @@ impl Headers for Http<'_> {
     }
 }
 
-fn respond(encoded: json::EncodedResponse, accept: Option<Coding>, variant: Option<HeaderValue>) -> Result<Response> {
+/// `extra`: the traffic variant that answered and the request's trace, when there are.
+fn respond(
+    encoded: json::EncodedResponse,
+    accept: Option<Coding>,
+    extra: [(&'static str, Option<HeaderValue>); 2],
+) -> Result<Response> {
     let mut headers = HeaderMap::new();
-    if let Some(v) = variant {
-        headers.insert(VARIANT_HEADER, v);
+    for (name, value) in extra {
+        if let Some(v) = value {
+            headers.insert(name, v);
+        }
     }
     match encoded.header_len {
         Some(n) => {

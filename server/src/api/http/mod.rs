@@ -12,6 +12,7 @@ mod routes;
 pub mod serve;
 mod state;
 mod statistics;
+mod trace;
 mod traffic;
 
 pub use routes::{admin_router, router};

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
 use super::state::{HttpError, HttpState};
-use super::{guard, health, infer, logging, metadata, monitoring, repository, statistics, traffic};
+use super::{guard, health, infer, logging, metadata, monitoring, repository, statistics, trace, traffic};
 use crate::auth::Scope;
 use crate::error::Error;
 
@@ -84,6 +84,13 @@ const CONTROL: &[Endpoint] = &[
     // Triton's logging extension: reading the settings is control too, as
     // Triton's restricted API groups it.
     endpoint("/v2/logging", Scope::Control, || get(logging::get).post(logging::post)),
+    // Triton's trace extension: control, like logging.
+    endpoint("/v2/trace/setting", Scope::Control, || {
+        get(trace::get).post(trace::post)
+    }),
+    endpoint("/v2/models/{model}/trace/setting", Scope::Control, || {
+        get(trace::get_model).post(trace::post_model)
+    }),
     endpoint("/v2/models/{model}/monitoring/reference", Scope::Control, || {
         post(monitoring::freeze)
     }),

@@ -17,6 +17,8 @@ pub struct HttpState {
     pub admission: Arc<quiver_engine::admission::Admission>,
     pub auth: Arc<crate::auth::Auth>,
     pub monitoring: Arc<quiver_monitor::Monitoring>,
+    /// Request tracing: the trace extension reads and changes its settings.
+    pub tracer: Arc<crate::trace::Tracer>,
 }
 
 /// `{model}` and optional `{version}` from the path.

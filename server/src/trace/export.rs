@@ -1,0 +1,279 @@
+//! The exporter: traced requests off the request path, on a thread of
+//! their own, to an OTLP/HTTP receiver (batched as OpenTelemetry's batch
+//! span processor does: a bounded queue, a batch size, a schedule delay) or
+//! to Triton's JSON trace file.
+//!
+//! Nothing here can slow a request: the queue never waits, a receiver that
+//! is slow or down only fills it, and what does not fit is dropped and
+//! counted (`quiver_trace_spans_dropped_total`).
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use quiver_engine::tap::Queue;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Config, Mode, ProtocolNames, Record, otlp};
+
+const EXPORTED: &str = "quiver_trace_spans_exported_total";
+const FAILED: &str = "quiver_trace_spans_failed_total";
+const DROPPED: &str = "quiver_trace_spans_dropped_total";
+
+fn span_count(r: &Record) -> u64 {
+    if r.execution.id == 0 { 2 } else { 3 }
+}
+
+pub struct Exporter {
+    queue: Option<Queue<Record>>,
+    closing: watch::Sender<bool>,
+    done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+enum Sink {
+    Otlp {
+        client: reqwest::Client,
+        url: String,
+        resource: Vec<(String, String)>,
+    },
+    /// Triton's trace file: every `frequency` traces to `<file>.<n>`, or
+    /// all of them at exit to `<file>` when `frequency` is 0.
+    File {
+        path: PathBuf,
+        frequency: usize,
+        index: usize,
+        pending: Vec<String>,
+    },
+}
+
+impl Exporter {
+    /// Starts the thread; in Triton mode without a trace file there is
+    /// nowhere to write, and traced requests are counted as dropped.
+    pub fn start(config: &Config) -> std::io::Result<Exporter> {
+        let (closing, closed) = watch::channel(false);
+        let (sink, capacity, batch, delay) = match config.mode {
+            Mode::OpenTelemetry => {
+                // reqwest builds no client before a rustls provider is installed.
+                crate::tls::install_crypto_provider();
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(std::io::Error::other)?;
+                let o = &config.otel;
+                let sink = Sink::Otlp {
+                    client,
+                    url: o.url.clone(),
+                    resource: o.resource.clone(),
+                };
+                (sink, o.max_queue, o.max_batch.max(1), o.schedule_delay)
+            }
+            Mode::Triton if config.values.file.is_empty() => {
+                return Ok(Exporter {
+                    queue: None,
+                    closing,
+                    done: Mutex::new(None),
+                });
+            }
+            Mode::Triton => {
+                let sink = Sink::File {
+                    path: PathBuf::from(&config.values.file),
+                    frequency: config.values.log_frequency as usize,
+                    index: 0,
+                    pending: Vec::new(),
+                };
+                (sink, 65_536, 1024, Duration::from_millis(200))
+            }
+        };
+        let (queue, records) = Queue::new(capacity);
+        let (finished, done) = oneshot::channel();
+        std::thread::Builder::new().name("quiver-trace".into()).spawn(move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime.block_on(run(records, sink, batch, delay, closed)),
+                Err(e) => tracing::error!(error = %e, "tracing: cannot start the exporter's runtime"),
+            }
+            let _ = finished.send(());
+        })?;
+        Ok(Exporter {
+            queue: Some(queue),
+            closing,
+            done: Mutex::new(Some(done)),
+        })
+    }
+
+    pub fn push(&self, record: Record) {
+        let spans = span_count(&record);
+        if !self.queue.as_ref().is_some_and(|q| q.push(record)) {
+            metrics::counter!(DROPPED).increment(spans);
+        }
+    }
+
+    /// Exports what is queued and stops, within `grace`.
+    pub async fn close(&self, grace: Duration) {
+        let _ = self.closing.send(true);
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(done) = done
+            && tokio::time::timeout(grace, done).await.is_err()
+        {
+            tracing::warn!("tracing: traces still unsent after the grace period");
+        }
+    }
+}
+
+async fn run(
+    mut records: mpsc::Receiver<Record>,
+    mut sink: Sink,
+    max_batch: usize,
+    delay: Duration,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut batch: Vec<Record> = Vec::with_capacity(max_batch);
+    let mut due = Instant::now() + delay;
+    loop {
+        tokio::select! {
+            r = records.recv() => match r {
+                Some(r) => {
+                    if batch.is_empty() {
+                        due = Instant::now() + delay;
+                    }
+                    batch.push(r);
+                    if batch.len() >= max_batch {
+                        sink.send(std::mem::take(&mut batch)).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(due.into()), if !batch.is_empty() => {
+                sink.send(std::mem::take(&mut batch)).await;
+            }
+            _ = closing.changed() => {
+                while let Ok(r) = records.try_recv() {
+                    batch.push(r);
+                }
+                break;
+            }
+        }
+    }
+    for chunk in batch.chunks(max_batch) {
+        sink.send_slice(chunk).await;
+    }
+    sink.finish();
+}
+
+impl Sink {
+    async fn send(&mut self, batch: Vec<Record>) {
+        self.send_slice(&batch).await;
+    }
+
+    async fn send_slice(&mut self, batch: &[Record]) {
+        if batch.is_empty() {
+            return;
+        }
+        let spans: u64 = batch.iter().map(span_count).sum();
+        match self {
+            Sink::Otlp { client, url, resource } => {
+                let body = otlp::encode(batch, resource);
+                let sent = client
+                    .post(url.as_str())
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => metrics::counter!(EXPORTED).increment(spans),
+                    outcome => {
+                        metrics::counter!(FAILED).increment(spans);
+                        let why = match outcome {
+                            Ok(r) => format!("HTTP {}", r.status()),
+                            Err(e) => e.to_string(),
+                        };
+                        tracing::debug!(url = %url, error = %why, spans, "tracing: export failed");
+                    }
+                }
+            }
+            Sink::File {
+                path,
+                frequency,
+                index,
+                pending,
+            } => {
+                pending.extend(batch.iter().map(triton_json));
+                metrics::counter!(EXPORTED).increment(spans);
+                while *frequency > 0 && pending.len() >= *frequency {
+                    let rest = pending.split_off(*frequency);
+                    let full = std::mem::replace(pending, rest);
+                    write(path, *frequency, index, &full);
+                }
+            }
+        }
+    }
+
+    /// At exit: what the file sink still holds.
+    fn finish(&mut self) {
+        if let Sink::File {
+            path,
+            frequency,
+            index,
+            pending,
+        } = self
+            && !pending.is_empty()
+        {
+            write(path, *frequency, index, pending);
+        }
+    }
+}
+
+/// Writes traces as one JSON array: to `path` when the frequency is 0 (at
+/// exit), else to `path.<index>`, the next index each time.
+fn write(path: &std::path::Path, frequency: usize, index: &mut usize, traces: &[String]) {
+    let target = if frequency == 0 {
+        path.to_path_buf()
+    } else {
+        let mut name = path.as_os_str().to_owned();
+        name.push(format!(".{index}"));
+        *index += 1;
+        PathBuf::from(name)
+    };
+    let written = std::fs::File::create(&target).and_then(|mut f| {
+        f.write_all(b"[")?;
+        f.write_all(traces.join(",").as_bytes())?;
+        f.write_all(b"]")
+    });
+    if let Err(e) = written {
+        tracing::error!(file = %target.display(), error = %e, "tracing: cannot write the trace file");
+    }
+}
+
+/// One trace in Triton's trace file format: the request's identity, then
+/// its timestamps (nanoseconds).
+fn triton_json(r: &Record) -> String {
+    let t = &r.times;
+    let mut stamps = vec![
+        (r.protocol.received_event(), t.received),
+        ("REQUEST_START", t.started),
+        ("QUEUE_START", t.started),
+    ];
+    if r.execution.id != 0 {
+        let e = &r.execution;
+        let input_end = t.compute_start + e.input.as_nanos() as u64;
+        let output_start = input_end + e.infer.as_nanos() as u64;
+        stamps.extend([
+            ("COMPUTE_START", t.compute_start),
+            ("COMPUTE_INPUT_END", input_end),
+            ("COMPUTE_OUTPUT_START", output_start),
+            ("COMPUTE_END", output_start + e.output.as_nanos() as u64),
+        ]);
+    }
+    stamps.push(("REQUEST_END", t.answered));
+    let head = serde_json::json!({
+        "id": r.number,
+        "model_name": r.model,
+        "model_version": r.version,
+        "request_id": r.request_id,
+    });
+    let stamps: Vec<serde_json::Value> = stamps
+        .into_iter()
+        .map(|(name, ns)| serde_json::json!({"name": name, "ns": ns}))
+        .collect();
+    let body = serde_json::json!({"id": r.number, "timestamps": stamps});
+    format!("{head},{body}")
+}

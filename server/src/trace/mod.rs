@@ -1,0 +1,342 @@
+//! Request tracing (docs/observability.md): Triton's trace settings and
+//! `--trace-config`, W3C trace context, OpenTelemetry spans over OTLP/HTTP
+//! and Triton's JSON trace file.
+//!
+//! The tracer is a tap (`quiver_engine::tap`): it sees every request after
+//! its answer is ready, with the times the engine took anyway (queue wait,
+//! the execution's phases, which execution it was). Deciding is one atomic
+//! count; a traced request costs its record (ids, names, a dozen times) on
+//! a bounded queue. Spans are built and sent on the exporter's own thread;
+//! a full queue drops the trace and counts it.
+pub mod export;
+pub mod otlp;
+pub mod settings;
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quiver_engine::tap::{Exchange, Execution, Kind, Protocol, Tap, TraceIds};
+
+pub use settings::{Mode, Settings, Values};
+
+/// The OpenTelemetry exporter's settings (`--trace-config opentelemetry,...`
+/// and the `OTEL_*` environment).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Otel {
+    pub url: String,
+    /// Resource attributes; `service.name` is always among them.
+    pub resource: Vec<(String, String)>,
+    /// Traces waiting for export; more are dropped and counted.
+    pub max_queue: usize,
+    /// The longest a trace waits for its batch.
+    pub schedule_delay: Duration,
+    /// Traces per export request.
+    pub max_batch: usize,
+}
+
+impl Default for Otel {
+    /// The OpenTelemetry SDK's batch processor defaults, and Triton's URL.
+    fn default() -> Otel {
+        Otel {
+            url: "http://localhost:4318/v1/traces".into(),
+            resource: Vec::new(),
+            max_queue: 2048,
+            schedule_delay: Duration::from_millis(5000),
+            max_batch: 512,
+        }
+    }
+}
+
+/// Tracing as the command line and environment set it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub mode: Mode,
+    pub values: Values,
+    pub otel: Otel,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mode: Mode::Triton,
+            values: Values::default(),
+            otel: Otel::default(),
+        }
+    }
+}
+
+/// One traced request, as the exporter needs it. Times are Unix
+/// nanoseconds.
+pub struct Record {
+    pub ids: TraceIds,
+    pub parent: Option<[u8; 8]>,
+    pub trace_state: String,
+    pub model_span: [u8; 8],
+    pub compute_span: [u8; 8],
+    /// Numbered from 1 for Triton's trace file.
+    pub number: u64,
+    pub model: String,
+    pub version: u64,
+    pub request_id: String,
+    pub protocol: Protocol,
+    pub variant: Option<String>,
+    pub shadow: bool,
+    pub error: Option<String>,
+    pub execution: Execution,
+    pub batch_rows: usize,
+    pub times: Times,
+}
+
+/// A traced request's moments, in Unix nanoseconds.
+pub struct Times {
+    /// The front end had the whole request.
+    pub received: u64,
+    /// The engine took it (REQUEST_START, QUEUE_START).
+    pub started: u64,
+    /// Its execution began (COMPUTE_START); `started` when it never ran.
+    pub compute_start: u64,
+    /// The answer was ready (REQUEST_END).
+    pub answered: u64,
+    /// The tracer saw it: the root span's end.
+    pub end: u64,
+}
+
+pub trait ProtocolNames {
+    fn name(self) -> &'static str;
+    fn received_event(self) -> &'static str;
+}
+
+impl ProtocolNames for Protocol {
+    fn name(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcStream => "grpc-stream",
+            Protocol::Internal => "internal",
+        }
+    }
+
+    /// Triton's name for the moment the front end had the request.
+    fn received_event(self) -> &'static str {
+        match self {
+            Protocol::Http => "HTTP_RECV_END",
+            Protocol::Grpc | Protocol::GrpcStream => "GRPC_WAITREAD_END",
+            Protocol::Internal => "REQUEST_RECEIVED",
+        }
+    }
+}
+
+/// The tracer: the tap, the settings the trace extension changes, and the
+/// queue to the exporter.
+pub struct Tracer {
+    pub settings: Settings,
+    exporter: export::Exporter,
+    /// A clock pair to turn `Instant`s into Unix time.
+    epoch: (Instant, u64),
+    numbers: std::sync::atomic::AtomicU64,
+}
+
+impl Tracer {
+    /// Starts the exporter's thread when tracing can ever be turned on in
+    /// this mode (the settings change at run time, so it always can).
+    pub fn new(config: Config) -> std::io::Result<Arc<Tracer>> {
+        let exporter = export::Exporter::start(&config)?;
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Ok(Arc::new(Tracer {
+            settings: Settings::new(config.mode, config.values),
+            exporter,
+            epoch: (Instant::now(), unix.as_nanos() as u64),
+            numbers: std::sync::atomic::AtomicU64::new(1),
+        }))
+    }
+
+    fn unix(&self, t: Instant) -> u64 {
+        let (base, unix) = self.epoch;
+        match t.checked_duration_since(base) {
+            Some(d) => unix + d.as_nanos() as u64,
+            None => unix.saturating_sub(base.duration_since(t).as_nanos() as u64),
+        }
+    }
+
+    /// Sends what is queued, within `grace`.
+    pub async fn close(&self, grace: Duration) {
+        self.exporter.close(grace).await;
+    }
+}
+
+impl Tap for Tracer {
+    fn observe(&self, x: &Exchange<'_>) {
+        let context = x.context;
+        // Triton honours a client's trace context in OpenTelemetry mode.
+        let parent = match self.settings.mode {
+            Mode::OpenTelemetry => context.header("traceparent").and_then(parse_traceparent),
+            Mode::Triton => None,
+        };
+        if !self.settings.sample(x.model.name, parent.is_some()) {
+            return;
+        }
+        let now = Instant::now();
+        let timing = &x.timing;
+        let started = self.unix(timing.started);
+        let compute_start = if timing.execution.id == 0 {
+            started
+        } else {
+            started + timing.queued.as_nanos() as u64
+        };
+        let (trace_id, parent, trace_state) = match parent {
+            Some((trace, span)) => (
+                trace,
+                Some(span),
+                context.header("tracestate").unwrap_or_default().to_owned(),
+            ),
+            None => (random_bytes(), None, String::new()),
+        };
+        let ids = TraceIds {
+            trace_id,
+            span_id: random_bytes(),
+        };
+        context.set_trace(ids);
+        let (request_id, error) = match x.result {
+            Ok(r) => (r.id.clone(), None),
+            Err(e) => (
+                x.request.map(|r| r.id.clone()).unwrap_or_default(),
+                Some(e.message.clone()),
+            ),
+        };
+        let record = Record {
+            ids,
+            parent,
+            trace_state,
+            model_span: random_bytes(),
+            compute_span: random_bytes(),
+            number: self.numbers.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            model: x.model.name.to_owned(),
+            version: x.model.version,
+            request_id,
+            protocol: context.protocol,
+            variant: x.variant.map(str::to_owned),
+            shadow: x.kind == Kind::Shadow,
+            error,
+            execution: timing.execution,
+            batch_rows: timing.batch_rows,
+            times: Times {
+                received: self.unix(context.received.min(timing.started)),
+                started,
+                compute_start,
+                answered: started + timing.elapsed.as_nanos() as u64,
+                end: self.unix(now),
+            },
+        };
+        // Joins a log line to its trace (at debug: free unless asked for).
+        tracing::debug!(
+            trace_id = %hex(&ids.trace_id),
+            span_id = %hex(&ids.span_id),
+            model = x.model.name,
+            "traced request"
+        );
+        self.exporter.push(record);
+    }
+
+    fn wants_request(&self) -> bool {
+        false
+    }
+}
+
+/// A W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`): the trace id
+/// and the parent's span id; `None` for anything malformed or all zero.
+pub fn parse_traceparent(value: &str) -> Option<([u8; 16], [u8; 8])> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let (trace, span, flags) = (parts.next()?, parts.next()?, parts.next()?);
+    if version.len() != 2 || version == "ff" || flags.len() != 2 || (version == "00" && parts.next().is_some()) {
+        return None;
+    }
+    let mut t = [0u8; 16];
+    let mut s = [0u8; 8];
+    unhex(trace, &mut t)?;
+    unhex(span, &mut s)?;
+    u8::from_str_radix(version, 16).ok()?;
+    u8::from_str_radix(flags, 16).ok()?;
+    (t != [0; 16] && s != [0; 8]).then_some((t, s))
+}
+
+fn unhex(text: &str, out: &mut [u8]) -> Option<()> {
+    if text.len() != out.len() * 2 || !text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Random ids from a per-thread xorshift seeded by the process's hasher
+/// keys: unique enough for trace and span ids, no lock, no system call.
+fn random_bytes<const N: usize>() -> [u8; N] {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(std::process::id().into());
+            h.finish() | 1
+        });
+    }
+    let mut out = [0u8; N];
+    STATE.with(|s| {
+        for chunk in out.chunks_mut(8) {
+            let mut x = s.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            s.set(x);
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_parsed_as_w3c_says() {
+        let (t, s) = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        assert_eq!(hex(&t), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(hex(&s), "00f067aa0ba902b7");
+        let ids = TraceIds {
+            trace_id: t,
+            span_id: s,
+        };
+        assert_eq!(
+            ids.traceparent(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        for bad in [
+            "",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(parse_traceparent(bad).is_none(), "{bad}");
+        }
+        // A later version may add fields.
+        assert!(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").is_some());
+    }
+
+    #[test]
+    fn ids_differ() {
+        let a: [u8; 16] = random_bytes();
+        let b: [u8; 16] = random_bytes();
+        assert_ne!(a, b);
+        assert_ne!(a, [0; 16]);
+    }
+}

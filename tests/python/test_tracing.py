@@ -1,0 +1,356 @@
+"""Request tracing against the real server: an OTLP/HTTP receiver started
+here decodes what quiver exports with the reference protobuf classes
+(opentelemetry-proto); tritonclient changes the trace settings over HTTP
+and gRPC; Triton's trace file mode writes its JSON files."""
+import glob
+import http.server
+import json
+import os
+import re
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from quiver_server import QuiverServer
+
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+MODEL_EVENTS = ["REQUEST_START", "QUEUE_START", "REQUEST_END"]
+COMPUTE_EVENTS = ["COMPUTE_START", "COMPUTE_INPUT_END", "COMPUTE_OUTPUT_START", "COMPUTE_END"]
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver on 127.0.0.1."""
+
+    def __init__(self):
+        self.requests = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                message = ExportTraceServiceRequest()
+                message.ParseFromString(body)
+                with receiver.lock:
+                    receiver.requests.append((self.path, self.headers.get("content-type"), message))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+
+    def spans(self):
+        with self.lock:
+            messages = [m for _, _, m in self.requests]
+        return [s for m in messages for rs in m.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+    def traces(self):
+        out = {}
+        for s in self.spans():
+            out.setdefault(s.trace_id.hex(), []).append(s)
+        return out
+
+    def wait_for_traces(self, n, timeout=30):
+        deadline = time.time() + timeout
+        while len(self.traces()) < n and time.time() < deadline:
+            time.sleep(0.1)
+        return self.traces()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def otel_args(url, *extra):
+    return ["--trace-config", "mode=opentelemetry", "--trace-config", f"opentelemetry,url={url}",
+            "--trace-config", "opentelemetry,bsp_schedule_delay=100",
+            "--trace-config", "opentelemetry,resource=deployment.environment=test", *extra]
+
+
+def attributes(span):
+    out = {}
+    for kv in span.attributes:
+        v = kv.value
+        out[kv.key] = getattr(v, v.WhichOneof("value"))
+    return out
+
+
+def add_sub_json(rid="r"):
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    return {"id": rid, "inputs": [
+        {"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": a.flatten().tolist()},
+        {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": a.flatten().tolist()}]}
+
+
+def grpc_request(rid):
+    req = service_pb2.ModelInferRequest(model_name="add_sub", id=rid)
+    for name in ("INPUT0", "INPUT1"):
+        t = req.inputs.add(name=name, datatype="INT32", shape=[1, 16])
+        t.contents.int_contents.extend(range(16))
+    return req
+
+
+def check_trace(spans, model="add_sub", parent=None):
+    """The spans of one traced request: InferRequest > model > compute, with
+    Triton's events in order and times that nest."""
+    by_name = {s.name: s for s in spans}
+    assert sorted(by_name) == sorted(["InferRequest", model, "compute"]), [s.name for s in spans]
+    root, m, c = by_name["InferRequest"], by_name[model], by_name["compute"]
+    assert root.kind == root.SPAN_KIND_SERVER
+    assert root.parent_span_id.hex() == (parent or "")
+    assert m.parent_span_id == root.span_id and c.parent_span_id == m.span_id
+    assert [e.name for e in m.events] == MODEL_EVENTS
+    assert [e.name for e in c.events] == COMPUTE_EVENTS
+    for s in (root, m, c):
+        times = [e.time_unix_nano for e in s.events]
+        assert times == sorted(times)
+        assert s.start_time_unix_nano <= s.end_time_unix_nano
+    assert root.start_time_unix_nano <= m.start_time_unix_nano <= c.start_time_unix_nano
+    assert c.end_time_unix_nano <= m.end_time_unix_nano <= root.end_time_unix_nano
+    a = attributes(m)
+    assert a["triton.model_name"] == model and a["triton.model_version"] == 1
+    assert attributes(c)["quiver.batch.execution"] > 0
+    assert attributes(c)["quiver.batch.requests"] >= 1
+    return root, m, c
+
+
+def test_a_traced_request_over_rest_grpc_and_a_stream():
+    receiver = Receiver()
+    server = QuiverServer(extra_args=otel_args(receiver.url, "--trace-config", "level=TIMESTAMPS",
+                                               "--trace-config", "rate=1"))
+    try:
+        parents = {}
+        # REST, with the client's trace context: the answer carries the trace.
+        tp = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
+        r = requests.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json("rest"),
+                          headers={"traceparent": tp}, timeout=10)
+        assert r.status_code == 200
+        assert r.headers["traceparent"].startswith(f"00-{CLIENT_TRACE}-")
+        parents[CLIENT_TRACE] = (CLIENT_SPAN, "rest", "http")
+
+        # gRPC unary with its own context, read back from the initial metadata.
+        channel = grpc.insecure_channel(server.grpc)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        g_trace, g_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+        _, call = stub.ModelInfer.with_call(grpc_request("grpc"),
+                                            metadata=[("traceparent", f"00-{g_trace}-{g_span}-01")])
+        answered = dict(call.initial_metadata())
+        assert answered["traceparent"].startswith(f"00-{g_trace}-")
+        parents[g_trace] = (g_span, "grpc", "grpc")
+
+        # A stream: its metadata's context parents each request on it.
+        s_trace, s_span = "11111111111111111111111111111111", "2222222222222222"
+        g = grpcclient.InferenceServerClient(server.grpc)
+        got = []
+        g.start_stream(callback=lambda result, error: got.append((result, error)),
+                       headers={"traceparent": f"00-{s_trace}-{s_span}-01"})
+        inputs = [grpcclient.InferInput(n, [1, 16], "INT32") for n in ("INPUT0", "INPUT1")]
+        for i in inputs:
+            i.set_data_from_numpy(np.arange(16, dtype=np.int32).reshape(1, 16))
+        g.async_stream_infer("add_sub", inputs, request_id="stream")
+        deadline = time.time() + 10
+        while not got and time.time() < deadline:
+            time.sleep(0.05)
+        g.stop_stream()
+        assert got and got[0][1] is None
+        parents[s_trace] = (s_span, "stream", "grpc-stream")
+
+        # Without a context: a trace of its own, named in the answer.
+        r = requests.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json("fresh"), timeout=10)
+        own = r.headers["traceparent"].split("-")[1]
+        assert own not in parents
+
+        traces = receiver.wait_for_traces(4)
+        assert set(parents) | {own} == set(traces)
+        for trace_id, (span, rid, protocol) in parents.items():
+            root, m, _ = check_trace(traces[trace_id], parent=span)
+            assert attributes(m)["triton.request_id"] == rid
+            assert attributes(root)["quiver.protocol"] == protocol
+            received = "HTTP_RECV_END" if protocol == "http" else "GRPC_WAITREAD_END"
+            assert [e.name for e in root.events] == [received]
+        root, _, _ = check_trace(traces[own])
+        assert r.headers["traceparent"].split("-")[2] == root.span_id.hex()
+
+        path, content_type, message = receiver.requests[0]
+        assert path == "/v1/traces" and content_type == "application/x-protobuf"
+        resource = {kv.key: kv.value.string_value for kv in message.resource_spans[0].resource.attributes}
+        assert resource["service.name"] == "quiver"
+        assert resource["deployment.environment"] == "test"
+    finally:
+        server.stop()
+        receiver.close()
+
+
+def test_rate_counts_requests_exactly_and_count_stops():
+    receiver = Receiver()
+    server = QuiverServer(extra_args=otel_args(receiver.url, "--trace-config", "level=TIMESTAMPS",
+                                               "--trace-config", "rate=100"))
+    try:
+        def send(n):
+            with requests.Session() as s:
+                for _ in range(n):
+                    assert s.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json(),
+                                  timeout=10).status_code == 200
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, [2500] * 4))
+        traces = receiver.wait_for_traces(100)
+        time.sleep(0.5)
+        assert len(receiver.traces()) == 100
+
+        # Counted, not sampled: rate 10 and a count of 5 give 5 more, then none.
+        h = httpclient.InferenceServerClient(server.http)
+        settings = h.update_trace_settings(settings={"trace_rate": "10", "trace_count": "5"})
+        assert settings["trace_rate"] == "10" and settings["trace_count"] == "5"
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(send, [250] * 4))
+        receiver.wait_for_traces(105)
+        time.sleep(0.5)
+        assert len(receiver.traces()) == 105
+        assert h.get_trace_settings()["trace_count"] == "0"
+        for spans in traces.values():
+            check_trace(spans)
+    finally:
+        server.stop()
+        receiver.close()
+
+
+def test_settings_round_trip_with_tritonclient_and_bad_values_are_refused():
+    server = QuiverServer()
+    try:
+        h = httpclient.InferenceServerClient(server.http)
+        g = grpcclient.InferenceServerClient(server.grpc)
+        assert "trace" in h.get_server_metadata()["extensions"]
+        defaults = {"trace_level": ["OFF"], "trace_rate": "1000", "trace_count": "-1", "log_frequency": "0",
+                    "trace_file": "", "trace_mode": "triton"}
+        assert h.get_trace_settings() == defaults
+
+        def grpc_settings(model_name=None):
+            got = g.get_trace_settings(model_name=model_name, as_json=True)["settings"]
+            return {k: v.get("value", []) for k, v in got.items()}
+
+        assert grpc_settings() == {k: v if isinstance(v, list) else [v] for k, v in defaults.items()}
+
+        # A model's own setting: what it names, the rest from the global one.
+        answer = h.update_trace_settings(model_name="add_sub", settings={"trace_rate": "7"})
+        assert answer == dict(defaults, trace_rate="7")
+        g.update_trace_settings(model_name="add_sub", settings={"trace_level": ["TIMESTAMPS"]})
+        assert h.get_trace_settings(model_name="add_sub") == dict(defaults, trace_rate="7",
+                                                                  trace_level=["TIMESTAMPS"])
+        # The global setting changes; the model keeps its own fields and follows the rest.
+        g.update_trace_settings(settings={"trace_count": "50"})
+        assert grpc_settings("add_sub")["trace_count"] == ["50"]
+        assert grpc_settings("add_sub")["trace_rate"] == ["7"]
+        assert h.get_trace_settings() == dict(defaults, trace_count="50")
+        # null clears: a model with nothing of its own follows the global setting.
+        h.update_trace_settings(model_name="add_sub", settings={"trace_rate": None})
+        g.update_trace_settings(model_name="add_sub", settings={"trace_level": None})
+        assert h.get_trace_settings(model_name="add_sub") == dict(defaults, trace_count="50")
+        h.update_trace_settings(settings={"trace_count": None})
+        assert h.get_trace_settings() == defaults
+
+        for settings, needle in [({"trace_level": ["LOUD"]}, "trace_level"),
+                                 ({"trace_rate": "-1"}, "trace_rate"),
+                                 ({"trace_count": "many"}, "trace_count"),
+                                 ({"log_frequency": "-3"}, "log_frequency"),
+                                 ({"trace_file": "/etc/passwd"}, "trace_file"),
+                                 ({"colour": "blue"}, "colour")]:
+            r = requests.post(f"http://{server.http}/v2/trace/setting", json=settings, timeout=10)
+            assert r.status_code == 400 and needle in r.json()["error"], (settings, r.text)
+            with pytest.raises(InferenceServerException) as e:
+                g.update_trace_settings(settings=settings)
+            assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and needle in e.value.message()
+        assert h.get_trace_settings() == defaults
+    finally:
+        server.stop()
+
+
+def test_tensors_level_is_refused_in_opentelemetry_mode_at_start_and_at_run_time():
+    receiver = Receiver()
+    try:
+        server = QuiverServer(extra_args=otel_args(receiver.url))
+        try:
+            r = requests.post(f"http://{server.http}/v2/trace/setting", json={"trace_level": ["TENSORS"]},
+                              timeout=10)
+            assert r.status_code == 400 and "not supported with OpenTelemetry" in r.json()["error"]
+        finally:
+            server.stop()
+        with pytest.raises(RuntimeError) as e:
+            QuiverServer(extra_args=otel_args(receiver.url, "--trace-config", "level=TENSORS"))
+        assert "not supported with OpenTelemetry" in str(e.value)
+    finally:
+        receiver.close()
+
+
+def test_a_receiver_that_is_down_fails_no_request_and_is_counted():
+    server = QuiverServer(extra_args=otel_args("http://127.0.0.1:9/v1/traces", "--trace-config", "level=TIMESTAMPS",
+                                               "--trace-config", "rate=1"))
+    try:
+        with requests.Session() as s:
+            for i in range(50):
+                assert s.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json(),
+                              timeout=10).status_code == 200
+        deadline = time.time() + 20
+        failed = 0
+        while time.time() < deadline and failed < 150:
+            text = requests.get(f"http://{server.metrics}/metrics", timeout=10).text
+            m = re.search(r"^quiver_trace_spans_failed_total (\S+)$", text, re.M)
+            failed = float(m.group(1)) if m else 0
+            time.sleep(0.2)
+        assert failed == 150
+    finally:
+        server.stop()
+
+
+def test_triton_mode_writes_its_trace_file_every_log_frequency_traces():
+    tmp = tempfile.mkdtemp(prefix="quiver-trace-")
+    path = os.path.join(tmp, "trace.json")
+    server = QuiverServer(extra_args=["--trace-config", f"triton,file={path}", "--trace-config",
+                                      "triton,log-frequency=2", "--trace-config", "level=TIMESTAMPS",
+                                      "--trace-config", "rate=1"])
+    try:
+        with requests.Session() as s:
+            for i in range(5):
+                assert s.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json(f"r{i}"),
+                              timeout=10).status_code == 200
+        deadline = time.time() + 10
+        while len(glob.glob(path + ".*")) < 2 and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        server.stop()
+    # Two full files, and the fifth trace written at exit.
+    files = sorted(glob.glob(path + ".*"))
+    assert [os.path.basename(f) for f in files] == ["trace.json.0", "trace.json.1", "trace.json.2"]
+    ids = []
+    for f in files:
+        entries = json.load(open(f))
+        heads = [e for e in entries if "model_name" in e]
+        assert all(h["model_name"] == "add_sub" and h["model_version"] == 1 for h in heads)
+        for e in entries:
+            if "timestamps" in e:
+                names = [t["name"] for t in e["timestamps"]]
+                assert names[1:] == ["REQUEST_START", "QUEUE_START", *COMPUTE_EVENTS, "REQUEST_END"]
+                ns = [t["ns"] for t in e["timestamps"]]
+                assert ns == sorted(ns)
+        ids += [h["request_id"] for h in heads]
+    assert [len(json.load(open(f))) for f in files] == [4, 4, 2]
+    assert ids == [f"r{i}" for i in range(5)]
