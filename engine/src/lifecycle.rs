@@ -37,6 +37,7 @@ use super::load;
 use super::model::ModelVersion;
 use super::provenance;
 use super::repository::{self, ControlMode, fingerprint, model_config};
+use super::tap::{Load, Step};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::telemetry;
@@ -215,10 +216,28 @@ impl Engine {
     /// The blocking body of a load: plan what must load, load it (each
     /// version warmed up and through the validation gate), then switch in
     /// one atomic swap.
+    /// The server-wide taps see its steps (`tap::Load`).
     fn load_versions(&self, name: &str, request: &LoadParameters) -> Result<()> {
-        let mut plan = self.plan_load(name, request)?;
-        let loaded = self.load_planned(name, &mut plan);
-        self.switch(name, plan, loaded)
+        let mut steps = Vec::new();
+        let result = self.plan_load(name, request).and_then(|mut plan| {
+            let loaded = self.load_planned(name, &mut plan, &mut steps);
+            let start = Instant::now();
+            let switched = self.switch(name, plan, loaded);
+            steps.push(Step {
+                name: "switch",
+                version: None,
+                start,
+                end: Instant::now(),
+                error: switched.as_ref().err().map(|e| e.message.clone()),
+            });
+            switched
+        });
+        self.taps.load(&Load {
+            model: name,
+            steps: &steps,
+            error: result.as_ref().err().map(|e| e.message.as_str()),
+        });
+        result
     }
 
     /// Reads the config and the version folders and decides what loads:
@@ -281,18 +300,29 @@ impl Engine {
 
     /// Loads, warms up and validates the planned versions, none of them
     /// routable yet; a version that fails joins the plan's failures.
-    fn load_planned(&self, name: &str, plan: &mut Plan) -> Vec<Arc<ModelVersion>> {
+    fn load_planned(&self, name: &str, plan: &mut Plan, steps: &mut Vec<Step>) -> Vec<Arc<ModelVersion>> {
         // A blocking-pool thread of the runtime: the gate sends its runs
         // through the new version's queue and awaits them here.
         let runtime = tokio::runtime::Handle::current();
         let dir = &plan.dir;
         let mut loaded = Vec::new();
         for &(v, fp) in &plan.to_load {
-            match load::load_version(name, dir, v, plan.config.clone(), fp, &self.options) {
+            match load::load_version(name, dir, v, plan.config.clone(), fp, &self.options, steps) {
                 Ok(mut m) => {
                     m.provenance = provenance::of_version(dir, v, fp);
                     let serving = plan.current.as_ref().and_then(|e| e.latest_ready()).cloned();
-                    match validate(&runtime, name, dir, &m, serving.as_deref()) {
+                    let start = Instant::now();
+                    let gate = validate(&runtime, name, dir, &m, serving.as_deref());
+                    if !matches!(gate, Ok(None)) {
+                        steps.push(Step {
+                            name: "gate",
+                            version: Some(v),
+                            start,
+                            end: Instant::now(),
+                            error: gate.as_ref().err().cloned(),
+                        });
+                    }
+                    match gate {
                         Ok(Some(summary)) => {
                             m.provenance.insert("validation".into(), summary);
                         }
@@ -442,8 +472,10 @@ impl Engine {
         let registry = Arc::clone(&self.live);
         let lock = self.model_lock(name);
         let name = name.to_owned();
+        let taps = self.taps.clone();
         let spawned = std::thread::Builder::new().name("q-retire".into()).spawn(move || {
-            let deadline = Instant::now() + DRAIN_WATCH;
+            let start = Instant::now();
+            let deadline = start + DRAIN_WATCH;
             let mut pause = Duration::from_millis(1);
             let versions: Vec<u64> = retired.iter().map(|m| m.version).collect();
             while retired.iter().any(|m| Arc::strong_count(m) > 1) && Instant::now() < deadline {
@@ -464,6 +496,22 @@ impl Engine {
                 }
             });
             tracing::info!(model = name, ?versions, "retired versions drained");
+            let end = Instant::now();
+            let steps: Vec<Step> = versions
+                .iter()
+                .map(|v| Step {
+                    name: "drain",
+                    version: Some(*v),
+                    start,
+                    end,
+                    error: None,
+                })
+                .collect();
+            taps.load(&Load {
+                model: &name,
+                steps: &steps,
+                error: None,
+            });
         });
         if let Err(e) = spawned {
             // Dropping the versions here is still correct, only unobserved.

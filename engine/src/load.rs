@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use quiver_proto::inference::ModelConfig;
 use quiver_runtimes::registry::{self, Entry};
@@ -13,8 +14,10 @@ use crate::batcher::policy::{BatchingConfig, DelayPolicy};
 use crate::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
 use crate::batcher::{Scheduler, SchedulerConfig};
 use crate::model::ModelVersion;
+use crate::repository::model_config::ModelSpec;
 use crate::repository::{ControlMode, model_config, unsupported};
 use crate::stats::VersionStats;
+use crate::tap::Step;
 use crate::warmup;
 
 /// Server-wide defaults a model's config can override.
@@ -65,15 +68,52 @@ pub fn load_version(
     mut config: ModelConfig,
     fingerprint: u64,
     options: &LoadOptions,
+    steps: &mut Vec<Step>,
 ) -> Result<ModelVersion, String> {
+    let started = Instant::now();
+    let mut step = |name, start: Instant, result: &Result<(), String>| {
+        steps.push(Step {
+            name,
+            version: Some(version),
+            start,
+            end: Instant::now(),
+            error: result.as_ref().err().cloned(),
+        })
+    };
+    let loaded = load_runtimes(name, dir, version, &mut config, options);
+    step("load", started, &loaded.as_ref().map(|_| ()).map_err(Clone::clone));
+    let (runtimes, spec, on_gpu) = loaded?;
+    let warm_start = Instant::now();
     let version_dir = dir.join(version.to_string());
-    let backend = backend_for(&config, &version_dir)?;
+    let warn = |message: &str| tracing::warn!(model = name, version, "{message}");
+    let mut runtimes = runtimes;
+    let warmed = warmup::samples(&config, &spec, &version_dir, options.default_warmup, on_gpu, &warn)
+        .and_then(|samples| warmup::warm(&mut runtimes, &samples, &warn));
+    step("warm-up", warm_start, &warmed);
+    warmed?;
+    let mut loaded = start_version(name, version, config, spec, runtimes, options)?;
+    loaded.fingerprint = fingerprint;
+    Ok(loaded)
+}
+
+/// The runtimes of every instance and the completed spec: a load before its
+/// warm-up. `config` is completed in place.
+#[allow(clippy::type_complexity)]
+fn load_runtimes(
+    name: &str,
+    dir: &Path,
+    version: u64,
+    config: &mut ModelConfig,
+    options: &LoadOptions,
+) -> Result<(Vec<Box<dyn Runtime>>, ModelSpec, bool), String> {
+    let version_dir = dir.join(version.to_string());
+    let backend = backend_for(config, &version_dir)?;
     let file = match config.default_model_filename.as_str() {
         "" => backend.default_model_filename,
         named => named,
     };
     let path = version_dir.join(file);
-    let ignored = unsupported::review(&config)?;
+    let ignored = unsupported::review(config)?;
     if !ignored.is_empty() {
         tracing::warn!(
             model = name,
@@ -82,15 +122,15 @@ pub fn load_version(
             "config fields ignored (harmless)"
         );
     }
-    let devices = instance_devices(&config)?;
-    let accelerators = accelerators(&config);
-    let declared = model_config::declared_io(&config)?;
+    let devices = instance_devices(config)?;
+    let accelerators = accelerators(config);
+    let declared = model_config::declared_io(config)?;
     let parameters: BTreeMap<String, String> = config
         .parameters
         .iter()
         .map(|(k, v)| (k.clone(), v.string_value.clone()))
         .collect();
-    let (intra_op_threads, inter_op_threads) = threads(&config, options)?;
+    let (intra_op_threads, inter_op_threads) = threads(config, options)?;
     let warn = |message: &str| tracing::warn!(model = name, version, "{message}");
     let load = |device: Device| {
         let request = LoadRequest {
@@ -112,12 +152,12 @@ pub fn load_version(
         };
         backend.load(&options.backends, &request).map_err(|e| e.to_string())
     };
-    let mut runtimes = devices
+    let runtimes = devices
         .iter()
         .map(|&d| load(d))
         .collect::<Result<Vec<Box<dyn Runtime>>, _>>()?;
     let mut spec = model_config::complete(
-        &mut config,
+        config,
         name,
         (backend.platform, backend.name),
         runtimes[0].io(),
@@ -125,11 +165,7 @@ pub fn load_version(
     )?;
     spec.utf8_strings = runtimes[0].utf8_strings();
     let on_gpu = devices.iter().any(|d| matches!(d, Device::Gpu(_)));
-    let samples = warmup::samples(&config, &spec, &version_dir, options.default_warmup, on_gpu, &warn)?;
-    warmup::warm(&mut runtimes, &samples, &warn)?;
-    let mut loaded = start_version(name, version, config, spec, runtimes, options)?;
-    loaded.fingerprint = fingerprint;
-    Ok(loaded)
+    Ok((runtimes, spec, on_gpu))
 }
 
 /// Starts serving a version whose config is complete and whose runtimes are

@@ -218,10 +218,37 @@ pub struct Exchange<'a> {
     pub timing: Timing,
 }
 
+/// One step of a model's load, as the engine timed it: `load` (the
+/// runtimes of every instance), `warm-up`, `gate` (per version), `switch`
+/// (the one swap of the model's entry), `drain` (until the last request on
+/// a retired version let go).
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub name: &'static str,
+    pub version: Option<u64>,
+    pub start: Instant,
+    pub end: Instant,
+    /// Why the step failed, when it did.
+    pub error: Option<String>,
+}
+
+/// A model's load (plan, each version's steps, the switch), or the drain of
+/// the versions a load retired, which ends later on a thread of its own.
+pub struct Load<'a> {
+    pub model: &'a str,
+    pub steps: &'a [Step],
+    /// Why the load failed, when it did.
+    pub error: Option<&'a str>,
+}
+
 /// Something that watches requests. `observe` runs on the request's task
 /// right after its answer is ready: it must not block or do real work there.
 pub trait Tap: Send + Sync {
     fn observe(&self, exchange: &Exchange<'_>);
+
+    /// A load or a drain ended (server-wide taps only). Runs on the loading
+    /// thread: the same rule, return at once.
+    fn load(&self, _load: &Load<'_>) {}
 
     /// Whether [`Exchange::request`] should be filled: keeping the request
     /// for observers costs a clone of its names and shapes (never of its
@@ -263,6 +290,12 @@ impl Taps {
     pub fn observe(&self, exchange: &Exchange<'_>) {
         for tap in self.0.iter() {
             tap.observe(exchange);
+        }
+    }
+
+    pub fn load(&self, load: &Load<'_>) {
+        for tap in self.0.iter() {
+            tap.load(load);
         }
     }
 }

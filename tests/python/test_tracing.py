@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -22,7 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from quiver_server import QuiverServer
+from quiver_server import MODELS, QuiverServer
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -64,10 +65,14 @@ class Receiver:
             messages = [m for _, _, m in self.requests]
         return [s for m in messages for rs in m.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
-    def traces(self):
+    def traces(self, requests_only=True):
+        """Spans by trace id: the traces of requests (their root is
+        InferRequest), or every trace (model loads too)."""
         out = {}
         for s in self.spans():
             out.setdefault(s.trace_id.hex(), []).append(s)
+        if requests_only:
+            out = {t: spans for t, spans in out.items() if any(s.name == "InferRequest" for s in spans)}
         return out
 
     def wait_for_traces(self, n, timeout=30):
@@ -302,9 +307,10 @@ def test_tensors_level_is_refused_in_opentelemetry_mode_at_start_and_at_run_time
 
 
 def test_a_receiver_that_is_down_fails_no_request_and_is_counted():
-    server = QuiverServer(extra_args=otel_args("http://127.0.0.1:9/v1/traces", "--trace-config", "level=TIMESTAMPS",
-                                               "--trace-config", "rate=1"))
+    server = QuiverServer(extra_args=otel_args("http://127.0.0.1:9/v1/traces", "--trace-config", "rate=1"))
     try:
+        # Turned on after start-up, so that only the requests are traced.
+        httpclient.InferenceServerClient(server.http).update_trace_settings(settings={"trace_level": ["TIMESTAMPS"]})
         with requests.Session() as s:
             for i in range(50):
                 assert s.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json(),
@@ -354,3 +360,43 @@ def test_triton_mode_writes_its_trace_file_every_log_frequency_traces():
         ids += [h["request_id"] for h in heads]
     assert [len(json.load(open(f))) for f in files] == [4, 4, 2]
     assert ids == [f"r{i}" for i in range(5)]
+
+
+def test_loads_and_swaps_are_traced_step_by_step():
+    receiver = Receiver()
+    tmp = tempfile.mkdtemp(prefix="quiver-trace-")
+    repo = os.path.join(tmp, "repo")
+    shutil.copytree(os.path.join(MODELS, "add_sub"), os.path.join(repo, "add_sub"))
+    server = QuiverServer(repository=repo, extra_args=otel_args(
+        receiver.url, "--trace-config", "level=TIMESTAMPS", "--model-control-mode", "explicit",
+        "--load-model", "add_sub"))
+    try:
+        def loads():
+            out = []
+            for spans in receiver.traces(requests_only=False).values():
+                roots = [s for s in spans if not s.parent_span_id]
+                if roots and roots[0].name in ("ModelLoad", "ModelDrain"):
+                    steps = sorted((s for s in spans if s.parent_span_id), key=lambda s: s.start_time_unix_nano)
+                    out.append((roots[0], [(s.name, attributes(s).get("triton.model_version")) for s in steps]))
+            return sorted(out, key=lambda x: x[0].start_time_unix_nano)
+
+        deadline = time.time() + 20
+        while len(loads()) < 1 and time.time() < deadline:
+            time.sleep(0.1)
+        (root, steps), = loads()
+        assert root.name == "ModelLoad" and attributes(root)["triton.model_name"] == "add_sub"
+        assert steps == [("load", 1), ("warm-up", 1), ("switch", None)]
+
+        # A new version swaps in; the old one drains.
+        shutil.copytree(os.path.join(repo, "add_sub", "1"), os.path.join(repo, "add_sub", "2"))
+        httpclient.InferenceServerClient(server.http).load_model("add_sub")
+        deadline = time.time() + 20
+        while len(loads()) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        (_, first), (swap, swap_steps), (drain, drain_steps) = loads()
+        assert swap.name == "ModelLoad" and swap_steps == [("load", 2), ("warm-up", 2), ("switch", None)]
+        assert drain.name == "ModelDrain" and drain_steps == [("drain", 1)]
+        assert swap.end_time_unix_nano <= drain.end_time_unix_nano
+    finally:
+        server.stop()
+        receiver.close()

@@ -14,18 +14,22 @@ use std::time::{Duration, Instant};
 use quiver_engine::tap::Queue;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Config, Mode, ProtocolNames, Record, otlp};
+use super::{Config, Item, Mode, ProtocolNames, Record, otlp};
 
 const EXPORTED: &str = "quiver_trace_spans_exported_total";
 const FAILED: &str = "quiver_trace_spans_failed_total";
 const DROPPED: &str = "quiver_trace_spans_dropped_total";
 
-fn span_count(r: &Record) -> u64 {
-    if r.execution.id == 0 { 2 } else { 3 }
+fn span_count(item: &Item) -> u64 {
+    match item {
+        Item::Request(r) if r.execution.id == 0 => 2,
+        Item::Request(_) => 3,
+        Item::Load(l) => 1 + l.steps.len() as u64,
+    }
 }
 
 pub struct Exporter {
-    queue: Option<Queue<Record>>,
+    queue: Option<Queue<Item>>,
     closing: watch::Sender<bool>,
     done: Mutex<Option<oneshot::Receiver<()>>>,
 }
@@ -100,7 +104,7 @@ impl Exporter {
         })
     }
 
-    pub fn push(&self, record: Record) {
+    pub fn push(&self, record: Item) {
         let spans = span_count(&record);
         if !self.queue.as_ref().is_some_and(|q| q.push(record)) {
             metrics::counter!(DROPPED).increment(spans);
@@ -120,13 +124,13 @@ impl Exporter {
 }
 
 async fn run(
-    mut records: mpsc::Receiver<Record>,
+    mut records: mpsc::Receiver<Item>,
     mut sink: Sink,
     max_batch: usize,
     delay: Duration,
     mut closing: watch::Receiver<bool>,
 ) {
-    let mut batch: Vec<Record> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
     let mut due = Instant::now() + delay;
     loop {
         tokio::select! {
@@ -160,11 +164,11 @@ async fn run(
 }
 
 impl Sink {
-    async fn send(&mut self, batch: Vec<Record>) {
+    async fn send(&mut self, batch: Vec<Item>) {
         self.send_slice(&batch).await;
     }
 
-    async fn send_slice(&mut self, batch: &[Record]) {
+    async fn send_slice(&mut self, batch: &[Item]) {
         if batch.is_empty() {
             return;
         }
@@ -196,7 +200,10 @@ impl Sink {
                 index,
                 pending,
             } => {
-                pending.extend(batch.iter().map(triton_json));
+                pending.extend(batch.iter().filter_map(|i| match i {
+                    Item::Request(r) => Some(triton_json(r)),
+                    Item::Load(_) => None,
+                }));
                 metrics::counter!(EXPORTED).increment(spans);
                 while *frequency > 0 && pending.len() >= *frequency {
                     let rest = pending.split_off(*frequency);

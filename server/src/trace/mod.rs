@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quiver_engine::tap::{Exchange, Execution, Kind, Protocol, Tap, TraceIds};
+use quiver_engine::tap::{Exchange, Execution, Kind, Load, Protocol, Tap, TraceIds};
 
 pub use settings::{Mode, Settings, Values};
 
@@ -65,6 +65,34 @@ impl Default for Config {
             otel: Otel::default(),
         }
     }
+}
+
+/// What goes to the exporter. Requests are nearly all of it: boxing them
+/// to shrink the rare load would cost an allocation per traced request.
+#[allow(clippy::large_enum_variant)]
+pub enum Item {
+    Request(Record),
+    Load(LoadRecord),
+}
+
+/// A model's load (or the drain of what it retired) as one trace: a root
+/// span `ModelLoad` (or `ModelDrain`) and a span per step. Times are Unix
+/// nanoseconds.
+pub struct LoadRecord {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub model: String,
+    pub error: Option<String>,
+    pub steps: Vec<StepRecord>,
+}
+
+pub struct StepRecord {
+    pub span_id: [u8; 8],
+    pub name: &'static str,
+    pub version: Option<u64>,
+    pub start: u64,
+    pub end: u64,
+    pub error: Option<String>,
 }
 
 /// One traced request, as the exporter needs it. Times are Unix
@@ -236,11 +264,42 @@ impl Tap for Tracer {
             model = x.model.name,
             "traced request"
         );
-        self.exporter.push(record);
+        self.exporter.push(Item::Request(record));
     }
 
     fn wants_request(&self) -> bool {
         false
+    }
+
+    /// Loads are rare: every one is traced while the model's level is on
+    /// (in OpenTelemetry mode; Triton's trace file has no place for them).
+    /// A reload that changed nothing (only the switch) is not.
+    fn load(&self, load: &Load<'_>) {
+        if self.settings.mode != Mode::OpenTelemetry || !self.settings.for_model(load.model).values.timestamps {
+            return;
+        }
+        if load.error.is_none() && load.steps.iter().all(|s| s.name == "switch") {
+            return;
+        }
+        let steps = load
+            .steps
+            .iter()
+            .map(|s| StepRecord {
+                span_id: random_bytes(),
+                name: s.name,
+                version: s.version,
+                start: self.unix(s.start),
+                end: self.unix(s.end),
+                error: s.error.clone(),
+            })
+            .collect();
+        self.exporter.push(Item::Load(LoadRecord {
+            trace_id: random_bytes(),
+            span_id: random_bytes(),
+            model: load.model.to_owned(),
+            error: load.error.map(str::to_owned),
+            steps,
+        }));
     }
 }
 

@@ -13,7 +13,7 @@
 //!   requests and rows.
 use prost::Message;
 
-use super::{ProtocolNames, Record};
+use super::{Item, LoadRecord, ProtocolNames, Record};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct ExportTraceServiceRequest {
@@ -242,9 +242,59 @@ pub fn spans(r: &Record) -> Vec<Span> {
     all
 }
 
-/// One export request of `records`, under quiver's resource and scope.
-pub fn encode(records: &[Record], resource: &[(String, String)]) -> Vec<u8> {
-    let spans = records.iter().flat_map(spans).collect();
+/// A load's spans: the root (`ModelLoad`, or `ModelDrain` for a drain)
+/// from its first step to its last, and one span per step.
+pub fn load_spans(l: &LoadRecord) -> Vec<Span> {
+    let start = l.steps.iter().map(|s| s.start).min().unwrap_or_default();
+    let end = l.steps.iter().map(|s| s.end).max().unwrap_or_default();
+    let drain = !l.steps.is_empty() && l.steps.iter().all(|s| s.name == "drain");
+    let error = |e: &Option<String>| {
+        e.as_ref().map(|m| Status {
+            message: m.clone(),
+            code: ERROR,
+        })
+    };
+    let root = Span {
+        trace_id: l.trace_id.to_vec(),
+        span_id: l.span_id.to_vec(),
+        trace_state: String::new(),
+        parent_span_id: Vec::new(),
+        name: if drain { "ModelDrain" } else { "ModelLoad" }.to_owned(),
+        kind: INTERNAL,
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        attributes: vec![text("triton.model_name", l.model.as_str())],
+        events: Vec::new(),
+        status: error(&l.error),
+    };
+    let steps = l.steps.iter().map(|s| Span {
+        trace_id: l.trace_id.to_vec(),
+        span_id: s.span_id.to_vec(),
+        trace_state: String::new(),
+        parent_span_id: l.span_id.to_vec(),
+        name: s.name.to_owned(),
+        kind: INTERNAL,
+        start_time_unix_nano: s.start,
+        end_time_unix_nano: s.end,
+        attributes: s
+            .version
+            .map(|v| vec![int("triton.model_version", v as i64)])
+            .unwrap_or_default(),
+        events: Vec::new(),
+        status: error(&s.error),
+    });
+    std::iter::once(root).chain(steps).collect()
+}
+
+/// One export request of `items`, under quiver's resource and scope.
+pub fn encode(items: &[Item], resource: &[(String, String)]) -> Vec<u8> {
+    let spans = items
+        .iter()
+        .flat_map(|i| match i {
+            Item::Request(r) => spans(r),
+            Item::Load(l) => load_spans(l),
+        })
+        .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
