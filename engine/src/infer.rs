@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
 
 use super::error::Result;
 use super::model::{ModelVersion, Priority};
@@ -107,7 +108,19 @@ impl Route<'_> {
         let keep = shadow.is_some() || (observed && (taps.wants_request() || model.taps.wants_request()));
         // Shared by the taps (one clone of names and shapes, whoever keeps it).
         let kept = keep.then(|| Arc::new(req.clone()));
-        let (result, timing) = model.infer(req).await;
+        if observed {
+            let view = model.view();
+            taps.begin(&view, context);
+            model.taps.begin(&view, context);
+        }
+        let (result, timing) = match context.trace() {
+            None => model.infer(req).await,
+            // A traced request's log lines name its trace and span.
+            Some(ids) => {
+                let span = tracing::info_span!("request", trace_id = %ids.trace_hex(), span_id = %ids.span_hex());
+                model.infer(req).instrument(span).await
+            }
+        };
         if let Some((t, i)) = &variant {
             t.record(*i, result.is_ok(), timing.elapsed);
         }
@@ -151,9 +164,14 @@ fn send_shadow(
         // A tap may still hold the client's copy: then this clones it.
         let mut run = Arc::unwrap_or_clone(copy);
         run.model_version = None;
+        let context = Context::internal();
+        if observed {
+            let view = target.view();
+            taps.begin(&view, &context);
+            target.taps.begin(&view, &context);
+        }
         let (out, timing) = target.run(run, Priority::Background).await;
         if observed {
-            let context = Context::internal();
             let exchange = Exchange {
                 kind: Kind::Shadow,
                 model: target.view(),

@@ -67,6 +67,19 @@ pub struct TraceIds {
 }
 
 impl TraceIds {
+    /// The trace id in lower-case hex, as W3C and OTLP's JSON write it.
+    pub fn trace_hex(&self) -> String {
+        let mut s = String::with_capacity(32);
+        hex(&mut s, &self.trace_id);
+        s
+    }
+
+    pub fn span_hex(&self) -> String {
+        let mut s = String::with_capacity(16);
+        hex(&mut s, &self.span_id);
+        s
+    }
+
     /// As a `traceparent` header value (version 00, sampled).
     pub fn traceparent(&self) -> String {
         let mut s = String::with_capacity(55);
@@ -246,6 +259,11 @@ pub struct Load<'a> {
 pub trait Tap: Send + Sync {
     fn observe(&self, exchange: &Exchange<'_>);
 
+    /// Before the request runs on `model`: a tracer decides here whether it
+    /// is traced and marks the context ([`Context::set_trace`]), so that the
+    /// log lines of its run carry the trace. Same rule: return at once.
+    fn begin(&self, _model: &Version<'_>, _context: &Context<'_>) {}
+
     /// A load or a drain ended (server-wide taps only). Runs on the loading
     /// thread: the same rule, return at once.
     fn load(&self, _load: &Load<'_>) {}
@@ -290,6 +308,12 @@ impl Taps {
     pub fn observe(&self, exchange: &Exchange<'_>) {
         for tap in self.0.iter() {
             tap.observe(exchange);
+        }
+    }
+
+    pub fn begin(&self, model: &Version<'_>, context: &Context<'_>) {
+        for tap in self.0.iter() {
+            tap.begin(model, context);
         }
     }
 

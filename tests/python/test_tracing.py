@@ -400,3 +400,27 @@ def test_loads_and_swaps_are_traced_step_by_step():
     finally:
         server.stop()
         receiver.close()
+
+
+def test_the_log_lines_of_a_traced_request_name_its_trace_and_span():
+    receiver = Receiver()
+    server = QuiverServer(extra_args=otel_args(receiver.url, "--trace-config", "level=TIMESTAMPS",
+                                               "--trace-config", "rate=1", "--log-verbose", "1"))
+    try:
+        r = requests.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json("logged"),
+                          headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}, timeout=10)
+        span = r.headers["traceparent"].split("-")[2]
+        deadline = time.time() + 10
+        answered = []
+        while not answered and time.time() < deadline:
+            answered = [line for line in server.log if "answered" in line and 'id=logged' in line]
+            time.sleep(0.05)
+        assert answered, "".join(server.log[-20:])
+        assert f"trace_id={CLIENT_TRACE}" in answered[0] and f"span_id={span}" in answered[0], answered[0]
+        # The root span the trace shows is the one the log names.
+        traces = receiver.wait_for_traces(1)
+        root = next(s for s in traces[CLIENT_TRACE] if s.name == "InferRequest")
+        assert root.span_id.hex() == span
+    finally:
+        server.stop()
+        receiver.close()

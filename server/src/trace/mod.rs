@@ -17,7 +17,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quiver_engine::tap::{Exchange, Execution, Kind, Load, Protocol, Tap, TraceIds};
+use quiver_engine::tap::{Context, Exchange, Execution, Kind, Load, Protocol, Tap, TraceIds, Version};
 
 pub use settings::{Mode, Settings, Values};
 
@@ -195,16 +195,27 @@ impl Tracer {
 }
 
 impl Tap for Tracer {
-    fn observe(&self, x: &Exchange<'_>) {
-        let context = x.context;
+    /// Decides (one count of the model's setting) and marks the context.
+    fn begin(&self, model: &Version<'_>, context: &Context<'_>) {
         // Triton honours a client's trace context in OpenTelemetry mode.
         let parent = match self.settings.mode {
             Mode::OpenTelemetry => context.header("traceparent").and_then(parse_traceparent),
             Mode::Triton => None,
         };
-        if !self.settings.sample(x.model.name, parent.is_some()) {
-            return;
+        if self.settings.sample(model.name, parent.is_some()) {
+            context.set_trace(TraceIds {
+                trace_id: parent.map_or_else(random_bytes, |(trace, _)| trace),
+                span_id: random_bytes(),
+            });
         }
+    }
+
+    /// A traced request's record, with the times the engine took.
+    fn observe(&self, x: &Exchange<'_>) {
+        let context = x.context;
+        let Some(&ids) = context.trace() else {
+            return;
+        };
         let now = Instant::now();
         let timing = &x.timing;
         let started = self.unix(timing.started);
@@ -213,19 +224,14 @@ impl Tap for Tracer {
         } else {
             started + timing.queued.as_nanos() as u64
         };
-        let (trace_id, parent, trace_state) = match parent {
-            Some((trace, span)) => (
-                trace,
-                Some(span),
-                context.header("tracestate").unwrap_or_default().to_owned(),
-            ),
-            None => (random_bytes(), None, String::new()),
+        let parent = match self.settings.mode {
+            Mode::OpenTelemetry => context.header("traceparent").and_then(parse_traceparent),
+            Mode::Triton => None,
         };
-        let ids = TraceIds {
-            trace_id,
-            span_id: random_bytes(),
+        let trace_state = match parent {
+            Some(_) => context.header("tracestate").unwrap_or_default().to_owned(),
+            None => String::new(),
         };
-        context.set_trace(ids);
         let (request_id, error) = match x.result {
             Ok(r) => (r.id.clone(), None),
             Err(e) => (
@@ -235,7 +241,7 @@ impl Tap for Tracer {
         };
         let record = Record {
             ids,
-            parent,
+            parent: parent.map(|(_, span)| span),
             trace_state,
             model_span: random_bytes(),
             compute_span: random_bytes(),
@@ -257,10 +263,10 @@ impl Tap for Tracer {
                 end: self.unix(now),
             },
         };
-        // Joins a log line to its trace (at debug: free unless asked for).
+        // Joins the log to the trace (at debug: free unless asked for).
         tracing::debug!(
-            trace_id = %hex(&ids.trace_id),
-            span_id = %hex(&ids.span_id),
+            trace_id = %ids.trace_hex(),
+            span_id = %ids.span_hex(),
             model = x.model.name,
             "traced request"
         );
