@@ -115,9 +115,11 @@ impl Route<'_> {
         }
         let (result, timing) = match context.trace() {
             None => model.infer(req).await,
-            // A traced request's log lines name its trace and span.
+            // A traced request's log lines name its trace and span. The
+            // request path logs at debug only: below that the span is off
+            // and costs one level check.
             Some(ids) => {
-                let span = tracing::info_span!("request", trace_id = %ids.trace_hex(), span_id = %ids.span_hex());
+                let span = tracing::debug_span!("request", trace_id = %ids.trace_hex(), span_id = %ids.span_hex());
                 model.infer(req).instrument(span).await
             }
         };

@@ -2,6 +2,7 @@
 here decodes what quiver exports with the reference protobuf classes
 (opentelemetry-proto); tritonclient changes the trace settings over HTTP
 and gRPC; Triton's trace file mode writes its JSON files."""
+import contextlib
 import glob
 import http.server
 import json
@@ -91,6 +92,18 @@ def otel_args(url, *extra):
             "--trace-config", "opentelemetry,resource=deployment.environment=test", *extra]
 
 
+@contextlib.contextmanager
+def traced(*extra, repository=MODELS):
+    """A quiver exporting to a receiver of its own, both stopped after."""
+    receiver = Receiver()
+    server = QuiverServer(repository=repository, extra_args=otel_args(receiver.url, *extra))
+    try:
+        yield server, receiver
+    finally:
+        server.stop()
+        receiver.close()
+
+
 def attributes(span):
     out = {}
     for kv in span.attributes:
@@ -139,10 +152,7 @@ def check_trace(spans, model="add_sub", parent=None):
 
 
 def test_a_traced_request_over_rest_grpc_and_a_stream():
-    receiver = Receiver()
-    server = QuiverServer(extra_args=otel_args(receiver.url, "--trace-config", "level=TIMESTAMPS",
-                                               "--trace-config", "rate=1"))
-    try:
+    with traced("--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=1") as (server, receiver):
         parents = {}
         # REST, with the client's trace context: the answer carries the trace.
         tp = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
@@ -200,16 +210,10 @@ def test_a_traced_request_over_rest_grpc_and_a_stream():
         resource = {kv.key: kv.value.string_value for kv in message.resource_spans[0].resource.attributes}
         assert resource["service.name"] == "quiver"
         assert resource["deployment.environment"] == "test"
-    finally:
-        server.stop()
-        receiver.close()
 
 
 def test_rate_counts_requests_exactly_and_count_stops():
-    receiver = Receiver()
-    server = QuiverServer(extra_args=otel_args(receiver.url, "--trace-config", "level=TIMESTAMPS",
-                                               "--trace-config", "rate=100"))
-    try:
+    with traced("--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=100") as (server, receiver):
         def send(n):
             with requests.Session() as s:
                 for _ in range(n):
@@ -234,9 +238,6 @@ def test_rate_counts_requests_exactly_and_count_stops():
         assert h.get_trace_settings()["trace_count"] == "0"
         for spans in traces.values():
             check_trace(spans)
-    finally:
-        server.stop()
-        receiver.close()
 
 
 def test_settings_round_trip_with_tritonclient_and_bad_values_are_refused():
@@ -363,14 +364,10 @@ def test_triton_mode_writes_its_trace_file_every_log_frequency_traces():
 
 
 def test_loads_and_swaps_are_traced_step_by_step():
-    receiver = Receiver()
-    tmp = tempfile.mkdtemp(prefix="quiver-trace-")
-    repo = os.path.join(tmp, "repo")
+    repo = os.path.join(tempfile.mkdtemp(prefix="quiver-trace-"), "repo")
     shutil.copytree(os.path.join(MODELS, "add_sub"), os.path.join(repo, "add_sub"))
-    server = QuiverServer(repository=repo, extra_args=otel_args(
-        receiver.url, "--trace-config", "level=TIMESTAMPS", "--model-control-mode", "explicit",
-        "--load-model", "add_sub"))
-    try:
+    with traced("--trace-config", "level=TIMESTAMPS", "--model-control-mode", "explicit", "--load-model", "add_sub",
+                repository=repo) as (server, receiver):
         def loads():
             out = []
             for spans in receiver.traces(requests_only=False).values():
@@ -397,16 +394,11 @@ def test_loads_and_swaps_are_traced_step_by_step():
         assert swap.name == "ModelLoad" and swap_steps == [("load", 2), ("warm-up", 2), ("switch", None)]
         assert drain.name == "ModelDrain" and drain_steps == [("drain", 1)]
         assert swap.end_time_unix_nano <= drain.end_time_unix_nano
-    finally:
-        server.stop()
-        receiver.close()
 
 
 def test_the_log_lines_of_a_traced_request_name_its_trace_and_span():
-    receiver = Receiver()
-    server = QuiverServer(extra_args=otel_args(receiver.url, "--trace-config", "level=TIMESTAMPS",
-                                               "--trace-config", "rate=1", "--log-verbose", "1"))
-    try:
+    with traced("--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=1", "--log-verbose", "1") as (
+            server, receiver):
         r = requests.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json("logged"),
                           headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"}, timeout=10)
         span = r.headers["traceparent"].split("-")[2]
@@ -421,6 +413,3 @@ def test_the_log_lines_of_a_traced_request_name_its_trace_and_span():
         traces = receiver.wait_for_traces(1)
         root = next(s for s in traces[CLIENT_TRACE] if s.name == "InferRequest")
         assert root.span_id.hex() == span
-    finally:
-        server.stop()
-        receiver.close()

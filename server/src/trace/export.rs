@@ -39,6 +39,7 @@ enum Sink {
         client: reqwest::Client,
         url: String,
         resource: Vec<(String, String)>,
+        encoder: otlp::Encoder,
     },
     /// Triton's trace file: every `frequency` traces to `<file>.<n>`, or
     /// all of them at exit to `<file>` when `frequency` is 0.
@@ -68,6 +69,7 @@ impl Exporter {
                     client,
                     url: o.url.clone(),
                     resource: o.resource.clone(),
+                    encoder: otlp::Encoder::default(),
                 };
                 (sink, o.max_queue, o.max_batch.max(1), o.schedule_delay)
             }
@@ -123,6 +125,11 @@ impl Exporter {
     }
 }
 
+/// How often the exporter looks at its queue. It is never woken by the
+/// request path: a wake-up per traced request (a futex call) cost more
+/// than the rest of the tap.
+const POLL: Duration = Duration::from_millis(5);
+
 async fn run(
     mut records: mpsc::Receiver<Item>,
     mut sink: Sink,
@@ -132,10 +139,17 @@ async fn run(
 ) {
     let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
     let mut due = Instant::now() + delay;
-    loop {
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
+    while open {
         tokio::select! {
-            r = records.recv() => match r {
-                Some(r) => {
+            _ = poll.tick() => {}
+            _ = closing.changed() => open = false,
+        }
+        loop {
+            match records.try_recv() {
+                Ok(r) => {
                     if batch.is_empty() {
                         due = Instant::now() + delay;
                     }
@@ -144,17 +158,15 @@ async fn run(
                         sink.send(std::mem::take(&mut batch)).await;
                     }
                 }
-                None => break,
-            },
-            _ = tokio::time::sleep_until(due.into()), if !batch.is_empty() => {
-                sink.send(std::mem::take(&mut batch)).await;
-            }
-            _ = closing.changed() => {
-                while let Ok(r) = records.try_recv() {
-                    batch.push(r);
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
                 }
-                break;
             }
+        }
+        if open && !batch.is_empty() && Instant::now() >= due {
+            sink.send(std::mem::take(&mut batch)).await;
         }
     }
     for chunk in batch.chunks(max_batch) {
@@ -174,8 +186,13 @@ impl Sink {
         }
         let spans: u64 = batch.iter().map(span_count).sum();
         match self {
-            Sink::Otlp { client, url, resource } => {
-                let body = otlp::encode(batch, resource);
+            Sink::Otlp {
+                client,
+                url,
+                resource,
+                encoder,
+            } => {
+                let body = encoder.encode(batch, resource);
                 let sent = client
                     .post(url.as_str())
                     .header("content-type", "application/x-protobuf")
