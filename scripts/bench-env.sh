@@ -27,3 +27,15 @@ start_quiver() {
   http="http://$(grep -o 'HTTP listening address=[^ ]*' "$log" | cut -d= -f2)"
   grpc="http://$(grep -o 'gRPC listening address=[^ ]*' "$log" | cut -d= -f2)"
 }
+
+# metric NAME: the sum of the series of that name on $metrics (a base URL).
+metric() {
+  curl -s "$metrics/metrics" | awk -v n="$1" '$1 ~ "^"n"([{]|$)" {s += $NF} END {printf "%d", s}'
+}
+
+# fraud_mlp_repo DIR: a fresh repository holding the demo fraud_mlp, for the cost scripts.
+fraud_mlp_repo() {
+  rm -rf "$1"
+  mkdir -p "$1/repo"
+  cp -r models/fraud_mlp "$1/repo/"
+}

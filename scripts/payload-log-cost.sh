@@ -18,13 +18,7 @@ source scripts/bench-env.sh
 cargo build --release --locked -p quiver-loadtest --bin quiver-event-sink
 duration="${DURATION:-8}"
 repo="$out/payload-log-cost/repo"
-rm -rf "$out/payload-log-cost"
-mkdir -p "$repo"
-cp -r models/fraud_mlp "$repo/"
-
-metric() { # $1 name: the sum of the series of that name on the metrics port
-  curl -s "$metrics/metrics" | awk -v n="$1" '$1 ~ "^"n"([{]|$)" {s += $NF} END {printf "%d", s}'
-}
+fraud_mlp_repo "$out/payload-log-cost"
 
 run() { # $1 mode, $2 round
   local label="$1-$2" sink="" args=()

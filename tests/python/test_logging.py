@@ -12,7 +12,6 @@
 - The file sink: JSON Lines, rotated, flushed on SIGTERM. Batch mode.
 """
 import glob
-import http.server
 import json
 import os
 import queue
@@ -30,6 +29,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
+from post_server import serve_posts
 from quiver_server import MODELS, QuiverServer
 
 # KServe's logger (pkg/logger/worker.go) sets exactly these on every event.
@@ -53,33 +53,19 @@ class Sink:
         self.fail_until = 0.0
         self.status = 200
         self.hang = hang
-        sink = self
+        self.server, base = serve_posts(self._post)
+        self.url = base + "/"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                if sink.hang:
-                    time.sleep(3600)
-                    return
-                status = 503 if time.time() < sink.fail_until else sink.status
-                with sink.lock:
-                    if status == 200:
-                        sink.posts.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                    else:
-                        sink.refused += 1
-                self.send_response(status)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+    def _post(self, path, headers, body):
+        if self.hang:
+            time.sleep(3600)
+        status = 503 if time.time() < self.fail_until else self.status
+        with self.lock:
+            if status == 200:
+                self.posts.append((headers, body))
+            else:
+                self.refused += 1
+        return status
 
     def events(self):
         """Every event received, read by the CloudEvents SDK (batches split)."""

@@ -4,7 +4,6 @@ here decodes what quiver exports with the reference protobuf classes
 and gRPC; Triton's trace file mode writes its JSON files."""
 import contextlib
 import glob
-import http.server
 import json
 import os
 import re
@@ -24,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from post_server import serve_posts
 from quiver_server import MODELS, QuiverServer
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -38,28 +38,15 @@ class Receiver:
     def __init__(self):
         self.requests = []
         self.lock = threading.Lock()
-        receiver = self
+        self.server, base = serve_posts(self._post)
+        self.url = base + "/v1/traces"
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                message = ExportTraceServiceRequest()
-                message.ParseFromString(body)
-                with receiver.lock:
-                    receiver.requests.append((self.path, self.headers.get("content-type"), message))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+    def _post(self, path, headers, body):
+        message = ExportTraceServiceRequest()
+        message.ParseFromString(body)
+        with self.lock:
+            self.requests.append((path, headers.get("content-type"), message))
+        return 200
 
     def spans(self):
         with self.lock:

@@ -40,6 +40,11 @@ enum Sink {
         url: String,
         resource: Vec<(String, String)>,
         encoder: otlp::Encoder,
+        /// After a refused connection, batches fail without being encoded
+        /// until then: a receiver that is down costs less than one that answers.
+        down_until: Option<Instant>,
+        /// Failed exports so far; logged at the 1st, 2nd, 4th, ... time.
+        failures: u64,
     },
     /// Triton's trace file: every `frequency` traces to `<file>.<n>`, or
     /// all of them at exit to `<file>` when `frequency` is 0.
@@ -70,6 +75,8 @@ impl Exporter {
                     url: o.url.clone(),
                     resource: o.resource.clone(),
                     encoder: otlp::Encoder::default(),
+                    down_until: None,
+                    failures: 0,
                 };
                 (sink, o.max_queue, o.max_batch.max(1), o.schedule_delay)
             }
@@ -124,6 +131,9 @@ impl Exporter {
         }
     }
 }
+
+/// How long batches fail unsent after the receiver refused a connection.
+const DOWN_PAUSE: Duration = Duration::from_secs(1);
 
 /// How often the exporter looks at its queue. It is never woken by the
 /// request path: a wake-up per traced request (a futex call) cost more
@@ -191,7 +201,13 @@ impl Sink {
                 url,
                 resource,
                 encoder,
+                down_until,
+                failures,
             } => {
+                if down_until.is_some_and(|t| Instant::now() < t) {
+                    metrics::counter!(FAILED).increment(spans);
+                    return;
+                }
                 let body = encoder.encode(batch, resource);
                 let sent = client
                     .post(url.as_str())
@@ -205,9 +221,17 @@ impl Sink {
                         metrics::counter!(FAILED).increment(spans);
                         let why = match outcome {
                             Ok(r) => format!("HTTP {}", r.status()),
-                            Err(e) => e.to_string(),
+                            Err(e) => {
+                                if e.is_connect() {
+                                    *down_until = Some(Instant::now() + DOWN_PAUSE);
+                                }
+                                e.to_string()
+                            }
                         };
-                        tracing::debug!(url = %url, error = %why, spans, "tracing: export failed");
+                        *failures += 1;
+                        if failures.is_power_of_two() {
+                            tracing::warn!(url = %url, error = %why, failures = *failures, "tracing: export failed");
+                        }
                     }
                 }
             }
@@ -276,17 +300,7 @@ fn triton_json(r: &Record) -> String {
         ("REQUEST_START", t.started),
         ("QUEUE_START", t.started),
     ];
-    if r.execution.id != 0 {
-        let e = &r.execution;
-        let input_end = t.compute_start + e.input.as_nanos() as u64;
-        let output_start = input_end + e.infer.as_nanos() as u64;
-        stamps.extend([
-            ("COMPUTE_START", t.compute_start),
-            ("COMPUTE_INPUT_END", input_end),
-            ("COMPUTE_OUTPUT_START", output_start),
-            ("COMPUTE_END", output_start + e.output.as_nanos() as u64),
-        ]);
-    }
+    stamps.extend(r.compute_events().into_iter().flatten());
     stamps.push(("REQUEST_END", t.answered));
     let head = serde_json::json!({
         "id": r.number,

@@ -117,6 +117,26 @@ pub struct Record {
     pub times: Times,
 }
 
+impl Record {
+    /// Triton's compute events, when the request ran: the execution's
+    /// phases laid end to end from its start.
+    pub fn compute_events(&self) -> Option<[(&'static str, u64); 4]> {
+        let e = &self.execution;
+        if e.id == 0 {
+            return None;
+        }
+        let start = self.times.compute_start;
+        let input_end = start + e.input.as_nanos() as u64;
+        let output_start = input_end + e.infer.as_nanos() as u64;
+        Some([
+            ("COMPUTE_START", start),
+            ("COMPUTE_INPUT_END", input_end),
+            ("COMPUTE_OUTPUT_START", output_start),
+            ("COMPUTE_END", output_start + e.output.as_nanos() as u64),
+        ])
+    }
+}
+
 /// A traced request's moments, in Unix nanoseconds.
 pub struct Times {
     /// The front end had the whole request.

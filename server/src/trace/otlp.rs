@@ -208,11 +208,9 @@ fn request_spans(levels: &mut [Vec<u8>], r: &Record) {
             ("REQUEST_END", t.answered),
         ],
     );
-    if r.execution.id != 0 {
+    if let Some(events) = r.compute_events() {
         let e = &r.execution;
-        let input_end = t.compute_start + e.input.as_nanos() as u64;
-        let output_start = input_end + e.infer.as_nanos() as u64;
-        let end = output_start + e.output.as_nanos() as u64;
+        let end = events[3].1;
         let mut h = head(
             &r.compute_span,
             Some(&r.model_span),
@@ -231,12 +229,7 @@ fn request_spans(levels: &mut [Vec<u8>], r: &Record) {
                 ("quiver.batch.requests", Value::Int(e.requests as i64)),
                 ("quiver.batch.size", Value::Int(r.batch_rows as i64)),
             ],
-            &[
-                ("COMPUTE_START", t.compute_start),
-                ("COMPUTE_INPUT_END", input_end),
-                ("COMPUTE_OUTPUT_START", output_start),
-                ("COMPUTE_END", end),
-            ],
+            &events,
         );
     }
 }
