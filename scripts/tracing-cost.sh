@@ -7,6 +7,7 @@
 #   all      every request traced, to a local receiver
 #   down     every request traced, to a receiver that is not there (connection refused)
 #   hang     every request traced, to a receiver that never answers (queue full, dropped)
+#   before   BEFORE_BIN, an earlier build (one without tracing: what "off" costs)
 # The receiver is quiver-event-sink (it answers any POST). SERVER_CPUS,
 # SERVER_THREADS and CLIENT_CPUS as in payload-log-cost.sh.
 #   ./scripts/tracing-cost.sh    (ROUNDS=3 DURATION=8 PROTOCOLS=grpc CONCURRENCY=1,16 MODES="off rate1000 all down hang")
@@ -32,11 +33,15 @@ run() { # $1 mode, $2 round
   esac
   [ "$1" = rate1000 ] && rate=1000
   local args=()
-  if [ "$1" != off ]; then
+  if [ "$1" != off ] && [ "$1" != before ]; then
     args=(--trace-config mode=opentelemetry --trace-config level=TIMESTAMPS --trace-config "rate=$rate"
           --trace-config "opentelemetry,url=$url")
   fi
-  start_quiver "$out/tc-$label.log" --model-repository "$repo" "${args[@]}"
+  if [ "$1" = before ]; then
+    QUIVER_BIN="$BEFORE_BIN" start_quiver "$out/tc-$label.log" --model-repository "$repo"
+  else
+    start_quiver "$out/tc-$label.log" --model-repository "$repo" "${args[@]}"
+  fi
   metrics="http://$(grep -o 'metrics listening address=[^ ]*' "$out/tc-$label.log" | cut -d= -f2)"
   taskset -c "${CLIENT_CPUS:-1}" "$bin/quiver-loadtest" --model fraud_mlp --http "$http" --grpc "$grpc" \
     --protocols "${PROTOCOLS:-grpc}" --concurrency "${CONCURRENCY:-1,16}" --duration "$duration" --warmup 2 \
@@ -50,7 +55,7 @@ run() { # $1 mode, $2 round
     kill "$sink"; wait "$sink" 2> /dev/null || true
   fi
   grep '^| fraud_mlp' "$out/tc-$label.md" | sed "s/^/$label /"
-  [ "$1" != off ] && echo "$label spans exported=$exported failed=$failed dropped=$dropped"
+  [ "$1" != off ] && [ "$1" != before ] && echo "$label spans exported=$exported failed=$failed dropped=$dropped"
   return 0
 }
 

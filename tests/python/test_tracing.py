@@ -321,17 +321,28 @@ def test_triton_mode_writes_its_trace_file_every_log_frequency_traces():
     server = QuiverServer(extra_args=["--trace-config", f"triton,file={path}", "--trace-config",
                                       "triton,log-frequency=2", "--trace-config", "level=TIMESTAMPS",
                                       "--trace-config", "rate=1"])
-    try:
+
+    def send(ids):
         with requests.Session() as s:
-            for i in range(5):
+            for i in ids:
                 assert s.post(f"http://{server.http}/v2/models/add_sub/infer", json=add_sub_json(f"r{i}"),
                               timeout=10).status_code == 200
+
+    def wait_for_files(n):
         deadline = time.time() + 10
-        while len(glob.glob(path + ".*")) < 2 and time.time() < deadline:
+        while len(glob.glob(path + ".*")) < n and time.time() < deadline:
             time.sleep(0.1)
+
+    try:
+        send(range(5))
+        wait_for_files(2)
+        # The frequency changes at run time: the fifth trace and the next two fill a file of three.
+        h = httpclient.InferenceServerClient(server.http)
+        assert h.update_trace_settings(settings={"log_frequency": "3"})["log_frequency"] == "3"
+        send(range(5, 7))
+        wait_for_files(3)
     finally:
         server.stop()
-    # Two full files, and the fifth trace written at exit.
     files = sorted(glob.glob(path + ".*"))
     assert [os.path.basename(f) for f in files] == ["trace.json.0", "trace.json.1", "trace.json.2"]
     ids = []
@@ -346,8 +357,9 @@ def test_triton_mode_writes_its_trace_file_every_log_frequency_traces():
                 ns = [t["ns"] for t in e["timestamps"]]
                 assert ns == sorted(ns)
         ids += [h["request_id"] for h in heads]
-    assert [len(json.load(open(f))) for f in files] == [4, 4, 2]
-    assert ids == [f"r{i}" for i in range(5)]
+    # Two entries a trace: its identity, then its timestamps.
+    assert [len(json.load(open(f))) for f in files] == [4, 4, 6]
+    assert ids == [f"r{i}" for i in range(7)]
 
 
 def test_loads_and_swaps_are_traced_step_by_step():

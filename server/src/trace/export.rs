@@ -241,10 +241,13 @@ impl Sink {
                 index,
                 pending,
             } => {
-                pending.extend(batch.iter().filter_map(|i| match i {
-                    Item::Request(r) => Some(triton_json(r)),
-                    Item::Load(_) => None,
-                }));
+                for item in batch {
+                    if let Item::Request(r) = item {
+                        pending.push(triton_json(r));
+                        // The setting that traced it: `log_frequency` changes at run time.
+                        *frequency = r.log_frequency as usize;
+                    }
+                }
                 metrics::counter!(EXPORTED).increment(spans);
                 while *frequency > 0 && pending.len() >= *frequency {
                     let rest = pending.split_off(*frequency);

@@ -115,6 +115,8 @@ pub struct Record {
     pub execution: Execution,
     pub batch_rows: usize,
     pub times: Times,
+    /// Triton mode: the trace setting's `log_frequency` when it was traced.
+    pub log_frequency: u32,
 }
 
 impl Record {
@@ -217,12 +219,17 @@ impl Tracer {
 impl Tap for Tracer {
     /// Decides (one count of the model's setting) and marks the context.
     fn begin(&self, model: &Version<'_>, context: &Context<'_>) {
-        // Triton honours a client's trace context in OpenTelemetry mode.
-        let parent = match self.settings.mode {
-            Mode::OpenTelemetry => context.header("traceparent").and_then(parse_traceparent),
-            Mode::Triton => None,
-        };
-        if self.settings.sample(model.name, parent.is_some()) {
+        // Triton honours a client's trace context in OpenTelemetry mode;
+        // the header is looked up only when the model's tracing is on.
+        let mut parent = None;
+        let traced = self.settings.sample(model.name, || {
+            parent = match self.settings.mode {
+                Mode::OpenTelemetry => context.header("traceparent").and_then(parse_traceparent),
+                Mode::Triton => None,
+            };
+            parent.is_some()
+        });
+        if traced {
             context.set_trace(TraceIds {
                 trace_id: parent.map_or_else(random_bytes, |(trace, _)| trace),
                 span_id: random_bytes(),
@@ -275,6 +282,10 @@ impl Tap for Tracer {
             error,
             execution: timing.execution,
             batch_rows: timing.batch_rows,
+            log_frequency: match self.settings.mode {
+                Mode::Triton => self.settings.for_model(x.model.name).values.log_frequency,
+                Mode::OpenTelemetry => 0,
+            },
             times: Times {
                 received: self.unix(context.received.min(timing.started)),
                 started,

@@ -459,6 +459,7 @@ mod tests {
                 output: Duration::from_nanos(5),
             },
             batch_rows: 8,
+            log_frequency: 0,
             times: Times {
                 received: 1_000,
                 started: 1_100,

@@ -87,12 +87,13 @@ impl Setting {
         })
     }
 
-    /// Whether this request is traced. `forced`: it carries a trace context.
-    pub fn sample(&self, forced: bool) -> bool {
+    /// Whether this request is traced. `forced`: whether it carries a trace
+    /// context, asked only when tracing is on (a header lookup).
+    pub fn sample(&self, forced: impl FnOnce() -> bool) -> bool {
         if !self.values.timestamps {
             return false;
         }
-        if !forced && !(self.seen.fetch_add(1, Relaxed) + 1).is_multiple_of(u64::from(self.values.rate)) {
+        if !forced() && !(self.seen.fetch_add(1, Relaxed) + 1).is_multiple_of(u64::from(self.values.rate)) {
             return false;
         }
         self.values.count < 0
@@ -162,7 +163,7 @@ impl Settings {
 
     /// Whether a request of `model` is traced (the request path's call: no
     /// reference count taken).
-    pub fn sample(&self, model: &str, forced: bool) -> bool {
+    pub fn sample(&self, model: &str, forced: impl FnOnce() -> bool) -> bool {
         let table = self.table.load();
         if table.models.is_empty() {
             return table.global.sample(forced);
@@ -374,17 +375,17 @@ mod tests {
     #[test]
     fn rate_counts_requests_and_count_stops_tracing() {
         let s = Settings::new(Mode::OpenTelemetry, on(4, -1));
-        let traced: Vec<bool> = (0..12).map(|_| s.sample("m", false)).collect();
+        let traced: Vec<bool> = (0..12).map(|_| s.sample("m", || false)).collect();
         assert_eq!(traced.iter().filter(|t| **t).count(), 3);
         assert!(traced[3] && traced[7] && traced[11] && !traced[0]);
         // A trace context is traced whatever the rate, without moving the count.
-        assert!(s.sample("m", true));
-        assert!(!s.sample("m", false));
+        assert!(s.sample("m", || true));
+        assert!(!s.sample("m", || false));
 
         let s = Settings::new(Mode::OpenTelemetry, on(1, 2));
-        assert_eq!((0..10).filter(|_| s.sample("m", false)).count(), 2);
+        assert_eq!((0..10).filter(|_| s.sample("m", || false)).count(), 2);
         assert_eq!(field(&s, None, "trace_count"), ["0"]);
-        assert!(!s.sample("m", true));
+        assert!(!s.sample("m", || true));
     }
 
     #[test]
@@ -398,8 +399,8 @@ mod tests {
         s.update(None, &[change("trace_level", Some(&["TIMESTAMPS"]))]).unwrap();
         assert_eq!(field(&s, Some("m"), "trace_level"), ["TIMESTAMPS"]);
         assert_eq!(field(&s, Some("m"), "trace_rate"), ["2"]);
-        assert_eq!((0..4).filter(|_| s.sample("m", false)).count(), 2);
-        assert_eq!((0..4).filter(|_| s.sample("other", false)).count(), 0);
+        assert_eq!((0..4).filter(|_| s.sample("m", || false)).count(), 2);
+        assert_eq!((0..4).filter(|_| s.sample("other", || false)).count(), 0);
         // Clearing its one field drops the model's setting.
         s.update(Some("m"), &[change("trace_rate", None)]).unwrap();
         assert_eq!(field(&s, Some("m"), "trace_rate"), ["1000"]);
