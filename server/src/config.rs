@@ -625,8 +625,8 @@ impl Config {
     /// Tracing as `--trace-config` and the `OTEL_*` environment set it:
     /// the environment first, Triton's flag over it; an error names the
     /// entry and what was wrong.
-    pub fn trace(&self) -> Result<crate::trace::Config, String> {
-        use crate::trace::{Config as Trace, Mode, settings};
+    pub fn trace(&self) -> Result<crate::trace::settings::Config, String> {
+        use crate::trace::settings::{self, Config as Trace, Mode};
         let mut t = Trace::default();
         let mut resource: Vec<(String, String)> = Vec::new();
         let endpoint = match (&self.otel_traces_endpoint, &self.otel_endpoint) {
@@ -967,7 +967,7 @@ mod tests {
 
     #[test]
     fn trace_config_is_read_as_triton_reads_it() {
-        use crate::trace::Mode;
+        use crate::trace::settings::Mode;
         let t = parse(&[]).trace().unwrap();
         assert_eq!(
             (t.mode, t.values.timestamps, t.values.rate, t.values.count),

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use quiver_engine::tap::Queue;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Config, Item, Mode, ProtocolNames, Record, otlp};
+use super::otlp;
+use super::record::{Item, ProtocolNames, Record};
+use super::settings::{Config, Mode};
 
 const EXPORTED: &str = "quiver_trace_spans_exported_total";
 const FAILED: &str = "quiver_trace_spans_failed_total";

@@ -10,6 +10,7 @@
 //! a full queue drops the trace and counts it.
 pub mod export;
 pub mod otlp;
+pub mod record;
 pub mod settings;
 
 use std::cell::Cell;
@@ -17,166 +18,10 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quiver_engine::tap::{Context, Exchange, Execution, Kind, Load, Protocol, Tap, TraceIds, Version};
+use quiver_engine::tap::{Context, Exchange, Kind, Load, Tap, TraceIds, Version};
 
-pub use settings::{Mode, Settings, Values};
-
-/// The OpenTelemetry exporter's settings (`--trace-config opentelemetry,...`
-/// and the `OTEL_*` environment).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Otel {
-    pub url: String,
-    /// Resource attributes; `service.name` is always among them.
-    pub resource: Vec<(String, String)>,
-    /// Traces waiting for export; more are dropped and counted.
-    pub max_queue: usize,
-    /// The longest a trace waits for its batch.
-    pub schedule_delay: Duration,
-    /// Traces per export request.
-    pub max_batch: usize,
-}
-
-impl Default for Otel {
-    /// The OpenTelemetry SDK's batch processor defaults, and Triton's URL.
-    fn default() -> Otel {
-        Otel {
-            url: "http://localhost:4318/v1/traces".into(),
-            resource: Vec::new(),
-            max_queue: 2048,
-            schedule_delay: Duration::from_millis(5000),
-            max_batch: 512,
-        }
-    }
-}
-
-/// Tracing as the command line and environment set it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub mode: Mode,
-    pub values: Values,
-    pub otel: Otel,
-}
-
-impl Default for Config {
-    fn default() -> Config {
-        Config {
-            mode: Mode::Triton,
-            values: Values::default(),
-            otel: Otel::default(),
-        }
-    }
-}
-
-/// What goes to the exporter. Requests are nearly all of it: boxing them
-/// to shrink the rare load would cost an allocation per traced request.
-#[allow(clippy::large_enum_variant)]
-pub enum Item {
-    Request(Record),
-    Load(LoadRecord),
-}
-
-/// A model's load (or the drain of what it retired) as one trace: a root
-/// span `ModelLoad` (or `ModelDrain`) and a span per step. Times are Unix
-/// nanoseconds.
-pub struct LoadRecord {
-    pub trace_id: [u8; 16],
-    pub span_id: [u8; 8],
-    pub model: String,
-    pub error: Option<String>,
-    pub steps: Vec<StepRecord>,
-}
-
-pub struct StepRecord {
-    pub span_id: [u8; 8],
-    pub name: &'static str,
-    pub version: Option<u64>,
-    pub start: u64,
-    pub end: u64,
-    pub error: Option<String>,
-}
-
-/// One traced request, as the exporter needs it. Times are Unix
-/// nanoseconds.
-pub struct Record {
-    pub ids: TraceIds,
-    pub parent: Option<[u8; 8]>,
-    pub trace_state: String,
-    pub model_span: [u8; 8],
-    pub compute_span: [u8; 8],
-    /// Numbered from 1 for Triton's trace file.
-    pub number: u64,
-    pub model: String,
-    pub version: u64,
-    pub request_id: String,
-    pub protocol: Protocol,
-    pub variant: Option<String>,
-    pub shadow: bool,
-    pub error: Option<String>,
-    pub execution: Execution,
-    pub batch_rows: usize,
-    pub times: Times,
-    /// Triton mode: the trace setting's `log_frequency` when it was traced.
-    pub log_frequency: u32,
-}
-
-impl Record {
-    /// Triton's compute events, when the request ran: the execution's
-    /// phases laid end to end from its start.
-    pub fn compute_events(&self) -> Option<[(&'static str, u64); 4]> {
-        let e = &self.execution;
-        if e.id == 0 {
-            return None;
-        }
-        let start = self.times.compute_start;
-        let input_end = start + e.input.as_nanos() as u64;
-        let output_start = input_end + e.infer.as_nanos() as u64;
-        Some([
-            ("COMPUTE_START", start),
-            ("COMPUTE_INPUT_END", input_end),
-            ("COMPUTE_OUTPUT_START", output_start),
-            ("COMPUTE_END", output_start + e.output.as_nanos() as u64),
-        ])
-    }
-}
-
-/// A traced request's moments, in Unix nanoseconds.
-pub struct Times {
-    /// The front end had the whole request.
-    pub received: u64,
-    /// The engine took it (REQUEST_START, QUEUE_START).
-    pub started: u64,
-    /// Its execution began (COMPUTE_START); `started` when it never ran.
-    pub compute_start: u64,
-    /// The answer was ready (REQUEST_END).
-    pub answered: u64,
-    /// The tracer saw it: the root span's end.
-    pub end: u64,
-}
-
-pub trait ProtocolNames {
-    fn name(self) -> &'static str;
-    fn received_event(self) -> &'static str;
-}
-
-impl ProtocolNames for Protocol {
-    fn name(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Grpc => "grpc",
-            Protocol::GrpcStream => "grpc-stream",
-            Protocol::Internal => "internal",
-        }
-    }
-
-    /// Triton's name for the moment the front end had the request.
-    fn received_event(self) -> &'static str {
-        match self {
-            Protocol::Http => "HTTP_RECV_END",
-            Protocol::Grpc | Protocol::GrpcStream => "GRPC_WAITREAD_END",
-            Protocol::Internal => "REQUEST_RECEIVED",
-        }
-    }
-}
+pub use record::{Item, LoadRecord, ProtocolNames, Record, StepRecord, Times};
+pub use settings::{Config, Mode, Otel, Settings, Values};
 
 /// The tracer: the tap, the settings the trace extension changes, and the
 /// queue to the exporter.

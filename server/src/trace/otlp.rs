@@ -16,7 +16,7 @@
 //! order and skipping default values as protobuf does: building prost
 //! messages cost some 45 allocations per traced request, which with every
 //! request traced was a tenth of a core on the exporter's thread.
-use super::{Item, LoadRecord, ProtocolNames, Record};
+use super::record::{Item, LoadRecord, ProtocolNames, Record};
 
 const SERVER: u64 = 2;
 const INTERNAL: u64 = 1;
@@ -426,7 +426,7 @@ mod tests {
 
     use super::decode::*;
     use super::*;
-    use crate::trace::{StepRecord, Times};
+    use crate::trace::record::{StepRecord, Times};
 
     fn value(kv: &KeyValue) -> any_value::Value {
         kv.value.clone().unwrap().value.unwrap()

@@ -14,8 +14,55 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+
+/// The OpenTelemetry exporter's settings (`--trace-config opentelemetry,...`
+/// and the `OTEL_*` environment).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Otel {
+    pub url: String,
+    /// Resource attributes; `service.name` is always among them.
+    pub resource: Vec<(String, String)>,
+    /// Traces waiting for export; more are dropped and counted.
+    pub max_queue: usize,
+    /// The longest a trace waits for its batch.
+    pub schedule_delay: Duration,
+    /// Traces per export request.
+    pub max_batch: usize,
+}
+
+impl Default for Otel {
+    /// The OpenTelemetry SDK's batch processor defaults, and Triton's URL.
+    fn default() -> Otel {
+        Otel {
+            url: "http://localhost:4318/v1/traces".into(),
+            resource: Vec::new(),
+            max_queue: 2048,
+            schedule_delay: Duration::from_millis(5000),
+            max_batch: 512,
+        }
+    }
+}
+
+/// Tracing as the command line and environment set it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub mode: Mode,
+    pub values: Values,
+    pub otel: Otel,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            mode: Mode::Triton,
+            values: Values::default(),
+            otel: Otel::default(),
+        }
+    }
+}
 
 /// Where traces go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
