@@ -71,6 +71,7 @@ pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
             .outputs
             .into_iter()
             .map(|o| RequestedOutput {
+                classification: parameters(o.parameters).get("classification").cloned(),
                 name: o.name,
                 binary_data: None,
             })

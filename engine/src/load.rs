@@ -13,6 +13,7 @@ use quiver_runtimes::{Accelerator, Accelerators, Device, LoadRequest, Runtime, S
 use crate::batcher::policy::{BatchingConfig, DelayPolicy};
 use crate::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
 use crate::batcher::{Scheduler, SchedulerConfig};
+use crate::classify;
 use crate::model::ModelVersion;
 use crate::repository::model_config::ModelSpec;
 use crate::repository::{ControlMode, model_config, unsupported};
@@ -91,8 +92,10 @@ pub fn load_version(
         .and_then(|samples| warmup::warm(&mut runtimes, &samples, &warn));
     step("warm-up", warm_start, &warmed);
     warmed?;
+    let labels = classify::read_labels(&config, dir)?;
     let mut loaded = start_version(name, version, config, spec, runtimes, options)?;
     loaded.fingerprint = fingerprint;
+    loaded.labels = labels;
     Ok(loaded)
 }
 
@@ -196,6 +199,7 @@ pub fn start_version(
         scheduler,
         provenance: Default::default(),
         taps: Default::default(),
+        labels: Default::default(),
     })
 }
 

@@ -6,14 +6,16 @@ use quiver_proto::inference::ModelConfig;
 use tokio::sync::oneshot;
 
 use super::batcher::{Answer, Job, Scheduler, batch};
+use super::classify;
 use super::error::{Error, ErrorKind, Result};
 use super::provenance::Provenance;
 use super::repository::model_config::ModelSpec;
-use super::request::{InferRequest, InferResponse};
+use super::request::{InferRequest, InferResponse, RequestedOutput};
 use super::stats::VersionStats;
 use super::tap::{Taps, Timing, Version};
 use super::telemetry::FailureReason;
 use super::validate;
+use quiver_runtimes::Tensor;
 
 pub struct ModelVersion {
     pub version: u64,
@@ -31,6 +33,8 @@ pub struct ModelVersion {
     /// What watches this version's requests (`tap.rs`): made at load, gone
     /// with the version.
     pub taps: Taps,
+    /// Its outputs' labels (`label_filename`), for the classification extension.
+    pub labels: classify::Labels,
 }
 
 /// How a run is queued.
@@ -82,6 +86,21 @@ impl ModelVersion {
         let result = self.queue(req, priority, &mut timing).await;
         timing.elapsed = timing.started.elapsed();
         (result, timing)
+    }
+
+    /// The outputs asked for with `classification` replaced by their class
+    /// results (`classify.rs`); the others as they are.
+    fn classified(&self, mut outputs: Vec<Tensor>, asked: &[RequestedOutput]) -> Result<Vec<Tensor>> {
+        for o in asked {
+            let Some(k) = o.classification.as_ref().and_then(|k| k.as_i64()) else {
+                continue;
+            };
+            if let Some(t) = outputs.iter_mut().find(|t| t.name == o.name) {
+                let labels = self.labels.get(&o.name).map(|l| &l[..]);
+                *t = classify::classify(t, k as usize, self.spec.max_batch_size > 0, labels).map_err(Error::invalid)?;
+            }
+        }
+        Ok(outputs)
     }
 
     async fn queue(&self, req: InferRequest, priority: Priority, timing: &mut Timing) -> Result<InferResponse> {
@@ -144,7 +163,7 @@ impl ModelVersion {
             model_name: self.name().to_owned(),
             model_version: self.version.to_string(),
             id: req.id,
-            outputs,
+            outputs: self.classified(outputs, &req.outputs)?,
         })
     }
 }

@@ -51,6 +51,9 @@ pub struct RequestedOutput {
     pub name: String,
     /// Binary tensor data extension: `Some(true)` sends this output as a blob.
     pub binary_data: Option<bool>,
+    /// Classification extension: the top k of this output, as sent
+    /// (validation checks it is a positive integer).
+    pub classification: Option<ParamValue>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -165,13 +165,28 @@ pub fn check_request(spec: &ModelSpec, req: &InferRequest) -> Result<Vec<String>
     }
     let mut names = Vec::with_capacity(req.outputs.len());
     for (i, out) in req.outputs.iter().enumerate() {
-        if !spec.outputs.iter().any(|o| o.name == out.name) {
+        let Some(io) = spec.outputs.iter().find(|o| o.name == out.name) else {
             let expected: Vec<&str> = spec.outputs.iter().map(|s| s.name.as_str()).collect();
             return Err(Error::invalid(format!(
                 "unknown output '{}' requested from model '{model}' (its outputs: {})",
                 out.name,
                 expected.join(", ")
             )));
+        };
+        if let Some(k) = &out.classification {
+            if k.as_i64().is_none_or(|k| k <= 0) {
+                return Err(Error::invalid(format!(
+                    "output '{}': parameter 'classification' must be a positive integer, got {k:?}",
+                    out.name
+                )));
+            }
+            if !crate::classify::classifiable(io.datatype) {
+                return Err(Error::invalid(format!(
+                    "output '{}': class results are not available for datatype {}; \
+                     'classification' needs a numeric output",
+                    out.name, io.datatype
+                )));
+            }
         }
         if req.outputs[..i].iter().any(|o| o.name == out.name) {
             return Err(Error::invalid(format!(
@@ -256,7 +271,7 @@ mod tests {
         let mut r = req(vec![input("INPUT0", vec![1, 16]), input("INPUT1", vec![1, 16])]);
         r.outputs.push(crate::request::RequestedOutput {
             name: "OUT".into(),
-            binary_data: None,
+            ..Default::default()
         });
         assert!(err(r).contains("unknown output 'OUT'"));
     }

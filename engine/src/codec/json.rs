@@ -144,6 +144,7 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
             let params = parameters(o.parameters);
             RequestedOutput {
                 binary_data: params.get("binary_data").and_then(ParamValue::as_bool),
+                classification: params.get("classification").cloned(),
                 name: o.name,
             }
         })
@@ -316,12 +317,15 @@ struct RequestOutJson<'a> {
 struct RequestedOutputJson<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryDataChoice>,
+    parameters: Option<OutputParameters>,
 }
 
 #[derive(Serialize)]
-struct BinaryDataChoice {
-    binary_data: bool,
+struct OutputParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary_data: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    classification: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -437,7 +441,10 @@ pub fn encode_request(
             .iter()
             .map(|o| RequestedOutputJson {
                 name: &o.name,
-                parameters: o.binary_data.map(|binary_data| BinaryDataChoice { binary_data }),
+                parameters: (o.binary_data.is_some() || o.classification.is_some()).then(|| OutputParameters {
+                    binary_data: o.binary_data,
+                    classification: o.classification.as_ref().and_then(ParamValue::as_i64),
+                }),
             })
             .collect(),
     };

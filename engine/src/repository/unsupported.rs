@@ -60,11 +60,6 @@ pub fn review(config: &ModelConfig) -> Result<Vec<String>, String> {
                 "shape tensors are a TensorRT feature",
             );
         }
-        if !output.label_filename.is_empty() {
-            ignored.push(format!(
-                "{what} label_filename (the classification extension is not served)"
-            ));
-        }
     }
     for group in &config.instance_group {
         let what = format!("instance_group '{}'", group.name);
