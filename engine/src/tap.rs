@@ -20,7 +20,7 @@
 //! for a tap. With no tap registered, a request pays two length checks.
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use quiver_proto::inference::ModelConfig;
@@ -56,7 +56,17 @@ pub struct Context<'a> {
     pub received: Instant,
     /// Set by a tap that traced the request; the front end answers it.
     trace: OnceLock<TraceIds>,
+    /// What a tap left to finish once the answer is sent (a traced
+    /// request's record, which wants the send times); run by
+    /// [`Context::sent`], or at drop without them.
+    after_send: Mutex<Option<AfterSend>>,
 }
+
+/// When the front end began encoding the answer and when it handed the
+/// encoded answer to its connection.
+pub type SendTimes = Option<(Instant, Instant)>;
+
+type AfterSend = Box<dyn FnOnce(SendTimes) + Send>;
 
 /// The W3C trace context of a traced request's server span: what the
 /// answer's `traceparent` carries back to the client.
@@ -115,6 +125,7 @@ impl<'a> Context<'a> {
             headers,
             received: Instant::now(),
             trace: OnceLock::new(),
+            after_send: Mutex::new(None),
         }
     }
 
@@ -125,6 +136,7 @@ impl<'a> Context<'a> {
             headers: &NoHeaders,
             received: Instant::now(),
             trace: OnceLock::new(),
+            after_send: Mutex::new(None),
         }
     }
 
@@ -145,6 +157,33 @@ impl<'a> Context<'a> {
     /// The trace the request joined, when a tap traced it.
     pub fn trace(&self) -> Option<&TraceIds> {
         self.trace.get()
+    }
+
+    /// Leaves `work` to run when the answer is sent ([`Context::sent`]), or
+    /// when the context is dropped without that. Only for traced requests:
+    /// it costs an allocation.
+    pub fn after_send(&self, work: impl FnOnce(SendTimes) + Send + 'static) {
+        *self.after_send.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(work));
+    }
+
+    /// The front end encoded the answer between `start` and now and handed
+    /// it to the connection. Free unless a tap left work ([`Context::after_send`]).
+    pub fn sent(&self, start: Instant) {
+        if self.trace.get().is_none() {
+            return;
+        }
+        let work = self.after_send.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(work) = work {
+            work(Some((start, Instant::now())));
+        }
+    }
+}
+
+impl Drop for Context<'_> {
+    fn drop(&mut self) {
+        if let Some(work) = self.after_send.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            work(None);
+        }
     }
 }
 

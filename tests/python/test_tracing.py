@@ -187,8 +187,9 @@ def test_a_traced_request_over_rest_grpc_and_a_stream():
             root, m, _ = check_trace(traces[trace_id], parent=span)
             assert attributes(m)["triton.request_id"] == rid
             assert attributes(root)["quiver.protocol"] == protocol
-            received = "HTTP_RECV_END" if protocol == "http" else "GRPC_WAITREAD_END"
-            assert [e.name for e in root.events] == [received]
+            events = (["HTTP_RECV_END", "HTTP_SEND_START", "HTTP_SEND_END"] if protocol == "http"
+                      else ["GRPC_WAITREAD_END", "GRPC_SEND_START", "GRPC_SEND_END"])
+            assert [e.name for e in root.events] == events
         root, _, _ = check_trace(traces[own])
         assert r.headers["traceparent"].split("-")[2] == root.span_id.hex()
 
@@ -353,7 +354,8 @@ def test_triton_mode_writes_its_trace_file_every_log_frequency_traces():
         for e in entries:
             if "timestamps" in e:
                 names = [t["name"] for t in e["timestamps"]]
-                assert names[1:] == ["REQUEST_START", "QUEUE_START", *COMPUTE_EVENTS, "REQUEST_END"]
+                assert names == ["HTTP_RECV_END", "REQUEST_START", "QUEUE_START", *COMPUTE_EVENTS, "REQUEST_END",
+                                 "HTTP_SEND_START", "HTTP_SEND_END"]
                 ns = [t["ns"] for t in e["timestamps"]]
                 assert ns == sorted(ns)
         ids += [h["request_id"] for h in heads]

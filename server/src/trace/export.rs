@@ -307,6 +307,10 @@ fn triton_json(r: &Record) -> String {
     ];
     stamps.extend(r.compute_events().into_iter().flatten());
     stamps.push(("REQUEST_END", t.answered));
+    if let Some((start, end)) = t.sent {
+        let (s, e) = r.protocol.send_events();
+        stamps.extend([(s, start), (e, end)]);
+    }
     let head = serde_json::json!({
         "id": r.number,
         "model_name": r.model,

@@ -27,7 +27,7 @@ pub use settings::{Config, Mode, Otel, Settings, Values};
 /// queue to the exporter.
 pub struct Tracer {
     pub settings: Settings,
-    exporter: export::Exporter,
+    exporter: Arc<export::Exporter>,
     /// A clock pair to turn `Instant`s into Unix time.
     epoch: (Instant, u64),
     numbers: std::sync::atomic::AtomicU64,
@@ -41,18 +41,14 @@ impl Tracer {
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Ok(Arc::new(Tracer {
             settings: Settings::new(config.mode, config.values),
-            exporter,
+            exporter: Arc::new(exporter),
             epoch: (Instant::now(), unix.as_nanos() as u64),
             numbers: std::sync::atomic::AtomicU64::new(1),
         }))
     }
 
     fn unix(&self, t: Instant) -> u64 {
-        let (base, unix) = self.epoch;
-        match t.checked_duration_since(base) {
-            Some(d) => unix + d.as_nanos() as u64,
-            None => unix.saturating_sub(base.duration_since(t).as_nanos() as u64),
-        }
+        unix(self.epoch, t)
     }
 
     /// Sends what is queued, within `grace`.
@@ -137,6 +133,7 @@ impl Tap for Tracer {
                 compute_start,
                 answered: started + timing.elapsed.as_nanos() as u64,
                 end: self.unix(now),
+                sent: None,
             },
         };
         // Joins the log to the trace (at debug: free unless asked for).
@@ -146,7 +143,14 @@ impl Tap for Tracer {
             model = x.model.name,
             "traced request"
         );
-        self.exporter.push(Item::Request(record));
+        // Sent when the front end has sent the answer (its send events), or
+        // when the request's context goes without that.
+        let (exporter, epoch) = (Arc::clone(&self.exporter), self.epoch);
+        let mut record = record;
+        context.after_send(move |sent| {
+            record.times.sent = sent.map(|(start, end)| (unix(epoch, start), unix(epoch, end)));
+            exporter.push(Item::Request(record));
+        });
     }
 
     fn wants_request(&self) -> bool {
@@ -182,6 +186,14 @@ impl Tap for Tracer {
             error: load.error.map(str::to_owned),
             steps,
         }));
+    }
+}
+
+/// `t` in Unix nanoseconds, by a clock pair taken together.
+fn unix((base, unix): (Instant, u64), t: Instant) -> u64 {
+    match t.checked_duration_since(base) {
+        Some(d) => unix + d.as_nanos() as u64,
+        None => unix.saturating_sub(base.duration_since(t).as_nanos() as u64),
     }
 }
 

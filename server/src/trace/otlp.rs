@@ -153,6 +153,17 @@ fn span(levels: &mut [Vec<u8>], h: Head<'_>, attributes: &[(&str, Value<'_>)], e
     });
 }
 
+/// The root span's events: the front end's receive, and its send when it
+/// sent the answer.
+fn root_events(r: &Record) -> Vec<(&'static str, u64)> {
+    let mut events = vec![(r.protocol.received_event(), r.times.received)];
+    if let Some((start, end)) = r.times.sent {
+        let (s, e) = r.protocol.send_events();
+        events.extend([(s, start), (e, end)]);
+    }
+    events
+}
+
 /// The spans of one traced request.
 fn request_spans(levels: &mut [Vec<u8>], r: &Record) {
     let t = &r.times;
@@ -175,10 +186,10 @@ fn request_spans(levels: &mut [Vec<u8>], r: &Record) {
             "InferRequest",
             SERVER,
             t.received,
-            t.end,
+            t.root_end(),
         ),
         &[("quiver.protocol", Value::Text(r.protocol.name()))],
-        &[(r.protocol.received_event(), t.received)],
+        &root_events(r),
     );
     let wait_us = (t.compute_start.max(t.started) - t.started) / 1000;
     let mut attributes = vec![
@@ -466,6 +477,7 @@ mod tests {
                 compute_start: 2_000,
                 answered: 3_000,
                 end: 3_100,
+                sent: Some((3_050, 3_200)),
             },
         };
         let load = LoadRecord {
@@ -503,8 +515,20 @@ mod tests {
             (&[7; 16][..], &[9; 8][..])
         );
         assert_eq!((root.kind, root.trace_state.as_str()), (2, "k=v"));
-        assert_eq!((root.start_time_unix_nano, root.end_time_unix_nano), (1_000, 3_100));
-        assert_eq!(root.events[0].name, "GRPC_WAITREAD_END");
+        assert_eq!((root.start_time_unix_nano, root.end_time_unix_nano), (1_000, 3_200));
+        let events: Vec<(&str, u64)> = root
+            .events
+            .iter()
+            .map(|e| (e.name.as_str(), e.time_unix_nano))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("GRPC_WAITREAD_END", 1_000),
+                ("GRPC_SEND_START", 3_050),
+                ("GRPC_SEND_END", 3_200)
+            ]
+        );
         assert_eq!(model.parent_span_id, [1; 8]);
         let events: Vec<&str> = model.events.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(events, ["REQUEST_START", "QUEUE_START", "REQUEST_END"]);

@@ -84,13 +84,25 @@ pub struct Times {
     pub compute_start: u64,
     /// The answer was ready (REQUEST_END).
     pub answered: u64,
-    /// The tracer saw it: the root span's end.
+    /// The tracer saw it: the root span's end, unless sent later.
     pub end: u64,
+    /// The front end began encoding the answer, and handed it to the
+    /// connection; `None` for an answer not sent (an error, a shadow copy).
+    pub sent: Option<(u64, u64)>,
+}
+
+impl Times {
+    /// The root span's end: when the answer was handed over, if it was.
+    pub fn root_end(&self) -> u64 {
+        self.sent.map_or(self.end, |(_, end)| end.max(self.end))
+    }
 }
 
 pub trait ProtocolNames {
     fn name(self) -> &'static str;
     fn received_event(self) -> &'static str;
+    /// Triton's names for the start and end of sending the answer.
+    fn send_events(self) -> (&'static str, &'static str);
 }
 
 impl ProtocolNames for Protocol {
@@ -109,6 +121,13 @@ impl ProtocolNames for Protocol {
             Protocol::Http => "HTTP_RECV_END",
             Protocol::Grpc | Protocol::GrpcStream => "GRPC_WAITREAD_END",
             Protocol::Internal => "REQUEST_RECEIVED",
+        }
+    }
+
+    fn send_events(self) -> (&'static str, &'static str) {
+        match self {
+            Protocol::Http => ("HTTP_SEND_START", "HTTP_SEND_END"),
+            _ => ("GRPC_SEND_START", "GRPC_SEND_END"),
         }
     }
 }

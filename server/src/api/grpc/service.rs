@@ -88,6 +88,7 @@ async fn infer(
         variant,
         traceparent: context.trace().map(|t| t.traceparent()),
     };
+    let sending = Instant::now();
     let resp = codec::encode_response(resp);
     // Refused here, named, rather than by tonic's encoder (OUT_OF_RANGE in
     // the trailers of an answer already started).
@@ -99,6 +100,9 @@ async fn infer(
             resp.model_name
         )));
     }
+    // A traced request's send events: encoded, handed to tonic (which
+    // frames and writes it after).
+    context.sent(sending);
     Ok((resp, answered))
 }
 

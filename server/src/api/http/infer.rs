@@ -1,5 +1,7 @@
 //! `POST /v2/models/{m}[/versions/{v}]/infer`: JSON, the binary tensor data
 //! extension, and gzip/deflate in both directions.
+use std::time::Instant;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -89,6 +91,7 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
     let traced = context
         .trace()
         .and_then(|t| HeaderValue::from_str(&t.traceparent()).ok());
+    let sending = Instant::now();
     let accept = compression::accepted_coding(header_str(headers, header::ACCEPT_ENCODING)?);
     let output_bytes: usize = resp.outputs.iter().map(|t| t.data.len()).sum();
     // Binary outputs without compression are one memcpy: not worth a thread hop.
@@ -97,14 +100,17 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
     } else {
         output_bytes
     };
-    cpu_bound(work, move || {
+    let answer = cpu_bound(work, move || {
         respond(
             json::encode_response(&resp, &encoding)?,
             accept,
             [(VARIANT_HEADER, variant), ("traceparent", traced)],
         )
     })
-    .await
+    .await;
+    // A traced request's send events: encoded, handed to hyper.
+    context.sent(sending);
+    answer
 }
 
 /// Request headers as traffic routing reads them.
