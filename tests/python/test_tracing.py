@@ -190,8 +190,15 @@ def test_a_traced_request_over_rest_grpc_and_a_stream():
             events = (["HTTP_RECV_END", "HTTP_SEND_START", "HTTP_SEND_END"] if protocol == "http"
                       else ["GRPC_WAITREAD_END", "GRPC_SEND_START", "GRPC_SEND_END"])
             assert [e.name for e in root.events] == events
-        root, _, _ = check_trace(traces[own])
+        root, _, compute = check_trace(traces[own])
         assert r.headers["traceparent"].split("-")[2] == root.span_id.hex()
+
+        # Each compute span links to its execution's batch span, a trace of its own.
+        link, = compute.links
+        batch, = receiver.traces(requests_only=False)[link.trace_id.hex()]
+        assert batch.name == "batch" and batch.span_id == link.span_id and not batch.parent_span_id
+        assert attributes(batch)["quiver.batch.execution"] == attributes(compute)["quiver.batch.execution"]
+        assert [e.name for e in batch.events] == COMPUTE_EVENTS
 
         path, content_type, message = receiver.requests[0]
         assert path == "/v1/traces" and content_type == "application/x-protobuf"
@@ -306,12 +313,13 @@ def test_a_receiver_that_is_down_fails_no_request_and_is_counted():
                               timeout=10).status_code == 200
         deadline = time.time() + 20
         failed = 0
-        while time.time() < deadline and failed < 150:
+        # Four spans a request: each ran alone, so its batch span is its own.
+        while time.time() < deadline and failed < 200:
             text = requests.get(f"http://{server.metrics}/metrics", timeout=10).text
             m = re.search(r"^quiver_trace_spans_failed_total (\S+)$", text, re.M)
             failed = float(m.group(1)) if m else 0
             time.sleep(0.2)
-        assert failed == 150
+        assert failed == 200
     finally:
         server.stop()
 

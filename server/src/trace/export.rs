@@ -76,7 +76,7 @@ impl Exporter {
                     client,
                     url: o.url.clone(),
                     resource: o.resource.clone(),
-                    encoder: otlp::Encoder::default(),
+                    encoder: otlp::Encoder::new(super::random_bytes()),
                     down_until: None,
                     failures: 0,
                 };
@@ -196,7 +196,6 @@ impl Sink {
         if batch.is_empty() {
             return;
         }
-        let spans: u64 = batch.iter().map(span_count).sum();
         match self {
             Sink::Otlp {
                 client,
@@ -207,10 +206,11 @@ impl Sink {
                 failures,
             } => {
                 if down_until.is_some_and(|t| Instant::now() < t) {
-                    metrics::counter!(FAILED).increment(spans);
+                    metrics::counter!(FAILED).increment(encoder.count(batch));
                     return;
                 }
-                let body = encoder.encode(batch, resource);
+                // With the batch spans of executions seen for the first time.
+                let (body, spans) = encoder.encode(batch, resource);
                 let sent = client
                     .post(url.as_str())
                     .header("content-type", "application/x-protobuf")
@@ -250,7 +250,7 @@ impl Sink {
                         *frequency = r.log_frequency as usize;
                     }
                 }
-                metrics::counter!(EXPORTED).increment(spans);
+                metrics::counter!(EXPORTED).increment(batch.iter().map(span_count).sum());
                 while *frequency > 0 && pending.len() >= *frequency {
                     let rest = pending.split_off(*frequency);
                     let full = std::mem::replace(pending, rest);

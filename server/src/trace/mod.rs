@@ -231,7 +231,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Random ids from a per-thread xorshift seeded by the process's hasher
 /// keys: unique enough for trace and span ids, no lock, no system call.
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();

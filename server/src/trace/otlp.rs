@@ -74,6 +74,7 @@ fn message(levels: &mut [Vec<u8>], tag: u64, body: impl FnOnce(&mut [Vec<u8>])) 
 }
 
 /// An attribute's value (AnyValue's oneof: written even when default).
+#[derive(Clone, Copy)]
 enum Value<'a> {
     Text(&'a str),
     Bool(bool),
@@ -116,6 +117,8 @@ struct Head<'a> {
     start: u64,
     end: u64,
     error: Option<&'a str>,
+    /// A span of another trace this one links to (trace id, span id).
+    link: Option<([u8; 16], [u8; 8])>,
 }
 
 /// A Span (field 2 of ScopeSpans), in OTLP's field order.
@@ -131,17 +134,18 @@ fn span(levels: &mut [Vec<u8>], h: Head<'_>, attributes: &[(&str, Value<'_>)], e
         fixed64(b, 7, h.start);
         fixed64(b, 8, h.end);
         for (name, value) in attributes {
-            let value = match value {
-                Value::Text(t) => Value::Text(t),
-                Value::Bool(v) => Value::Bool(*v),
-                Value::Int(v) => Value::Int(*v),
-            };
-            attribute(l, 9, name, value);
+            attribute(l, 9, name, *value);
         }
         for (name, time) in events {
             message(l, 11, |l| {
                 fixed64(&mut l[0], 1, *time);
                 bytes(&mut l[0], 2, name.as_bytes());
+            });
+        }
+        if let Some((trace_id, span_id)) = &h.link {
+            message(l, 13, |l| {
+                bytes(&mut l[0], 1, trace_id);
+                bytes(&mut l[0], 2, span_id);
             });
         }
         if let Some(e) = h.error {
@@ -164,8 +168,8 @@ fn root_events(r: &Record) -> Vec<(&'static str, u64)> {
     events
 }
 
-/// The spans of one traced request.
-fn request_spans(levels: &mut [Vec<u8>], r: &Record) {
+/// The spans of one traced request; returns how many.
+fn request_spans(levels: &mut [Vec<u8>], r: &Record, batches: &mut Batches) -> u64 {
     let t = &r.times;
     let head = |span_id, parent, name, kind, start, end| Head {
         trace_id: &r.ids.trace_id,
@@ -177,6 +181,7 @@ fn request_spans(levels: &mut [Vec<u8>], r: &Record) {
         start,
         end,
         error: r.error.as_deref(),
+        link: None,
     };
     span(
         levels,
@@ -232,16 +237,81 @@ fn request_spans(levels: &mut [Vec<u8>], r: &Record) {
         );
         // The execution did not fail for this request's fault alone.
         h.error = None;
-        span(
-            levels,
-            h,
-            &[
-                ("quiver.batch.execution", Value::Int(e.id as i64)),
-                ("quiver.batch.requests", Value::Int(e.requests as i64)),
-                ("quiver.batch.size", Value::Int(r.batch_rows as i64)),
-            ],
-            &events,
-        );
+        let batch = batches.ids(e.id);
+        h.link = Some(batch);
+        let attributes = [
+            ("quiver.batch.execution", Value::Int(e.id as i64)),
+            ("quiver.batch.requests", Value::Int(e.requests as i64)),
+            ("quiver.batch.size", Value::Int(r.batch_rows as i64)),
+        ];
+        span(levels, h, &attributes, &events);
+        // The execution itself, once, as a trace of its own that every
+        // traced request in it links to.
+        if batches.first(e.id) {
+            let h = Head {
+                trace_id: &batch.0,
+                span_id: &batch.1,
+                trace_state: "",
+                parent: None,
+                name: "batch",
+                kind: INTERNAL,
+                start: t.compute_start,
+                end,
+                error: None,
+                link: None,
+            };
+            let mut attributes = attributes.to_vec();
+            attributes.push(("triton.model_name", Value::Text(&r.model)));
+            attributes.push(("triton.model_version", Value::Int(r.version as i64)));
+            span(levels, h, &attributes, &events);
+            return 4;
+        }
+        return 3;
+    }
+    2
+}
+
+/// The batch executions already exported, and their ids: a batch span is
+/// sent once, by the first traced request of its execution to come by.
+pub struct Batches {
+    /// Random per process: batch traces of two servers never collide.
+    prefix: [u8; 8],
+    seen: std::collections::HashSet<u64>,
+    order: std::collections::VecDeque<u64>,
+}
+
+/// Executions remembered; older ones are long exported.
+const BATCHES_KEPT: usize = 4096;
+
+impl Batches {
+    fn new(prefix: [u8; 8]) -> Batches {
+        Batches {
+            prefix,
+            seen: Default::default(),
+            order: Default::default(),
+        }
+    }
+
+    /// The batch span's trace and span ids of an execution.
+    fn ids(&self, execution: u64) -> ([u8; 16], [u8; 8]) {
+        let mut trace = [0u8; 16];
+        trace[..8].copy_from_slice(&self.prefix);
+        trace[8..].copy_from_slice(&execution.to_be_bytes());
+        (trace, execution.to_be_bytes())
+    }
+
+    /// Whether this is the first time the execution comes by.
+    fn first(&mut self, execution: u64) -> bool {
+        if !self.seen.insert(execution) {
+            return false;
+        }
+        self.order.push_back(execution);
+        if self.order.len() > BATCHES_KEPT
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
     }
 }
 
@@ -261,6 +331,7 @@ fn load_spans(levels: &mut [Vec<u8>], l: &LoadRecord) {
         start,
         end,
         error,
+        link: None,
     };
     let name = if drain { "ModelDrain" } else { "ModelLoad" };
     span(
@@ -281,18 +352,42 @@ fn load_spans(levels: &mut [Vec<u8>], l: &LoadRecord) {
 }
 
 /// Encodes export requests, reusing its buffers from one to the next.
-#[derive(Default)]
 pub struct Encoder {
     levels: Vec<Vec<u8>>,
+    batches: Batches,
 }
 
 impl Encoder {
+    /// `prefix`: random, the first half of every batch trace's id.
+    pub fn new(prefix: [u8; 8]) -> Encoder {
+        Encoder {
+            levels: Vec::new(),
+            batches: Batches::new(prefix),
+        }
+    }
+
+    /// The spans `items` make, without encoding them (an export skipped
+    /// while the receiver is down is still counted span by span).
+    pub fn count(&mut self, items: &[Item]) -> u64 {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Request(r) if r.execution.id == 0 => 2,
+                Item::Request(r) => 3 + u64::from(self.batches.first(r.execution.id)),
+                Item::Load(l) => 1 + l.steps.len() as u64,
+            })
+            .sum()
+    }
+
     /// One ExportTraceServiceRequest of `items`, under quiver's resource
     /// and scope.
-    pub fn encode(&mut self, items: &[Item], resource: &[(String, String)]) -> Vec<u8> {
+    /// Returns it and the spans in it.
+    pub fn encode(&mut self, items: &[Item], resource: &[(String, String)]) -> (Vec<u8>, u64) {
         // Request > ResourceSpans > ScopeSpans > Span > KeyValue > AnyValue.
         self.levels.resize_with(7, Vec::new);
         self.levels[0].clear();
+        let batches = &mut self.batches;
+        let mut spans = 0;
         message(&mut self.levels, 1, |l| {
             message(l, 1, |l| {
                 for (k, v) in resource {
@@ -305,14 +400,17 @@ impl Encoder {
                     bytes(&mut l[0], 2, quiver_engine::SERVER_VERSION.as_bytes());
                 });
                 for item in items {
-                    match item {
-                        Item::Request(r) => request_spans(l, r),
-                        Item::Load(x) => load_spans(l, x),
-                    }
+                    spans += match item {
+                        Item::Request(r) => request_spans(l, r, batches),
+                        Item::Load(x) => {
+                            load_spans(l, x);
+                            1 + x.steps.len() as u64
+                        }
+                    };
                 }
             });
         });
-        self.levels[0].clone()
+        (self.levels[0].clone(), spans)
     }
 }
 
@@ -380,6 +478,8 @@ mod decode {
         pub attributes: Vec<KeyValue>,
         #[prost(message, repeated, tag = "11")]
         pub events: Vec<Event>,
+        #[prost(message, repeated, tag = "13")]
+        pub links: Vec<Link>,
         #[prost(message, optional, tag = "15")]
         pub status: Option<Status>,
     }
@@ -390,6 +490,14 @@ mod decode {
         pub time_unix_nano: u64,
         #[prost(string, tag = "2")]
         pub name: String,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Link {
+        #[prost(bytes = "vec", tag = "1")]
+        pub trace_id: Vec<u8>,
+        #[prost(bytes = "vec", tag = "2")]
+        pub span_id: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, Message)]
@@ -495,11 +603,14 @@ mod tests {
             }],
         };
         let resource = [("service.name".to_owned(), "quiver".to_owned())];
-        let mut encoder = Encoder::default();
+        let mut encoder = Encoder::new([8; 8]);
         let items = [Item::Request(record), Item::Load(load)];
-        // Twice: the reused buffers start clean.
-        encoder.encode(&items, &resource);
-        let bytes = encoder.encode(&items, &resource);
+        // The first export has the execution's batch span, the second not:
+        // it went with the first. The reused buffers start clean.
+        let (_, first) = encoder.encode(&items, &resource);
+        let (bytes, second) = encoder.encode(&items, &resource);
+        assert_eq!((first, second), (6, 5));
+        assert_eq!(Encoder::new([8; 8]).count(&items), 6);
         let request = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
         let rs = &request.resource_spans[0];
         assert_eq!(rs.resource.as_ref().unwrap().attributes[0].key, "service.name");
@@ -544,6 +655,13 @@ mod tests {
         let times: Vec<u64> = compute.events.iter().map(|e| e.time_unix_nano).collect();
         assert_eq!(times, [2_000, 2_010, 2_110, 2_115]);
         assert_eq!(value(&compute.attributes[0]), any_value::Value::Int(42));
+        let link = &compute.links[0];
+        let mut batch_trace = [8u8; 16];
+        batch_trace[8..].copy_from_slice(&42u64.to_be_bytes());
+        assert_eq!(
+            (link.trace_id.as_slice(), link.span_id.as_slice()),
+            (&batch_trace[..], &42u64.to_be_bytes()[..])
+        );
         assert!(load.parent_span_id.is_empty());
         assert_eq!(load.status.as_ref().unwrap().code, 2);
         assert_eq!((gate.start_time_unix_nano, gate.end_time_unix_nano), (10, 20));
