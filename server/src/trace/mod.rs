@@ -2,12 +2,14 @@
 //! `--trace-config`, W3C trace context, OpenTelemetry spans over OTLP/HTTP
 //! and Triton's JSON trace file.
 //!
-//! The tracer is a tap (`quiver_engine::tap`): it sees every request after
-//! its answer is ready, with the times the engine took anyway (queue wait,
-//! the execution's phases, which execution it was). Deciding is one atomic
-//! count; a traced request costs its record (ids, names, a dozen times) on
-//! a bounded queue. Spans are built and sent on the exporter's own thread;
-//! a full queue drops the trace and counts it.
+//! The tracer is a tap (`quiver_engine::tap`). Before a request runs it
+//! decides (one atomic count of the model's setting) and marks the context;
+//! after the answer is ready it records the times the engine took anyway
+//! (queue wait, the execution's phases, which execution it was), and the
+//! front end adds its send times when the answer is handed over. A traced
+//! request costs that record (ids, names, a dozen times) on a bounded
+//! queue. Spans are built and sent on the exporter's own thread; a full
+//! queue drops the trace and counts it.
 pub mod export;
 pub mod otlp;
 pub mod record;
