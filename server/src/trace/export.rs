@@ -61,7 +61,8 @@ enum Sink {
 impl Exporter {
     /// Starts the thread; in Triton mode without a trace file there is
     /// nowhere to write, and traced requests are counted as dropped.
-    pub fn start(config: &Config) -> std::io::Result<Exporter> {
+    /// `batch_prefix`: random, the first half of every batch trace's id.
+    pub fn start(config: &Config, batch_prefix: [u8; 8]) -> std::io::Result<Exporter> {
         let (closing, closed) = watch::channel(false);
         let (sink, capacity, batch, delay) = match config.mode {
             Mode::OpenTelemetry => {
@@ -76,7 +77,7 @@ impl Exporter {
                     client,
                     url: o.url.clone(),
                     resource: o.resource.clone(),
-                    encoder: otlp::Encoder::new(super::random_bytes()),
+                    encoder: otlp::Encoder::new(batch_prefix),
                     down_until: None,
                     failures: 0,
                 };

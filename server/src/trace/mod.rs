@@ -39,7 +39,7 @@ impl Tracer {
     /// Starts the exporter's thread when tracing can ever be turned on in
     /// this mode (the settings change at run time, so it always can).
     pub fn new(config: Config) -> std::io::Result<Arc<Tracer>> {
-        let exporter = export::Exporter::start(&config)?;
+        let exporter = export::Exporter::start(&config, random_bytes())?;
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Ok(Arc::new(Tracer {
             settings: Settings::new(config.mode, config.values),
@@ -233,7 +233,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// Random ids from a per-thread xorshift seeded by the process's hasher
 /// keys: unique enough for trace and span ids, no lock, no system call.
-pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+fn random_bytes<const N: usize>() -> [u8; N] {
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
