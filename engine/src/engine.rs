@@ -257,7 +257,19 @@ impl Engine {
     }
 
     pub fn model_ready(&self, name: &str, version: Option<&str>) -> bool {
-        self.resolve(name, version).is_ok()
+        self.ready_version(name, version).is_ok()
+    }
+
+    /// The version readiness asks about: one that resolves, and for an
+    /// ensemble only while every step can run (else why not).
+    pub fn ready_version(&self, name: &str, version: Option<&str>) -> Result<Arc<ModelVersion>> {
+        let model = self.resolve(name, version)?;
+        match model.composite.as_ref().and_then(|c| c.unavailable()) {
+            None => Ok(model),
+            Some(why) => Err(crate::error::Error::unavailable(format!(
+                "model '{name}' is not ready: {why}"
+            ))),
+        }
     }
 
     /// The version that serves `name` at `version`: resolved once per
@@ -352,7 +364,14 @@ impl Engine {
                     }
                     _ => String::new(),
                 };
-                let state = slot.state();
+                // An ensemble whose steps cannot all run is not ready.
+                let (state, reason) = match slot {
+                    VersionSlot::Ready(m) => match m.composite.as_ref().and_then(|c| c.unavailable()) {
+                        Some(why) => ("UNAVAILABLE", why),
+                        None => (slot.state(), reason),
+                    },
+                    _ => (slot.state(), reason),
+                };
                 rows.push(IndexEntry {
                     name: entry.name.clone(),
                     version: v.to_string(),

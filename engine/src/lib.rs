@@ -8,6 +8,7 @@ pub mod classify;
 pub mod codec;
 pub mod compare;
 pub mod engine;
+pub mod ensemble;
 pub mod error;
 pub mod gate;
 pub mod infer;

@@ -31,10 +31,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use quiver_proto::inference::ModelConfig;
 
+use super::ensemble;
 use super::gate::Gate;
 use super::live::{ModelEntry, VersionSlot};
 use super::load;
-use super::model::ModelVersion;
+use super::model::{BoxFuture, ModelVersion};
 use super::provenance;
 use super::repository::{self, ControlMode, fingerprint, model_config};
 use super::tap::{Load, Step};
@@ -123,7 +124,61 @@ impl Engine {
     /// READY or has failed. Runs as a task of its own, so a client that hangs
     /// up does not cancel a load halfway.
     pub async fn load(self: &Arc<Self>, name: &str, request: LoadParameters) -> Result<()> {
-        check_name(name)?;
+        self.load_after(name, request, Vec::new()).await
+    }
+
+    /// A load within the dependency loads of the ensembles in `chain`.
+    fn load_after<'a>(
+        self: &'a Arc<Self>,
+        name: &'a str,
+        request: LoadParameters,
+        chain: Vec<String>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            check_name(name)?;
+            self.load_steps(name, &request, chain).await?;
+            self.load_one(name, request).await
+        })
+    }
+
+    /// Before an ensemble loads, the models its steps name, as Triton does:
+    /// a load of one already under way is waited for; one not serving is
+    /// loaded (its failure is then what the ensemble's own check reports).
+    async fn load_steps(self: &Arc<Self>, name: &str, request: &LoadParameters, mut chain: Vec<String>) -> Result<()> {
+        let (engine, model, json) = (Arc::clone(self), name.to_owned(), request.config.clone());
+        let steps = tokio::task::spawn_blocking(move || {
+            let config = match json {
+                Some(json) => model_config::from_json(&json).ok(),
+                None => repository::read_config(&engine.model_dir(&model)).ok().map(|(c, _)| c),
+            };
+            config.map(|c| ensemble::step_models(&c)).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        if steps.is_empty() {
+            return Ok(());
+        }
+        chain.push(name.to_owned());
+        for step in steps {
+            if let Some(at) = chain.iter().position(|c| *c == step) {
+                let cycle = format!("{} -> {step}", chain[at..].join(" -> "));
+                return Err(self.model_failed(name, format!("ensembles that run each other: {cycle}")));
+            }
+            if self.serves(&step) {
+                continue;
+            }
+            drop(self.model_lock(&step).lock().await);
+            let exists = self.live.entry(&step).is_ok() || self.model_dir(&step).is_dir();
+            if !self.serves(&step) && exists {
+                // Its failure is recorded under its own name.
+                let _ = self.load_after(&step, LoadParameters::default(), chain.clone()).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads `name` itself, its dependencies settled.
+    async fn load_one(self: &Arc<Self>, name: &str, request: LoadParameters) -> Result<()> {
         let engine = Arc::clone(self);
         let name = name.to_owned();
         tokio::spawn(async move {
@@ -307,7 +362,11 @@ impl Engine {
         let dir = &plan.dir;
         let mut loaded = Vec::new();
         for &(v, fp) in &plan.to_load {
-            match load::load_version(name, dir, v, plan.config.clone(), fp, &self.options, steps) {
+            let version = match ensemble::is_ensemble(&plan.config) {
+                true => ensemble::load_version(name, v, plan.config.clone(), fp, &self.live, &self.options),
+                false => load::load_version(name, dir, v, plan.config.clone(), fp, &self.options, steps),
+            };
+            match version {
                 Ok(mut m) => {
                     m.provenance = provenance::of_version(dir, v, fp);
                     let serving = plan.current.as_ref().and_then(|e| e.latest_ready()).cloned();

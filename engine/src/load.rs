@@ -200,6 +200,7 @@ pub fn start_version(
         provenance: Default::default(),
         taps: Default::default(),
         labels: Default::default(),
+        composite: None,
     })
 }
 

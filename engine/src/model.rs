@@ -35,7 +35,27 @@ pub struct ModelVersion {
     pub taps: Taps,
     /// Its outputs' labels (`label_filename`), for the classification extension.
     pub labels: classify::Labels,
+    /// An ensemble's steps (`ensemble.rs`): then a request runs through the
+    /// step models' own queues, and this version's queue stays empty.
+    pub composite: Option<Arc<dyn Composite>>,
 }
+
+/// A version that runs its requests on other models (an ensemble) instead
+/// of on instances of its own.
+pub trait Composite: Send + Sync {
+    /// Runs a request already checked against the version's spec; `wanted`
+    /// names the outputs to answer, in order.
+    fn run<'a>(&'a self, req: InferRequest, wanted: Vec<String>) -> BoxFuture<'a, Result<Vec<Tensor>>>;
+    /// Why it cannot serve now (a step's model is unloaded or no longer
+    /// fits), or `None` when every step can run.
+    fn unavailable(&self) -> Option<String>;
+    /// The models it runs, for the dependency loads.
+    fn models(&self) -> Vec<String>;
+}
+
+/// A boxed future: how a composite's run nests (an ensemble of ensembles
+/// is a recursive future).
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// How a run is queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +125,15 @@ impl ModelVersion {
 
     async fn queue(&self, req: InferRequest, priority: Priority, timing: &mut Timing) -> Result<InferResponse> {
         let outputs = validate::check_request(&self.spec, &req)?;
+        if let Some(composite) = &self.composite {
+            let id = req.id.clone();
+            return Ok(InferResponse {
+                model_name: self.name().to_owned(),
+                model_version: self.version.to_string(),
+                id,
+                outputs: composite.run(req, outputs).await?,
+            });
+        }
         let param = |key: &str| -> Result<Option<i64>> {
             match req.parameters.get(key) {
                 None => Ok(None),

@@ -32,7 +32,7 @@ pub async fn model(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Resu
 }
 
 pub async fn model_ready(State(s): State<HttpState>, Path(p): Path<ModelPath>) -> Response {
-    match s.engine.resolve(&p.model, p.version.as_deref()) {
+    match s.engine.ready_version(&p.model, p.version.as_deref()) {
         Ok(_) => (StatusCode::OK, Json(json!({ "name": p.model, "ready": true }))).into_response(),
         Err(e) => HttpError(e).into_response(),
     }

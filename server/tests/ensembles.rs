@@ -1,0 +1,414 @@
+//! Triton's ensembles against the real server and real ONNX models: the
+//! steps' graph (a chain, parallel branches, an ensemble of ensembles),
+//! only the steps an answer needs, the configs refused at load and why,
+//! the dependency loads and readiness in explicit mode, and hot swaps of a
+//! step's model under a pipeline load.
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::versions::*;
+use common::*;
+use serde_json::{Value, json};
+
+/// The scale model `y = x * k` under `name`.
+fn scale_step(repo: &Path, name: &str, k: f32) {
+    scale_repo(repo, name);
+    write_version(repo, name, 1, k);
+}
+
+/// An ensemble's folder: its config and an empty version folder.
+fn ensemble(repo: &Path, name: &str, body: &str) {
+    write(
+        &repo.join(name).join("config.pbtxt"),
+        &format!("name: \"{name}\"\nplatform: \"ensemble\"\n{body}"),
+    );
+    std::fs::create_dir_all(repo.join(name).join("1")).unwrap();
+}
+
+/// An FP32 [4] tensor declaration.
+fn fp32(name: &str) -> String {
+    format!("{{ name: \"{name}\" data_type: TYPE_FP32 dims: [ 4 ] }}")
+}
+
+/// A step of `model` reading and writing ensemble tensors (model x -> y).
+fn step(model: &str, from: &str, to: &str) -> String {
+    format!(
+        "{{ model_name: \"{model}\" model_version: -1 input_map {{ key: \"x\" value: \"{from}\" }} output_map {{ key: \"y\" value: \"{to}\" }} }}"
+    )
+}
+
+/// `x -> double -> t -> triple -> y` and, beside it, `x -> triple -> z`.
+fn chain_and_branch(repo: &Path) {
+    scale_step(repo, "double", 2.0);
+    scale_step(repo, "triple", 3.0);
+    ensemble(
+        repo,
+        "pipe",
+        &format!(
+            "max_batch_size: 8\ninput [ {} ]\noutput [ {}, {} ]\nensemble_scheduling {{ step [ {}, {}, {} ] }}",
+            fp32("x"),
+            fp32("y"),
+            fp32("z"),
+            step("double", "x", "t"),
+            step("triple", "t", "y"),
+            step("triple", "x", "z")
+        ),
+    );
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn output<'a>(answer: &'a Value, name: &str) -> &'a Value {
+    answer["outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no outputs: {answer}"))
+        .iter()
+        .find(|o| o["name"] == name)
+        .unwrap_or_else(|| panic!("no output {name}: {answer}"))
+}
+
+async fn inference_count(s: &TestServer, model: &str) -> u64 {
+    s.get_json(&format!("/v2/models/{model}/stats")).await["model_stats"][0]["inference_count"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_graph_of_steps_answers_as_the_steps_run_one_by_one() {
+    let repo = temp_dir("ensemble-graph");
+    chain_and_branch(&repo);
+    copy_model("add_sub", &repo.join("add_sub"));
+    // The classic: add_sub's outputs renamed, its inputs from the ensemble's.
+    ensemble(
+        &repo,
+        "sum_diff",
+        r#"max_batch_size: 8
+input [ { name: "A" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "B" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "SUM" data_type: TYPE_INT32 dims: [ 16 ] }, { name: "DIFF" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
+  input_map { key: "INPUT0" value: "A" } input_map { key: "INPUT1" value: "B" }
+  output_map { key: "OUTPUT0" value: "SUM" } output_map { key: "OUTPUT1" value: "DIFF" } } ] }"#,
+    );
+    // An ensemble of ensembles: pipe's y (6x) through double again.
+    ensemble(
+        &repo,
+        "outer",
+        &format!(
+            "max_batch_size: 4\ninput [ {} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {{ model_name: \"pipe\" model_version: -1 input_map {{ key: \"x\" value: \"in\" }} output_map {{ key: \"y\" value: \"six\" }} }}, {} ] }}",
+            fp32("in"),
+            fp32("w"),
+            step("double", "six", "w")
+        ),
+    );
+    let s = TestServer::start(config(&repo)).await;
+    for m in ["pipe", "sum_diff", "outer"] {
+        assert_eq!(
+            s.get_status(&format!("/v2/models/{m}/ready")).await,
+            200,
+            "{m} is not ready"
+        );
+    }
+    let meta = s.get_json("/v2/models/pipe").await;
+    assert_eq!(meta["platform"], "ensemble", "{meta}");
+    assert_eq!(meta["inputs"][0]["shape"], json!([-1, 4]), "{meta}");
+
+    let x = [1.0f32, -2.0, 0.5, 4.0];
+    let body = json!({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [x, x]}]});
+    let answer = s.infer_json("pipe", &body).await;
+    assert_eq!(answer["model_name"], "pipe", "{answer}");
+    let y = floats(output(&answer, "y"));
+    let z = floats(output(&answer, "z"));
+    let by_hand = |k: f32| x.iter().chain(&x).map(|v| v * k).collect::<Vec<f32>>();
+    assert_eq!(y, by_hand(6.0));
+    assert_eq!(z, by_hand(3.0));
+    assert_eq!(output(&answer, "y")["shape"], json!([2, 4]));
+
+    // Only the steps the asked outputs need run: z needs triple once.
+    let (double, triple) = (inference_count(&s, "double").await, inference_count(&s, "triple").await);
+    let only_z = json!({"inputs": body["inputs"], "outputs": [{"name": "z"}]});
+    let answer = s.infer_json("pipe", &only_z).await;
+    assert_eq!(answer["outputs"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(floats(output(&answer, "z")), by_hand(3.0));
+    assert_eq!(
+        inference_count(&s, "double").await,
+        double,
+        "double ran for an answer without y"
+    );
+    assert_eq!(inference_count(&s, "triple").await, triple + 2);
+
+    let answer = s
+        .infer_json(
+            "sum_diff",
+            &json!({"inputs": [
+                {"name": "A", "shape": [1, 16], "datatype": "INT32", "data": (0..16).collect::<Vec<i32>>()},
+                {"name": "B", "shape": [1, 16], "datatype": "INT32", "data": vec![1; 16]}
+            ]}),
+        )
+        .await;
+    let sum: Vec<i64> = output(&answer, "SUM")["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let diff: Vec<i64> = output(&answer, "DIFF")["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(sum, expected_sum());
+    assert_eq!(diff, (-1..15).collect::<Vec<i64>>());
+
+    let answer = s
+        .infer_json(
+            "outer",
+            &json!({"inputs": [{"name": "in", "shape": [1, 4], "datatype": "FP32", "data": x}]}),
+        )
+        .await;
+    assert_eq!(
+        floats(output(&answer, "w")),
+        x.iter().map(|v| v * 12.0).collect::<Vec<f32>>()
+    );
+
+    // A bad request fails naming the input, before any step runs.
+    let r = s
+        .post_json(
+            "/v2/models/pipe/infer",
+            &json!({"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1, 2, 3, 4, 5]}]}),
+        )
+        .await;
+    expect_error(r, 400, "'x'").await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_ensemble_is_refused_naming_the_step_and_the_rest_serves() {
+    let repo = temp_dir("ensemble-bad");
+    scale_step(&repo, "double", 2.0);
+    copy_model("add_sub", &repo.join("add_sub"));
+    let io = format!("max_batch_size: 8\ninput [ {} ]\noutput [ {} ]\n", fp32("x"), fp32("y"));
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "unknown_model",
+            format!("{io}ensemble_scheduling {{ step [ {} ] }}", step("nowhere", "x", "y")),
+            "unknown model 'nowhere'",
+        ),
+        (
+            "unknown_tensor",
+            format!(
+                "{io}ensemble_scheduling {{ step [ {} ] }}",
+                step("double", "nothing", "y")
+            ),
+            "reads tensor 'nothing'",
+        ),
+        (
+            "unknown_input",
+            format!(
+                "{io}ensemble_scheduling {{ step [ {{ model_name: \"double\" model_version: -1 input_map {{ key: \"x\" value: \"x\" }} input_map {{ key: \"q\" value: \"x\" }} output_map {{ key: \"y\" value: \"y\" }} }} ] }}"
+            ),
+            "input 'q'",
+        ),
+        (
+            "wrong_datatype",
+            r#"max_batch_size: 8
+input [ { name: "x" data_type: TYPE_FP32 dims: [ 16 ] } ]
+output [ { name: "y" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
+  input_map { key: "INPUT0" value: "x" } input_map { key: "INPUT1" value: "x" }
+  output_map { key: "OUTPUT0" value: "y" } } ] }"#
+                .into(),
+            "INPUT0' is INT32 but tensor 'x' is FP32",
+        ),
+        (
+            "wrong_shape",
+            format!(
+                "max_batch_size: 8\ninput [ {{ name: \"x\" data_type: TYPE_FP32 dims: [ 5 ] }} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {} ] }}",
+                fp32("y"),
+                step("double", "x", "y")
+            ),
+            "has shape [-1, 4] but tensor 'x' has [-1, 5]",
+        ),
+        (
+            "cycle",
+            format!(
+                "{io}ensemble_scheduling {{ step [ {}, {}, {} ] }}",
+                step("double", "b", "a"),
+                step("double", "a", "b"),
+                step("double", "x", "y")
+            ),
+            "cycle",
+        ),
+        (
+            "unused_step",
+            format!(
+                "{io}ensemble_scheduling {{ step [ {}, {} ] }}",
+                step("double", "x", "y"),
+                step("double", "x", "spare")
+            ),
+            "step 2 (model 'double'): writes nothing an ensemble output needs",
+        ),
+        (
+            "unwritten_output",
+            format!(
+                "max_batch_size: 8\ninput [ {} ]\noutput [ {}, {} ]\nensemble_scheduling {{ step [ {} ] }}",
+                fp32("x"),
+                fp32("y"),
+                fp32("never"),
+                step("double", "x", "y")
+            ),
+            "ensemble output 'never' is written by no step",
+        ),
+        (
+            "too_big_batches",
+            format!(
+                "max_batch_size: 64\ninput [ {} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {} ] }}",
+                fp32("x"),
+                fp32("y"),
+                step("double", "x", "y")
+            ),
+            "the ensemble allows batches of 64 but the model only 8",
+        ),
+        ("no_steps", format!("{io}ensemble_scheduling {{ }}"), "has no step"),
+    ];
+    for (name, body, _) in &cases {
+        ensemble(&repo, name, body);
+    }
+    ensemble(
+        &repo,
+        "good",
+        &format!("{io}ensemble_scheduling {{ step [ {} ] }}", step("double", "x", "y")),
+    );
+    let s = TestServer::start(config(&repo)).await;
+    for (name, _, why) in &cases {
+        let row = s.index_row(name, "1").await;
+        let row = if row.is_null() {
+            s.index_row(name, "").await
+        } else {
+            row
+        };
+        assert_eq!(row["state"], "UNAVAILABLE", "{name}: {row}");
+        let reason = row["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{name}: '{reason}' does not say '{why}'");
+        assert_ne!(
+            s.get_status(&format!("/v2/models/{name}/ready")).await,
+            200,
+            "{name} claims ready"
+        );
+    }
+    let answer = s.infer_json("good", &infer_body()).await;
+    assert_eq!(floats(output(&answer, "y")), scaled(2.0));
+    s.stop().await;
+}
+
+fn scaled(k: f32) -> Vec<f32> {
+    X.iter().map(|x| x * k).collect()
+}
+
+#[tokio::test]
+async fn explicit_mode_loads_the_steps_and_an_unloaded_step_makes_the_ensemble_unavailable() {
+    let repo = temp_dir("ensemble-explicit");
+    chain_and_branch(&repo);
+    let s = TestServer::start(explicit(&repo, &["pipe"])).await;
+    for m in ["pipe", "double", "triple"] {
+        assert_eq!(
+            s.get_status(&format!("/v2/models/{m}/ready")).await,
+            200,
+            "{m} was not loaded with pipe"
+        );
+    }
+    let r = s.post_json("/v2/repository/models/triple/unload", &json!({})).await;
+    assert_eq!(r.status(), 200);
+    assert_ne!(s.get_status("/v2/models/pipe/ready").await, 200);
+    let row = s.index_row("pipe", "1").await;
+    assert_eq!(row["state"], "UNAVAILABLE", "{row}");
+    assert!(
+        row["reason"].as_str().unwrap().contains("step 2 (model 'triple')"),
+        "{row}"
+    );
+    let r = s.post_json("/v2/models/pipe/infer", &infer_body()).await;
+    expect_error(r, 503, "(model 'triple'): model 'triple' has no ready version").await;
+    let r = s.post_json("/v2/repository/models/triple/load", &json!({})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.get_status("/v2/models/pipe/ready").await, 200);
+    let answer = s.infer_json("pipe", &infer_body()).await;
+    assert_eq!(floats(output(&answer, "y")), scaled(6.0));
+    s.stop().await;
+}
+
+/// 200 new versions of a middle step published under a pipeline load from
+/// several clients: no request fails, and each answer is x * 2 * k for a
+/// k some version of the step computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hot_swaps_of_a_step_fail_no_pipeline_request() {
+    const SWAPS: u64 = 200;
+    let repo = temp_dir("ensemble-swaps");
+    scale_step(&repo, "double", 2.0);
+    scale_repo(&repo, "scale");
+    write_version(&repo, "scale", 1, 1.0);
+    ensemble(
+        &repo,
+        "pipe",
+        &format!(
+            "max_batch_size: 8\ninput [ {} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {}, {} ] }}",
+            fp32("x"),
+            fp32("y"),
+            step("scale", "x", "t"),
+            step("double", "t", "y")
+        ),
+    );
+    let s = Arc::new(TestServer::start(explicit(&repo, &["pipe"])).await);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (s, done) = (Arc::clone(&s), Arc::clone(&done));
+        clients.spawn(async move {
+            let mut ks = std::collections::BTreeSet::new();
+            let mut answers = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let r = s.post_json("/v2/models/pipe/infer", &infer_body()).await;
+                let status = r.status();
+                let body: Value = r.json().await.unwrap();
+                assert_eq!(status, 200, "a pipeline request failed during a swap: {body}");
+                let y = floats(output(&body, "y"));
+                let k = y[0] / (X[0] * 2.0);
+                assert!(k >= 1.0 && k <= (SWAPS + 1) as f32 && k.fract() == 0.0, "y = {y:?}");
+                assert_eq!(y, scaled(2.0 * k), "one answer mixes versions");
+                ks.insert(k as u64);
+                answers += 1;
+            }
+            (answers, ks)
+        });
+    }
+    for v in 2..=SWAPS + 1 {
+        write_version(&repo, "scale", 1, v as f32);
+        let r = s.post_json("/v2/repository/models/scale/load", &json!({})).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    done.store(true, Ordering::Relaxed);
+    let (mut answers, mut ks) = (0, std::collections::BTreeSet::new());
+    while let Some(r) = clients.join_next().await {
+        let (n, seen) = r.expect("a client failed");
+        answers += n;
+        ks.extend(seen);
+    }
+    eprintln!(
+        "{answers} pipeline answers from {} versions of the step over {SWAPS} swaps",
+        ks.len()
+    );
+    assert!(answers > 100, "only {answers} answers");
+    assert!(ks.len() > 10, "answers came from only {ks:?}");
+    let last = s.infer_json("pipe", &infer_body()).await;
+    assert_eq!(floats(output(&last, "y")), scaled(2.0 * (SWAPS + 1) as f32));
+    Arc::into_inner(s).unwrap().stop().await;
+}
