@@ -403,6 +403,150 @@ if torch is not None:
         with open(os.path.join(HERE, twin, "config.pbtxt"), "w") as f:
             f.write(twin_config(onnx_model, twin, naming))
 
+# Pipelines: Triton ensembles of the models above and two small pre- and
+# post-processing graphs. Each step runs on its model's own queue, so a step
+# model batches pipeline requests with direct calls to it.
+prng = np.random.default_rng(25)
+
+
+def save_ensemble(model_name, config):
+    """An ensemble's config and its version folder (empty but for a marker,
+    as git keeps no empty folder)."""
+    d = os.path.join(HERE, model_name, "1")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, ".keep"), "w") as f:
+        f.write("")
+    with open(os.path.join(HERE, model_name, "config.pbtxt"), "w") as f:
+        f.write(config.strip() + "\n")
+
+
+# image_preprocess: a UINT8 HWC image -> normalised FP32 CHW, as conv_net takes it.
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+graph = helper.make_graph(
+    [helper.make_node("Cast", ["raw"], ["f"], to=TensorProto.FLOAT),
+     helper.make_node("Div", ["f", "scale"], ["unit"]),
+     helper.make_node("Sub", ["unit", "mean"], ["centred"]),
+     helper.make_node("Div", ["centred", "std"], ["hwc"]),
+     helper.make_node("Transpose", ["hwc"], ["image"], perm=[0, 3, 1, 2])],
+    "image_preprocess",
+    [helper.make_tensor_value_info("raw", TensorProto.UINT8, ["batch", 64, 64, 3])],
+    [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 64, 64])],
+    initializer=[numpy_helper.from_array(np.array(255.0, dtype=np.float32), "scale"),
+                 numpy_helper.from_array(MEAN, "mean"), numpy_helper.from_array(STD, "std")])
+save("image_preprocess", graph, """
+name: "image_preprocess"
+platform: "onnxruntime_onnx"
+max_batch_size: 16
+input [ { name: "raw" data_type: TYPE_UINT8 dims: [ 64, 64, 3 ] } ]
+output [ { name: "image" data_type: TYPE_FP32 dims: [ 3, 64, 64 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 500 }
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+""")
+
+# calibrate: temperature scaling of conv_net's probabilities,
+# softmax(log(p) / T), with the class names as its output's labels.
+TEMPERATURE = 1.5
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+graph = helper.make_graph(
+    [helper.make_node("Log", ["probabilities"], ["logp"]),
+     helper.make_node("Div", ["logp", "temperature"], ["scaled"]),
+     helper.make_node("Softmax", ["scaled"], ["scores"], axis=1)],
+    "calibrate",
+    [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 10])],
+    [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 10])],
+    initializer=[numpy_helper.from_array(np.array(TEMPERATURE, dtype=np.float32), "temperature")])
+save("calibrate", graph, """
+name: "calibrate"
+platform: "onnxruntime_onnx"
+max_batch_size: 16
+input [ { name: "probabilities" data_type: TYPE_FP32 dims: [ 10 ] } ]
+output [ { name: "scores" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" } ]
+dynamic_batching { max_queue_delay_microseconds: 500 }
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+""")
+with open(os.path.join(HERE, "calibrate", "labels.txt"), "w") as f:
+    f.write("\n".join(CLASSES) + "\n")
+
+save_ensemble("image_pipeline", """
+name: "image_pipeline"
+platform: "ensemble"
+max_batch_size: 16
+input [ { name: "raw" data_type: TYPE_UINT8 dims: [ 64, 64, 3 ] } ]
+output [ { name: "scores" data_type: TYPE_FP32 dims: [ 10 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "image_preprocess" model_version: -1
+      input_map { key: "raw" value: "raw" } output_map { key: "image" value: "image" } },
+    { model_name: "conv_net" model_version: -1
+      input_map { key: "image" value: "image" } output_map { key: "probabilities" value: "probabilities" } },
+    { model_name: "calibrate" model_version: -1
+      input_map { key: "probabilities" value: "probabilities" } output_map { key: "scores" value: "scores" } }
+  ]
+}
+""")
+raw = prng.integers(0, 256, size=(1, 64, 64, 3), dtype=np.uint8)
+hp = ((raw.astype(np.float64) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
+for i in range(3):
+    w = numpy_helper.to_array(inits[2 * i]).astype(np.float64)
+    b = numpy_helper.to_array(inits[2 * i + 1]).astype(np.float64)
+    hp = np.maximum(conv2d(hp, w, b), 0)
+logits = hp.mean(axis=(2, 3)) @ wf.astype(np.float64) + bf
+pp = np.exp(logits - logits.max(axis=1, keepdims=True))
+pp = pp / pp.sum(axis=1, keepdims=True)
+sp = np.exp(np.log(pp) / TEMPERATURE)
+golden["image_pipeline"] = {
+    "inputs": [tensor("raw", "UINT8", raw)],
+    "outputs": [tensor("scores", "FP32", (sp / sp.sum(axis=1, keepdims=True)).astype(np.float32))],
+}
+
+# fraud_scaler: standardises raw features, (x - mean) / std, before fraud_mlp.
+FEATURE_MEAN = (prng.standard_normal(32) * 50 + 100).astype(np.float32)
+FEATURE_STD = (prng.random(32) * 20 + 1).astype(np.float32)
+graph = helper.make_graph(
+    [helper.make_node("Sub", ["raw", "mean"], ["centred"]),
+     helper.make_node("Div", ["centred", "std"], ["scaled"])],
+    "fraud_scaler",
+    [helper.make_tensor_value_info("raw", TensorProto.FLOAT, ["batch", 32])],
+    [helper.make_tensor_value_info("scaled", TensorProto.FLOAT, ["batch", 32])],
+    initializer=[numpy_helper.from_array(FEATURE_MEAN, "mean"), numpy_helper.from_array(FEATURE_STD, "std")])
+save("fraud_scaler", graph, """
+name: "fraud_scaler"
+platform: "onnxruntime_onnx"
+max_batch_size: 64
+input [ { name: "raw" data_type: TYPE_FP32 dims: [ 32 ] } ]
+output [ { name: "scaled" data_type: TYPE_FP32 dims: [ 32 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 200 }
+parameters { key: "intra_op_thread_count" value: { string_value: "1" } }
+""")
+xr = (rng.standard_normal((3, 32)).astype(np.float32) * FEATURE_STD + FEATURE_MEAN).astype(np.float32)
+xs = ((xr - FEATURE_MEAN) / FEATURE_STD).astype(np.float32)
+hs = np.maximum(xs.astype(np.float64) @ w1 + b1, 0)
+logits = hs @ w2 + b2
+es = np.exp(logits - logits.max(axis=1, keepdims=True))
+for pipeline, mlp in (("fraud_pipeline", "fraud_mlp"), ("fraud_pipeline_pt", "fraud_mlp_pt")):
+    what = "its TorchScript twin" if mlp.endswith("_pt") else "the ONNX model"
+    save_ensemble(pipeline, f"""
+# fraud_scaler, then {mlp} ({what}).
+name: "{pipeline}"
+platform: "ensemble"
+max_batch_size: 64
+input [ {{ name: "raw" data_type: TYPE_FP32 dims: [ 32 ] }} ]
+output [ {{ name: "probabilities" data_type: TYPE_FP32 dims: [ 2 ] }} ]
+ensemble_scheduling {{
+  step [
+    {{ model_name: "fraud_scaler" model_version: -1
+      input_map {{ key: "raw" value: "raw" }} output_map {{ key: "scaled" value: "scaled" }} }},
+    {{ model_name: "{mlp}" model_version: -1
+      input_map {{ key: "input" value: "scaled" }} output_map {{ key: "probabilities" value: "probabilities" }} }}
+  ]
+}}
+""")
+    golden[pipeline] = {
+        "inputs": [tensor("raw", "FP32", xr)],
+        "outputs": [tensor("probabilities", "FP32", (es / es.sum(axis=1, keepdims=True)).astype(np.float32))],
+    }
+
 with open(os.path.join(HERE, "golden.json"), "w") as f:
     json.dump(golden, f, indent=1)
     f.write("\n")

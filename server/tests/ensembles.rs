@@ -412,3 +412,81 @@ async fn hot_swaps_of_a_step_fail_no_pipeline_request() {
     assert_eq!(floats(output(&last, "y")), scaled(2.0 * (SWAPS + 1) as f32));
     Arc::into_inner(s).unwrap().stop().await;
 }
+
+/// The demo repository's pipelines answer their golden requests, equal the
+/// steps called one by one, and classify with the labels of the step that
+/// writes the output (calibrate's labels.txt).
+#[tokio::test]
+async fn the_demo_pipelines_answer_as_their_steps_called_in_turn() {
+    let s = TestServer::demo().await;
+    let golden = golden();
+    for pipeline in ["image_pipeline", "fraud_pipeline", "fraud_pipeline_pt"] {
+        let case = &golden[pipeline];
+        let answer = s.infer_json(pipeline, &json!({"inputs": case["inputs"]})).await;
+        for expected in case["outputs"].as_array().unwrap() {
+            assert_close(pipeline, expected, output(&answer, expected["name"].as_str().unwrap()));
+        }
+    }
+    // A canary of a whole pipeline: a policy on the ensemble's name splits
+    // between the ONNX pipeline and the one with the TorchScript step.
+    let policy = json!({"variants": [{"name": "onnx", "weight": 1}, {"name": "torch", "model": "fraud_pipeline_pt", "weight": 1}], "default": "onnx"});
+    let r = s.client.put(s.url("/v2/models/fraud_pipeline/traffic")).json(&policy).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let case = &golden["fraud_pipeline"];
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let answer = s.infer_json("fraud_pipeline", &json!({"inputs": case["inputs"]})).await;
+        assert_close("fraud_pipeline", &case["outputs"][0], output(&answer, "probabilities"));
+        served.insert(answer["model_name"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(served.len(), 2, "the split sent every request to {served:?}");
+    let forced = s
+        .client
+        .post(s.url("/v2/models/fraud_pipeline/infer"))
+        .header("x-quiver-variant", "torch")
+        .json(&json!({"inputs": case["inputs"]}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(forced["model_name"], "fraud_pipeline_pt", "{forced}");
+
+    // image_pipeline by hand: three calls, each answer the next one's input.
+    let case = &golden["image_pipeline"];
+    let image = s.infer_json("image_preprocess", &json!({"inputs": case["inputs"]})).await;
+    let mut tensor = output(&image, "image").clone();
+    tensor["name"] = json!("image");
+    let probabilities = s.infer_json("conv_net", &json!({"inputs": [tensor]})).await;
+    let mut tensor = output(&probabilities, "probabilities").clone();
+    tensor["name"] = json!("probabilities");
+    let by_hand = s.infer_json("calibrate", &json!({"inputs": [tensor]})).await;
+    let piped = s.infer_json("image_pipeline", &json!({"inputs": case["inputs"]})).await;
+    assert_close("image_pipeline", output(&by_hand, "scores"), output(&piped, "scores"));
+
+    let top = s
+        .infer_json(
+            "image_pipeline",
+            &json!({"inputs": case["inputs"], "outputs": [{"name": "scores", "parameters": {"classification": 3}}]}),
+        )
+        .await;
+    let classes: Vec<String> = std::fs::read_to_string(root().join("models/calibrate/labels.txt"))
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let scores = floats(output(&piped, "scores"));
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let got = output(&top, "scores");
+    assert_eq!(got["datatype"], "BYTES", "{top}");
+    assert_eq!(got["shape"], json!([1, 3]), "{top}");
+    for (k, entry) in got["data"].as_array().unwrap().iter().enumerate() {
+        let parts: Vec<&str> = entry.as_str().unwrap().split(':').collect();
+        assert_eq!(parts[1], order[k].to_string(), "{entry}");
+        assert_eq!(parts[2], classes[order[k]], "{entry}");
+        assert!((parts[0].parse::<f32>().unwrap() - scores[order[k]]).abs() < 1e-5, "{entry}");
+    }
+    s.stop().await;
+}

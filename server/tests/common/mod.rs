@@ -8,9 +8,42 @@ use quiver_server::Server;
 use quiver_server::config::Config;
 use tonic::transport::Channel;
 
-/// Models in the demo repository (models/): nine ONNX models and six
-/// TorchScript twins.
-pub const DEMO_MODELS: usize = 15;
+/// Models in the demo repository (models/): twelve ONNX models, six
+/// TorchScript twins and three pipelines (ensembles).
+pub const DEMO_MODELS: usize = 21;
+
+/// The demo models' golden requests and answers (models/golden.json).
+pub fn golden() -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(root().join("models/golden.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Floats within the golden tolerance (float reductions differ between
+/// backends in the last bits); everything else exactly.
+pub fn assert_close(model: &str, expected: &serde_json::Value, actual: &serde_json::Value) {
+    let name = expected["name"].as_str().unwrap();
+    assert_eq!(actual["shape"], expected["shape"], "{model} {name}");
+    assert_eq!(actual["datatype"], expected["datatype"], "{model} {name}");
+    let (rtol, atol) = match expected["datatype"].as_str().unwrap() {
+        "FP16" | "BF16" => (1e-2, 1e-3),
+        "FP32" | "FP64" => (1e-5, 1e-6),
+        _ => (0.0, 0.0),
+    };
+    let want = expected["data"].as_array().unwrap();
+    let got = actual["data"].as_array().unwrap();
+    assert_eq!(want.len(), got.len(), "{model} {name}");
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+        match (w.as_f64(), g.as_f64()) {
+            (Some(w), Some(g)) if rtol > 0.0 => {
+                assert!(
+                    (w - g).abs() <= atol + rtol * w.abs(),
+                    "{model} {name}[{i}]: {g} != {w}"
+                )
+            }
+            _ => assert_eq!(w, g, "{model} {name}[{i}]"),
+        }
+    }
+}
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
