@@ -1,7 +1,8 @@
 //! Triton's model load parameters, from gRPC and from JSON, into the engine's
 //! [`LoadParameters`]: `config` (a JSON `ModelConfig`) and `file:<path>` (a model
 //! file's bytes: `bytes_param` over gRPC, base64 text over REST). Other
-//! parameters (`unload_dependents`, ...) are accepted and ignored.
+//! load parameters are accepted and ignored. An unload takes
+//! `unload_dependents` (a bool): the ensemble's step models go too.
 use std::collections::HashMap;
 
 use base64::Engine as _;
@@ -72,9 +73,51 @@ pub fn load_parameters_from_json(body: &[u8]) -> Result<LoadParameters> {
     Ok(request)
 }
 
+/// The unload parameter of that name.
+const UNLOAD_DEPENDENTS: &str = "unload_dependents";
+
+/// An unload's `unload_dependents` over gRPC (`bool_param`; absent: false).
+pub fn unload_dependents_from_grpc(parameters: &HashMap<String, ModelRepositoryParameter>) -> Result<bool> {
+    match parameters.get(UNLOAD_DEPENDENTS).map(|p| &p.parameter_choice) {
+        None => Ok(false),
+        Some(Some(ParameterChoice::BoolParam(b))) => Ok(*b),
+        Some(_) => Err(Error::invalid("unload parameter 'unload_dependents' must be a bool_param")),
+    }
+}
+
+/// An unload's REST body, `{"parameters": {"unload_dependents": true}}` or
+/// empty: whether the ensemble's step models go too.
+pub fn unload_dependents_from_json(body: &[u8]) -> Result<bool> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let body: Value =
+        serde_json::from_slice(body).map_err(|e| Error::invalid(format!("malformed unload request: {e}")))?;
+    match body.get("parameters").and_then(|p| p.get(UNLOAD_DEPENDENTS)) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(Error::invalid("unload parameter 'unload_dependents' must be true or false")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unload_dependents_is_read_from_both_protocols() {
+        assert!(!unload_dependents_from_json(b"").unwrap());
+        assert!(!unload_dependents_from_json(br#"{"parameters": {}}"#).unwrap());
+        assert!(unload_dependents_from_json(br#"{"parameters": {"unload_dependents": true}}"#).unwrap());
+        let e = unload_dependents_from_json(br#"{"parameters": {"unload_dependents": 1}}"#).unwrap_err();
+        assert!(e.message.contains("unload_dependents"), "{}", e.message);
+        let p = |c| ModelRepositoryParameter { parameter_choice: Some(c) };
+        let on = HashMap::from([("unload_dependents".to_owned(), p(ParameterChoice::BoolParam(true)))]);
+        assert!(unload_dependents_from_grpc(&on).unwrap());
+        assert!(!unload_dependents_from_grpc(&HashMap::new()).unwrap());
+        let bad = HashMap::from([("unload_dependents".to_owned(), p(ParameterChoice::Int64Param(1)))]);
+        assert!(unload_dependents_from_grpc(&bad).is_err());
+    }
 
     #[test]
     fn json_parameters_are_decoded() {

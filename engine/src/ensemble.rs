@@ -55,6 +55,8 @@ pub fn step_models(config: &ModelConfig) -> Vec<String> {
 struct TensorInfo {
     name: String,
     datatype: DataType,
+    /// Without the batch dimension, as configs declare it.
+    dims: Vec<i64>,
     shape: Vec<i64>,
     /// `None`: an ensemble input.
     writer: Option<usize>,
@@ -92,8 +94,15 @@ pub struct Ensemble {
 
 /// `a` and `b` can describe the same tensor: same rank, and every
 /// dimension equal or variable (-1) on one side.
-fn shapes_fit(a: &[i64], b: &[i64]) -> bool {
+fn dims_fit(a: &[i64], b: &[i64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| x == y || x == -1 || y == -1)
+}
+
+/// Triton's rule for a tensor passed between a writer and a reader: the
+/// declared dims fit, or the full shapes (batch dimension included) do, so
+/// a non-batching model's `[-1, 4]` meets a batching model's `[4]`.
+fn shapes_fit(a: (&[i64], &[i64]), b: (&[i64], &[i64])) -> bool {
+    dims_fit(a.0, b.0) || dims_fit(a.1, b.1)
 }
 
 impl Ensemble {
@@ -115,6 +124,7 @@ impl Ensemble {
             tensors.push(TensorInfo {
                 name: io.name.clone(),
                 datatype: io.datatype,
+                dims: io.dims.clone(),
                 shape: spec.metadata_shape(io),
                 writer: None,
             });
@@ -140,11 +150,16 @@ impl Ensemble {
             let model = live
                 .resolve(&s.model_name, version.as_deref())
                 .map_err(|e| format!("{label}: {}", e.message))?;
-            if spec.max_batch_size > model.spec.max_batch_size {
+            // A model that does not batch may still be a step: then the
+            // shapes decide (Triton's rule).
+            if model.spec.max_batch_size != 0 && model.spec.max_batch_size < spec.max_batch_size {
                 return Err(format!(
                     "{label}: the ensemble allows batches of {} but the model only {}",
                     spec.max_batch_size, model.spec.max_batch_size
                 ));
+            }
+            if s.input_map.is_empty() {
+                return Err(format!("{label}: input_map is empty, so the step reads nothing"));
             }
             if s.output_map.is_empty() {
                 return Err(format!("{label}: output_map is empty, so the step writes nothing"));
@@ -170,6 +185,7 @@ impl Ensemble {
                 tensors.push(TensorInfo {
                     name: tensor.clone(),
                     datatype: io.datatype,
+                    dims: io.dims.clone(),
                     shape: model.spec.metadata_shape(io),
                     writer: Some(i),
                 });
@@ -230,7 +246,7 @@ impl Ensemble {
                 ));
             }
             let declared = spec.metadata_shape(io);
-            if !shapes_fit(&declared, &info.shape) {
+            if !shapes_fit((&io.dims, &declared), (&info.dims, &info.shape)) {
                 return Err(format!(
                     "ensemble output '{}' has shape {declared:?} in the config, but step {} writes {:?}",
                     io.name,
@@ -256,14 +272,21 @@ impl Ensemble {
                 ensemble.steps[i].label(i)
             ));
         }
-        for &t in &ensemble.inputs {
-            if !ensemble.steps.iter().any(|s| s.inputs.iter().any(|&(_, u)| u == t)) {
-                tracing::warn!(
-                    model = ensemble.name,
-                    input = ensemble.tensors[t].name,
-                    "ensemble input read by no step"
-                );
+        // Every tensor but the outputs is read by some step (Triton's rule:
+        // an input or an intermediate that nothing reads is a wiring slip).
+        for (t, info) in ensemble.tensors.iter().enumerate() {
+            let read = ensemble.steps.iter().any(|s| s.inputs.iter().any(|&(_, u)| u == t));
+            if read || ensemble.outputs.contains(&t) {
+                continue;
             }
+            return Err(match info.writer {
+                None => format!("ensemble input '{}' is read by no step", info.name),
+                Some(w) => format!(
+                    "{}: writes tensor '{}', which no step reads and which is not an ensemble output",
+                    ensemble.steps[w].label(w),
+                    info.name
+                ),
+            });
         }
         Ok(ensemble)
     }
@@ -445,7 +468,7 @@ fn check_step(step: &Step, i: usize, model: &ModelSpec, tensors: &[TensorInfo]) 
             ));
         }
         let shape = model.metadata_shape(io);
-        if !shapes_fit(&shape, &info.shape) {
+        if !shapes_fit((&io.dims, &shape), (&info.dims, &info.shape)) {
             return Err(format!(
                 "{label}: input '{}' has shape {shape:?} but tensor '{}' has {:?}",
                 io.name, info.name, info.shape
@@ -462,7 +485,8 @@ fn check_step(step: &Step, i: usize, model: &ModelSpec, tensors: &[TensorInfo]) 
             return Err(format!("{label}: the model has no output '{output}'"));
         };
         let info = &tensors[*t];
-        if io.datatype != info.datatype || !shapes_fit(&model.metadata_shape(io), &info.shape) {
+        let shape = model.metadata_shape(io);
+        if io.datatype != info.datatype || !shapes_fit((&io.dims, &shape), (&info.dims, &info.shape)) {
             return Err(format!(
                 "{label}: output '{output}' is now {} {:?}, where tensor '{}' was {} {:?}",
                 io.datatype,
@@ -567,8 +591,16 @@ pub fn load_version(
     if config.input.is_empty() || config.output.is_empty() {
         return Err("an ensemble's config must declare its inputs and outputs".into());
     }
+    // Triton's rules: an ensemble has no instances, optimization or
+    // warm-up of its own; its steps' models have theirs.
     if !config.model_warmup.is_empty() {
         return Err("an ensemble cannot have model_warmup; its steps' models are warmed up".into());
+    }
+    if !config.instance_group.is_empty() {
+        return Err("an ensemble cannot have instance_group; its steps run on their models' instances".into());
+    }
+    if config.optimization.is_some() {
+        return Err("an ensemble cannot have optimization; its steps' models have theirs".into());
     }
     let declared = model_config::declared_io(&config)?;
     let spec = model_config::complete(&mut config, name, (PLATFORM, ""), &declared, 0)?;

@@ -109,10 +109,43 @@ impl Engine {
         self.load(name, request).await
     }
 
-    /// The repository API's unload: explicit mode only.
-    pub async fn api_unload(self: &Arc<Self>, name: &str) -> Result<()> {
+    /// The repository API's unload: explicit mode only. `dependents`
+    /// (Triton's `unload_dependents`): an ensemble's step models are
+    /// unloaded too, nested ensembles' as well, except those another
+    /// ensemble that stays still runs.
+    pub async fn api_unload(self: &Arc<Self>, name: &str, dependents: bool) -> Result<()> {
         self.control_allowed()?;
-        self.unload(name).await
+        let steps = match dependents {
+            true => self.step_models_of(name),
+            false => Vec::new(),
+        };
+        self.unload(name).await?;
+        for step in steps {
+            let still_used = self.live.snapshot().iter().any(|(other, e)| {
+                *other != step && e.latest_ready().and_then(|m| m.composite.as_ref()).is_some_and(|c| c.models().contains(&step))
+            });
+            if !still_used && self.serves(&step) {
+                self.unload(&step).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The models an ensemble runs, nested ensembles' included, the outer
+    /// ones first.
+    fn step_models_of(&self, name: &str) -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        let mut todo = vec![name.to_owned()];
+        while let Some(n) = todo.pop() {
+            let Ok(m) = self.live.resolve(&n, None) else { continue };
+            for step in m.composite.as_ref().map(|c| c.models()).unwrap_or_default() {
+                if step != name && !found.contains(&step) {
+                    found.push(step.clone());
+                    todo.push(step);
+                }
+            }
+        }
+        found
     }
 
     fn model_lock(&self, name: &str) -> Arc<tokio::sync::Mutex<()>> {

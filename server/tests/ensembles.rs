@@ -110,7 +110,29 @@ ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
             step("double", "six", "w")
         ),
     );
+    // A step model that does not batch, inside one that does: its full
+    // shape [-1, 4] meets the ensemble's batched [4] (Triton's rule).
+    scale_step(&repo, "flat", 5.0);
+    write(
+        &repo.join("flat/config.pbtxt"),
+        &scale_config("flat")
+            .replace("max_batch_size: 8", "max_batch_size: 0")
+            .replace("dims: [ 4 ]", "dims: [ -1, 4 ]")
+            .replace("dynamic_batching { max_queue_delay_microseconds: 200 }", ""),
+    );
+    ensemble(
+        &repo,
+        "mixed",
+        &format!(
+            "max_batch_size: 8\ninput [ {} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {} ] }}",
+            fp32("x"),
+            fp32("y"),
+            step("flat", "x", "y")
+        ),
+    );
     let s = TestServer::start(config(&repo)).await;
+    let answer = s.infer_json("mixed", &infer_body()).await;
+    assert_eq!(floats(output(&answer, "y")), X.iter().map(|v| v * 5.0).collect::<Vec<f32>>(), "{answer}");
     for m in ["pipe", "sum_diff", "outer"] {
         assert_eq!(
             s.get_status(&format!("/v2/models/{m}/ready")).await,
@@ -280,6 +302,36 @@ ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
             "the ensemble allows batches of 64 but the model only 8",
         ),
         ("no_steps", format!("{io}ensemble_scheduling {{ }}"), "has no step"),
+        (
+            "unread_tensor",
+            r#"max_batch_size: 8
+input [ { name: "a" data_type: TYPE_INT32 dims: [ 16 ] } ]
+output [ { name: "sum" data_type: TYPE_INT32 dims: [ 16 ] } ]
+ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
+  input_map { key: "INPUT0" value: "a" } input_map { key: "INPUT1" value: "a" }
+  output_map { key: "OUTPUT0" value: "sum" } output_map { key: "OUTPUT1" value: "spare" } } ] }"#
+                .into(),
+            "writes tensor 'spare', which no step reads",
+        ),
+        (
+            "unread_input",
+            format!(
+                "max_batch_size: 8\ninput [ {}, {} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {} ] }}",
+                fp32("x"),
+                fp32("w"),
+                fp32("y"),
+                step("double", "x", "y")
+            ),
+            "ensemble input 'w' is read by no step",
+        ),
+        (
+            "instances",
+            format!(
+                "{io}instance_group [ {{ count: 2 }} ]\nensemble_scheduling {{ step [ {} ] }}",
+                step("double", "x", "y")
+            ),
+            "an ensemble cannot have instance_group",
+        ),
     ];
     for (name, body, _) in &cases {
         ensemble(&repo, name, body);
@@ -343,6 +395,32 @@ async fn explicit_mode_loads_the_steps_and_an_unloaded_step_makes_the_ensemble_u
     assert_eq!(s.get_status("/v2/models/pipe/ready").await, 200);
     let answer = s.infer_json("pipe", &infer_body()).await;
     assert_eq!(floats(output(&answer, "y")), scaled(6.0));
+
+    // Triton's unload_dependents: the steps go with the ensemble, except
+    // one another loaded ensemble still runs.
+    ensemble(
+        &repo,
+        "solo",
+        &format!(
+            "max_batch_size: 8\ninput [ {} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {} ] }}",
+            fp32("x"),
+            fp32("y"),
+            step("double", "x", "y")
+        ),
+    );
+    assert_eq!(s.post_json("/v2/repository/models/solo/load", &json!({})).await.status(), 200);
+    let r = s
+        .post_json("/v2/repository/models/pipe/unload", &json!({"parameters": {"unload_dependents": true}}))
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_ne!(s.get_status("/v2/models/pipe/ready").await, 200);
+    assert_ne!(s.get_status("/v2/models/triple/ready").await, 200, "triple stayed loaded");
+    assert_eq!(s.get_status("/v2/models/double/ready").await, 200, "double went though solo runs it");
+    assert_eq!(s.get_status("/v2/models/solo/ready").await, 200);
+    let r = s
+        .post_json("/v2/repository/models/solo/unload", &json!({"parameters": {"unload_dependents": "yes"}}))
+        .await;
+    expect_error(r, 400, "unload_dependents").await;
     s.stop().await;
 }
 

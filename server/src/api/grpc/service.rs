@@ -392,17 +392,19 @@ impl GrpcInferenceService for InferenceService {
     }
 
     /// Answers once no new request can reach the model; it drains after.
-    /// `unload_dependents` is accepted: quiver has no ensembles to unload.
+    /// With `unload_dependents`, an ensemble's step models go too.
     async fn repository_model_unload(
         &self,
         r: Request<RepositoryModelUnloadRequest>,
     ) -> Result<Response<RepositoryModelUnloadResponse>, Status> {
         let started = Instant::now();
         let r = r.into_inner();
-        let result = self
-            .engine
-            .api_unload(&r.model_name)
-            .await
+        let engine = &self.engine;
+        let result = async {
+            let dependents = quiver_codec::repository::unload_dependents_from_grpc(&r.parameters)?;
+            engine.api_unload(&r.model_name, dependents).await
+        }
+        .await
             .map(|()| Response::new(RepositoryModelUnloadResponse {}))
             .map_err(crate::error::status);
         observe("RepositoryModelUnload", started, result)

@@ -57,16 +57,14 @@ pub async fn load(
 }
 
 /// `POST /v2/repository/models/{m}/unload`: answers once no new request can
-/// reach the model. The body's `unload_dependents` is accepted and ignored
-/// (quiver has no ensembles).
+/// reach the model. With `unload_dependents`, an ensemble's step models go
+/// too (those no other ensemble still runs).
 pub async fn unload(
     State(s): State<HttpState>,
     Path(model): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
-    if !body.iter().all(u8::is_ascii_whitespace) {
-        serde_json::from_slice::<Value>(&body).map_err(|e| Error::invalid(format!("malformed unload request: {e}")))?;
-    }
-    s.engine.api_unload(&model).await?;
+    let dependents = quiver_codec::repository::unload_dependents_from_json(&body)?;
+    s.engine.api_unload(&model, dependents).await?;
     Ok(Json(json!({})))
 }
