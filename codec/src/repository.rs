@@ -81,7 +81,9 @@ pub fn unload_dependents_from_grpc(parameters: &HashMap<String, ModelRepositoryP
     match parameters.get(UNLOAD_DEPENDENTS).map(|p| &p.parameter_choice) {
         None => Ok(false),
         Some(Some(ParameterChoice::BoolParam(b))) => Ok(*b),
-        Some(_) => Err(Error::invalid("unload parameter 'unload_dependents' must be a bool_param")),
+        Some(_) => Err(Error::invalid(
+            "unload parameter 'unload_dependents' must be a bool_param",
+        )),
     }
 }
 
@@ -96,7 +98,9 @@ pub fn unload_dependents_from_json(body: &[u8]) -> Result<bool> {
     match body.get("parameters").and_then(|p| p.get(UNLOAD_DEPENDENTS)) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(_) => Err(Error::invalid("unload parameter 'unload_dependents' must be true or false")),
+        Some(_) => Err(Error::invalid(
+            "unload parameter 'unload_dependents' must be true or false",
+        )),
     }
 }
 
@@ -111,7 +115,9 @@ mod tests {
         assert!(unload_dependents_from_json(br#"{"parameters": {"unload_dependents": true}}"#).unwrap());
         let e = unload_dependents_from_json(br#"{"parameters": {"unload_dependents": 1}}"#).unwrap_err();
         assert!(e.message.contains("unload_dependents"), "{}", e.message);
-        let p = |c| ModelRepositoryParameter { parameter_choice: Some(c) };
+        let p = |c| ModelRepositoryParameter {
+            parameter_choice: Some(c),
+        };
         let on = HashMap::from([("unload_dependents".to_owned(), p(ParameterChoice::BoolParam(true)))]);
         assert!(unload_dependents_from_grpc(&on).unwrap());
         assert!(!unload_dependents_from_grpc(&HashMap::new()).unwrap());

@@ -27,6 +27,7 @@ use super::load::{self, LoadOptions};
 use super::model::{BoxFuture, Composite, ModelVersion};
 use super::repository::model_config::{self, ModelSpec};
 use super::request::{InferRequest, RequestedOutput};
+use super::tap::{StepRun, Timing};
 
 /// Triton's platform name for an ensemble.
 pub const PLATFORM: &str = "ensemble";
@@ -361,7 +362,14 @@ impl Ensemble {
         }
     }
 
-    async fn execute(&self, mut req: InferRequest, wanted: Vec<String>) -> Result<Vec<Tensor>> {
+    /// Runs the steps `wanted` needs; `runs` gets each step's run as it
+    /// ends (an error ends the request with the runs so far).
+    async fn execute(
+        &self,
+        mut req: InferRequest,
+        wanted: Vec<String>,
+        runs: &mut Vec<StepRun>,
+    ) -> Result<Vec<Tensor>> {
         let position = |name: &str, of: &[usize]| of.iter().copied().find(|&t| self.tensors[t].name == name);
         let wanted: Vec<usize> = wanted
             .iter()
@@ -389,22 +397,40 @@ impl Ensemble {
         let mut models: Vec<Option<Arc<ModelVersion>>> = vec![None; self.steps.len()];
         let mut done = vec![false; self.steps.len()];
         let mut started = vec![false; self.steps.len()];
-        type Running<'a> = BoxFuture<'a, (usize, Result<crate::request::InferResponse>)>;
+        type Running<'a> = BoxFuture<'a, (usize, Result<crate::request::InferResponse>, Timing)>;
         let mut running: Vec<Running<'_>> = Vec::new();
         loop {
             for i in 0..self.steps.len() {
                 if needed[i] && !started[i] && self.steps[i].after.iter().all(|&a| done[a]) {
                     started[i] = true;
-                    let model = self.step_model(i)?;
+                    let model = self.step_model(i).inspect_err(|e| {
+                        runs.push(StepRun {
+                            step: i,
+                            model: self.steps[i].model.clone(),
+                            version: 0,
+                            timing: Timing::start(),
+                            error: Some(e.message.clone()),
+                        })
+                    })?;
                     let step_req = self.step_request(i, &req, &values, &wanted_tensor);
                     models[i] = Some(Arc::clone(&model));
-                    running.push(Box::pin(async move { (i, model.infer(step_req).await.0) }));
+                    running.push(Box::pin(async move {
+                        let (result, timing) = model.infer(step_req).await;
+                        (i, result, timing)
+                    }));
                 }
             }
             if running.is_empty() {
                 break;
             }
-            let (i, result) = next_done(&mut running).await;
+            let (i, result, timing) = next_done(&mut running).await;
+            runs.push(StepRun {
+                step: i,
+                model: self.steps[i].model.clone(),
+                version: models[i].as_ref().map_or(0, |m| m.version),
+                timing,
+                error: result.as_ref().err().map(|e| e.message.clone()),
+            });
             let answer = result.map_err(|e| self.step_error(i, e))?;
             for out in answer.outputs {
                 if let Some(&(_, t)) = self.steps[i].outputs.iter().find(|(o, _)| *o == out.name) {
@@ -543,8 +569,12 @@ async fn next_done<T>(running: &mut Vec<BoxFuture<'_, T>>) -> T {
 }
 
 impl Composite for Ensemble {
-    fn run<'a>(&'a self, req: InferRequest, wanted: Vec<String>) -> BoxFuture<'a, Result<Vec<Tensor>>> {
-        Box::pin(self.execute(req, wanted))
+    fn run<'a>(&'a self, req: InferRequest, wanted: Vec<String>) -> BoxFuture<'a, (Result<Vec<Tensor>>, Vec<StepRun>)> {
+        Box::pin(async move {
+            let mut runs = Vec::new();
+            let result = self.execute(req, wanted, &mut runs).await;
+            (result, runs)
+        })
     }
 
     fn unavailable(&self) -> Option<String> {

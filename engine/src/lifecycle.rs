@@ -122,7 +122,10 @@ impl Engine {
         self.unload(name).await?;
         for step in steps {
             let still_used = self.live.snapshot().iter().any(|(other, e)| {
-                *other != step && e.latest_ready().and_then(|m| m.composite.as_ref()).is_some_and(|c| c.models().contains(&step))
+                *other != step
+                    && e.latest_ready()
+                        .and_then(|m| m.composite.as_ref())
+                        .is_some_and(|c| c.models().contains(&step))
             });
             if !still_used && self.serves(&step) {
                 self.unload(&step).await?;

@@ -12,7 +12,7 @@ use super::provenance::Provenance;
 use super::repository::model_config::ModelSpec;
 use super::request::{InferRequest, InferResponse, RequestedOutput};
 use super::stats::VersionStats;
-use super::tap::{Taps, Timing, Version};
+use super::tap::{StepRun, Taps, Timing, Version};
 use super::telemetry::FailureReason;
 use super::validate;
 use quiver_runtimes::Tensor;
@@ -45,7 +45,8 @@ pub struct ModelVersion {
 pub trait Composite: Send + Sync {
     /// Runs a request already checked against the version's spec; `wanted`
     /// names the outputs to answer, in order.
-    fn run<'a>(&'a self, req: InferRequest, wanted: Vec<String>) -> BoxFuture<'a, Result<Vec<Tensor>>>;
+    /// Also returns the runs of its steps, for the tracer (failed ones too).
+    fn run<'a>(&'a self, req: InferRequest, wanted: Vec<String>) -> BoxFuture<'a, (Result<Vec<Tensor>>, Vec<StepRun>)>;
     /// Why it cannot serve now (a step's model is unloaded or no longer
     /// fits), or `None` when every step can run.
     fn unavailable(&self) -> Option<String>;
@@ -127,11 +128,13 @@ impl ModelVersion {
         let outputs = validate::check_request(&self.spec, &req)?;
         if let Some(composite) = &self.composite {
             let id = req.id.clone();
+            let (outputs, steps) = composite.run(req, outputs).await;
+            timing.steps = steps;
             return Ok(InferResponse {
                 model_name: self.name().to_owned(),
                 model_version: self.version.to_string(),
                 id,
-                outputs: composite.run(req, outputs).await?,
+                outputs: outputs?,
             });
         }
         let param = |key: &str| -> Result<Option<i64>> {

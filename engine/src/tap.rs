@@ -188,7 +188,7 @@ impl Drop for Context<'_> {
 }
 
 /// Where a request spent its time, as the batcher measured it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Timing {
     /// When the engine took the request (after decoding).
     pub started: Instant,
@@ -200,6 +200,21 @@ pub struct Timing {
     pub batch_rows: usize,
     /// The execution it was part of; all zero when it did not run.
     pub execution: Execution,
+    /// An ensemble's request: each step it ran, in the order they ended
+    /// (empty otherwise, and then no allocation).
+    pub steps: Vec<StepRun>,
+}
+
+/// One step of an ensemble's request: the step model's own request.
+#[derive(Clone, Debug)]
+pub struct StepRun {
+    /// The step's position in the ensemble's config, from 0.
+    pub step: usize,
+    pub model: String,
+    /// The version that ran it; 0 when none could be resolved.
+    pub version: u64,
+    pub timing: Timing,
+    pub error: Option<String>,
 }
 
 /// The model execution a request ran in, as its instance measured it. The
@@ -226,6 +241,7 @@ impl Timing {
             queued: Duration::ZERO,
             batch_rows: 0,
             execution: Execution::default(),
+            steps: Vec::new(),
         }
     }
 }

@@ -132,7 +132,11 @@ ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
     );
     let s = TestServer::start(config(&repo)).await;
     let answer = s.infer_json("mixed", &infer_body()).await;
-    assert_eq!(floats(output(&answer, "y")), X.iter().map(|v| v * 5.0).collect::<Vec<f32>>(), "{answer}");
+    assert_eq!(
+        floats(output(&answer, "y")),
+        X.iter().map(|v| v * 5.0).collect::<Vec<f32>>(),
+        "{answer}"
+    );
     for m in ["pipe", "sum_diff", "outer"] {
         assert_eq!(
             s.get_status(&format!("/v2/models/{m}/ready")).await,
@@ -408,17 +412,36 @@ async fn explicit_mode_loads_the_steps_and_an_unloaded_step_makes_the_ensemble_u
             step("double", "x", "y")
         ),
     );
-    assert_eq!(s.post_json("/v2/repository/models/solo/load", &json!({})).await.status(), 200);
+    assert_eq!(
+        s.post_json("/v2/repository/models/solo/load", &json!({}))
+            .await
+            .status(),
+        200
+    );
     let r = s
-        .post_json("/v2/repository/models/pipe/unload", &json!({"parameters": {"unload_dependents": true}}))
+        .post_json(
+            "/v2/repository/models/pipe/unload",
+            &json!({"parameters": {"unload_dependents": true}}),
+        )
         .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_ne!(s.get_status("/v2/models/pipe/ready").await, 200);
-    assert_ne!(s.get_status("/v2/models/triple/ready").await, 200, "triple stayed loaded");
-    assert_eq!(s.get_status("/v2/models/double/ready").await, 200, "double went though solo runs it");
+    assert_ne!(
+        s.get_status("/v2/models/triple/ready").await,
+        200,
+        "triple stayed loaded"
+    );
+    assert_eq!(
+        s.get_status("/v2/models/double/ready").await,
+        200,
+        "double went though solo runs it"
+    );
     assert_eq!(s.get_status("/v2/models/solo/ready").await, 200);
     let r = s
-        .post_json("/v2/repository/models/solo/unload", &json!({"parameters": {"unload_dependents": "yes"}}))
+        .post_json(
+            "/v2/repository/models/solo/unload",
+            &json!({"parameters": {"unload_dependents": "yes"}}),
+        )
         .await;
     expect_error(r, 400, "unload_dependents").await;
     s.stop().await;
@@ -508,7 +531,13 @@ async fn the_demo_pipelines_answer_as_their_steps_called_in_turn() {
     // A canary of a whole pipeline: a policy on the ensemble's name splits
     // between the ONNX pipeline and the one with the TorchScript step.
     let policy = json!({"variants": [{"name": "onnx", "weight": 1}, {"name": "torch", "model": "fraud_pipeline_pt", "weight": 1}], "default": "onnx"});
-    let r = s.client.put(s.url("/v2/models/fraud_pipeline/traffic")).json(&policy).send().await.unwrap();
+    let r = s
+        .client
+        .put(s.url("/v2/models/fraud_pipeline/traffic"))
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let case = &golden["fraud_pipeline"];
     let mut served = std::collections::BTreeSet::new();
@@ -533,7 +562,9 @@ async fn the_demo_pipelines_answer_as_their_steps_called_in_turn() {
 
     // image_pipeline by hand: three calls, each answer the next one's input.
     let case = &golden["image_pipeline"];
-    let image = s.infer_json("image_preprocess", &json!({"inputs": case["inputs"]})).await;
+    let image = s
+        .infer_json("image_preprocess", &json!({"inputs": case["inputs"]}))
+        .await;
     let mut tensor = output(&image, "image").clone();
     tensor["name"] = json!("image");
     let probabilities = s.infer_json("conv_net", &json!({"inputs": [tensor]})).await;
@@ -564,7 +595,10 @@ async fn the_demo_pipelines_answer_as_their_steps_called_in_turn() {
         let parts: Vec<&str> = entry.as_str().unwrap().split(':').collect();
         assert_eq!(parts[1], order[k].to_string(), "{entry}");
         assert_eq!(parts[2], classes[order[k]], "{entry}");
-        assert!((parts[0].parse::<f32>().unwrap() - scores[order[k]]).abs() < 1e-5, "{entry}");
+        assert!(
+            (parts[0].parse::<f32>().unwrap() - scores[order[k]]).abs() < 1e-5,
+            "{entry}"
+        );
     }
     s.stop().await;
 }

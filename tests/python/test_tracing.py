@@ -422,3 +422,65 @@ def test_the_log_lines_of_a_traced_request_name_its_trace_and_span():
         traces = receiver.wait_for_traces(1)
         root = next(s for s in traces[CLIENT_TRACE] if s.name == "InferRequest")
         assert root.span_id.hex() == span
+
+
+def fraud_pipeline_json(rid):
+    from golden import GOLDEN
+    return {"id": rid, "inputs": GOLDEN["fraud_pipeline"]["inputs"]}
+
+
+def test_an_ensemble_request_traces_each_step_under_the_pipeline():
+    with traced("--trace-config", "level=TIMESTAMPS", "--trace-config", "rate=1") as (server, receiver):
+        r = requests.post(f"http://{server.http}/v2/models/fraud_pipeline/infer", json=fraud_pipeline_json("p1"),
+                          timeout=10)
+        assert r.status_code == 200, r.text
+        traces = receiver.wait_for_traces(1)
+        spans = list(traces.values())[0]
+        deadline = time.time() + 10
+        while len(spans) < 6 and time.time() < deadline:
+            time.sleep(0.1)
+            spans = list(receiver.traces().values())[0]
+    by_name = {}
+    for s in spans:
+        by_name.setdefault(s.name, []).append(s)
+    pipeline = by_name["fraud_pipeline"][0]
+    assert by_name["InferRequest"][0].span_id == pipeline.parent_span_id
+    scaler, mlp = by_name["fraud_scaler"][0], by_name["fraud_mlp"][0]
+    # Each step is the step model's own request: a child of the pipeline's
+    # span, with Triton's events, inside the pipeline's time, one after the other.
+    for step, index in ((scaler, 0), (mlp, 1)):
+        assert step.parent_span_id == pipeline.span_id
+        assert [e.name for e in step.events] == MODEL_EVENTS
+        assert attributes(step)["quiver.ensemble.step"] == index
+        assert attributes(step)["triton.model_version"] == 1
+        assert pipeline.start_time_unix_nano <= step.start_time_unix_nano <= step.end_time_unix_nano
+        assert step.end_time_unix_nano <= pipeline.end_time_unix_nano
+    assert scaler.end_time_unix_nano <= mlp.start_time_unix_nano
+    computes = [s for s in by_name["compute"]]
+    assert {c.parent_span_id for c in computes} == {scaler.span_id, mlp.span_id}
+    for c in computes:
+        assert [e.name for e in c.events] == COMPUTE_EVENTS
+
+
+def test_triton_mode_writes_an_ensembles_steps_as_child_traces():
+    tmp = tempfile.mkdtemp(prefix="quiver-trace-")
+    path = os.path.join(tmp, "trace.json")
+    server = QuiverServer(extra_args=["--trace-config", f"triton,file={path}", "--trace-config", "level=TIMESTAMPS",
+                                      "--trace-config", "rate=1"])
+    try:
+        r = requests.post(f"http://{server.http}/v2/models/fraud_pipeline/infer", json=fraud_pipeline_json("p2"),
+                          timeout=10)
+        assert r.status_code == 200, r.text
+    finally:
+        server.stop()
+    entries = json.load(open(path))
+    heads = {e["model_name"]: e for e in entries if "model_name" in e}
+    assert set(heads) == {"fraud_pipeline", "fraud_scaler", "fraud_mlp"}
+    top = heads["fraud_pipeline"]
+    assert "parent_id" not in top
+    for step in ("fraud_scaler", "fraud_mlp"):
+        assert heads[step]["parent_id"] == top["id"]
+        assert heads[step]["request_id"] == "p2"
+        stamps = next(e for e in entries if e.get("id") == heads[step]["id"] and "timestamps" in e)
+        assert [t["name"] for t in stamps["timestamps"]] == ["REQUEST_START", "QUEUE_START", *COMPUTE_EVENTS,
+                                                             "REQUEST_END"]

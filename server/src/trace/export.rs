@@ -318,10 +318,30 @@ fn triton_json(r: &Record) -> String {
         "model_version": r.version,
         "request_id": r.request_id,
     });
+    let mut out = format!("{head},{}", timestamps(r.number, stamps));
+    // An ensemble's steps: a trace each, naming the ensemble's as its
+    // parent, as Triton writes its composing models' traces.
+    for s in &r.steps {
+        let head = serde_json::json!({
+            "id": s.number,
+            "model_name": s.model,
+            "model_version": s.version,
+            "request_id": r.request_id,
+            "parent_id": s.parent_number,
+        });
+        let mut stamps = vec![("REQUEST_START", s.started), ("QUEUE_START", s.started)];
+        stamps.extend(s.compute_events().into_iter().flatten());
+        stamps.push(("REQUEST_END", s.answered));
+        out.push_str(&format!(",{head},{}", timestamps(s.number, stamps)));
+    }
+    out
+}
+
+/// The second object of a trace in Triton's file: its timestamps.
+fn timestamps(id: u64, stamps: Vec<(&str, u64)>) -> serde_json::Value {
     let stamps: Vec<serde_json::Value> = stamps
         .into_iter()
         .map(|(name, ns)| serde_json::json!({"name": name, "ns": ns}))
         .collect();
-    let body = serde_json::json!({"id": r.number, "timestamps": stamps});
-    format!("{head},{body}")
+    serde_json::json!({"id": id, "timestamps": stamps})
 }

@@ -20,9 +20,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quiver_engine::tap::{Context, Exchange, Kind, Load, Tap, TraceIds, Version};
+use quiver_engine::tap::{Context, Exchange, Kind, Load, StepRun, Tap, TraceIds, Version};
 
-pub use record::{Item, LoadRecord, ProtocolNames, Record, StepRecord, Times};
+pub use record::{Item, LoadRecord, ProtocolNames, Record, StepRecord, StepSpan, Times};
 pub use settings::{Config, Mode, Otel, Settings, Values};
 
 /// The tracer: the tap, the settings the trace extension changes, and the
@@ -109,13 +109,18 @@ impl Tap for Tracer {
                 Some(e.message.clone()),
             ),
         };
+        let model_span = random_bytes();
+        let mut steps = Vec::new();
+        let number = self.numbers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.step_spans(&timing.steps, (model_span, number), &mut steps);
         let record = Record {
+            steps,
             ids,
             parent: parent.map(|(_, span)| span),
             trace_state,
-            model_span: random_bytes(),
+            model_span,
             compute_span: random_bytes(),
-            number: self.numbers.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            number,
             model: x.model.name.to_owned(),
             version: x.model.version,
             request_id,
@@ -188,6 +193,39 @@ impl Tap for Tracer {
             error: load.error.map(str::to_owned),
             steps,
         }));
+    }
+}
+
+impl Tracer {
+    /// An ensemble request's steps as spans under `parent`; the steps of a
+    /// step that is itself an ensemble under that step's span.
+    fn step_spans(&self, runs: &[StepRun], (parent, parent_number): ([u8; 8], u64), out: &mut Vec<StepSpan>) {
+        for run in runs {
+            let t = &run.timing;
+            let started = self.unix(t.started);
+            let span_id = random_bytes();
+            let number = self.numbers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            out.push(StepSpan {
+                span_id,
+                compute_span: random_bytes(),
+                parent,
+                number,
+                parent_number,
+                step: run.step,
+                model: run.model.clone(),
+                version: run.version,
+                started,
+                compute_start: match t.execution.id {
+                    0 => started,
+                    _ => started + t.queued.as_nanos() as u64,
+                },
+                answered: started + t.elapsed.as_nanos() as u64,
+                execution: t.execution,
+                batch_rows: t.batch_rows,
+                error: run.error.clone(),
+            });
+            self.step_spans(&t.steps, (span_id, number), out);
+        }
     }
 }
 

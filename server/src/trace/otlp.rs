@@ -16,6 +16,8 @@
 //! order and skipping default values as protobuf does: building prost
 //! messages cost some 45 allocations per traced request, which with every
 //! request traced was a tenth of a core on the exporter's thread.
+use quiver_engine::tap::Execution;
+
 use super::record::{Item, LoadRecord, ProtocolNames, Record};
 
 const SERVER: u64 = 2;
@@ -171,28 +173,20 @@ fn root_events(r: &Record) -> Vec<(&'static str, u64)> {
 /// The spans of one traced request; returns how many.
 fn request_spans(levels: &mut [Vec<u8>], r: &Record, batches: &mut Batches) -> u64 {
     let t = &r.times;
-    let head = |span_id, parent, name, kind, start, end| Head {
-        trace_id: &r.ids.trace_id,
-        span_id,
-        trace_state: &r.trace_state,
-        parent,
-        name,
-        kind,
-        start,
-        end,
-        error: r.error.as_deref(),
-        link: None,
-    };
     span(
         levels,
-        head(
-            &r.ids.span_id,
-            r.parent.as_ref(),
-            "InferRequest",
-            SERVER,
-            t.received,
-            t.root_end(),
-        ),
+        Head {
+            trace_id: &r.ids.trace_id,
+            span_id: &r.ids.span_id,
+            trace_state: &r.trace_state,
+            parent: r.parent.as_ref(),
+            name: "InferRequest",
+            kind: SERVER,
+            start: t.received,
+            end: t.root_end(),
+            error: r.error.as_deref(),
+            link: None,
+        },
         &[("quiver.protocol", Value::Text(r.protocol.name()))],
         &root_events(r),
     );
@@ -207,68 +201,147 @@ fn request_spans(levels: &mut [Vec<u8>], r: &Record, batches: &mut Batches) -> u
     if let Some(v) = &r.variant {
         attributes.push(("quiver.variant", Value::Text(v)));
     }
+    let mut spans = 1 + model_spans(
+        levels,
+        r,
+        ModelRun {
+            span_id: &r.model_span,
+            compute_span: &r.compute_span,
+            parent: &r.ids.span_id,
+            model: &r.model,
+            version: r.version,
+            started: t.started,
+            compute_start: t.compute_start,
+            answered: t.answered,
+            execution: &r.execution,
+            batch_rows: r.batch_rows,
+            error: r.error.as_deref(),
+            compute_events: r.compute_events(),
+        },
+        &attributes,
+        batches,
+    );
+    for s in &r.steps {
+        let wait_us = (s.compute_start.max(s.started) - s.started) / 1000;
+        let attributes = [
+            ("triton.model_name", Value::Text(&s.model)),
+            ("triton.model_version", Value::Int(s.version as i64)),
+            ("quiver.ensemble.step", Value::Int(s.step as i64)),
+            ("quiver.queue_wait_us", Value::Int(wait_us as i64)),
+        ];
+        let run = ModelRun {
+            span_id: &s.span_id,
+            compute_span: &s.compute_span,
+            parent: &s.parent,
+            model: &s.model,
+            version: s.version,
+            started: s.started,
+            compute_start: s.compute_start,
+            answered: s.answered,
+            execution: &s.execution,
+            batch_rows: s.batch_rows,
+            error: s.error.as_deref(),
+            compute_events: s.compute_events(),
+        };
+        spans += model_spans(levels, r, run, &attributes, batches);
+    }
+    spans
+}
+
+/// A model's run in a traced request: the request's own, or one of its
+/// ensemble steps'.
+struct ModelRun<'a> {
+    span_id: &'a [u8; 8],
+    compute_span: &'a [u8; 8],
+    parent: &'a [u8; 8],
+    model: &'a str,
+    version: u64,
+    started: u64,
+    compute_start: u64,
+    answered: u64,
+    execution: &'a Execution,
+    batch_rows: usize,
+    error: Option<&'a str>,
+    compute_events: Option<[(&'static str, u64); 4]>,
+}
+
+/// A run's model span, its `compute` span when it ran, and the first time
+/// its execution comes by the `batch` span; returns how many.
+fn model_spans(
+    levels: &mut [Vec<u8>],
+    r: &Record,
+    run: ModelRun<'_>,
+    attributes: &[(&str, Value<'_>)],
+    batches: &mut Batches,
+) -> u64 {
+    let head = |span_id, parent, name, start, end| Head {
+        trace_id: &r.ids.trace_id,
+        span_id,
+        trace_state: &r.trace_state,
+        parent: Some(parent),
+        name,
+        kind: INTERNAL,
+        start,
+        end,
+        error: run.error,
+        link: None,
+    };
     span(
         levels,
-        head(
-            &r.model_span,
-            Some(&r.ids.span_id),
-            &r.model,
-            INTERNAL,
-            t.started,
-            t.answered,
-        ),
-        &attributes,
+        head(run.span_id, run.parent, run.model, run.started, run.answered),
+        attributes,
         &[
-            ("REQUEST_START", t.started),
-            ("QUEUE_START", t.started),
-            ("REQUEST_END", t.answered),
+            ("REQUEST_START", run.started),
+            ("QUEUE_START", run.started),
+            ("REQUEST_END", run.answered),
         ],
     );
-    if let Some(events) = r.compute_events() {
-        let e = &r.execution;
-        let end = events[3].1;
-        let mut h = head(
-            &r.compute_span,
-            Some(&r.model_span),
-            "compute",
-            INTERNAL,
-            t.compute_start,
-            end,
-        );
-        // The execution did not fail for this request's fault alone.
-        h.error = None;
-        let batch = batches.ids(e.id);
-        h.link = Some(batch);
-        let attributes = [
-            ("quiver.batch.execution", Value::Int(e.id as i64)),
-            ("quiver.batch.requests", Value::Int(e.requests as i64)),
-            ("quiver.batch.size", Value::Int(r.batch_rows as i64)),
-        ];
-        span(levels, h, &attributes, &events);
-        // The execution itself, once, as a trace of its own that every
-        // traced request in it links to.
-        if batches.first(e.id) {
-            let h = Head {
-                trace_id: &batch.0,
-                span_id: &batch.1,
-                trace_state: "",
-                parent: None,
-                name: "batch",
-                kind: INTERNAL,
-                start: t.compute_start,
-                end,
-                error: None,
-                link: None,
-            };
-            let mut attributes = attributes.to_vec();
-            attributes.push(("triton.model_name", Value::Text(&r.model)));
-            attributes.push(("triton.model_version", Value::Int(r.version as i64)));
-            span(levels, h, &attributes, &events);
-            return 4;
-        }
-        return 3;
+    let Some(events) = run.compute_events else {
+        return 1;
+    };
+    let e = run.execution;
+    let end = events[3].1;
+    let mut h = head(run.compute_span, run.span_id, "compute", run.compute_start, end);
+    // The execution did not fail for this request's fault alone.
+    h.error = None;
+    let batch = batches.ids(e.id);
+    h.link = Some(batch);
+    let attributes = [
+        ("quiver.batch.execution", Value::Int(e.id as i64)),
+        ("quiver.batch.requests", Value::Int(e.requests as i64)),
+        ("quiver.batch.size", Value::Int(run.batch_rows as i64)),
+    ];
+    span(levels, h, &attributes, &events);
+    // The execution itself, once, as a trace of its own that every traced
+    // request in it links to.
+    if !batches.first(e.id) {
+        return 2;
     }
-    2
+    let h = Head {
+        trace_id: &batch.0,
+        span_id: &batch.1,
+        trace_state: "",
+        parent: None,
+        name: "batch",
+        kind: INTERNAL,
+        start: run.compute_start,
+        end,
+        error: None,
+        link: None,
+    };
+    let mut attributes = attributes.to_vec();
+    attributes.push(("triton.model_name", Value::Text(run.model)));
+    attributes.push(("triton.model_version", Value::Int(run.version as i64)));
+    span(levels, h, &attributes, &events);
+    3
+}
+
+/// The spans a run makes without encoding them: what `model_spans` returns.
+fn model_span_count(execution: u64, batches: &mut Batches) -> u64 {
+    match execution {
+        0 => 1,
+        id => 2 + u64::from(batches.first(id)),
+    }
 }
 
 /// The batch executions already exported, and their ids: a batch span is
@@ -372,8 +445,14 @@ impl Encoder {
         items
             .iter()
             .map(|i| match i {
-                Item::Request(r) if r.execution.id == 0 => 2,
-                Item::Request(r) => 3 + u64::from(self.batches.first(r.execution.id)),
+                Item::Request(r) => {
+                    let steps: u64 = r
+                        .steps
+                        .iter()
+                        .map(|s| model_span_count(s.execution.id, &mut self.batches))
+                        .sum();
+                    1 + model_span_count(r.execution.id, &mut self.batches) + steps
+                }
                 Item::Load(l) => 1 + l.steps.len() as u64,
             })
             .sum()
@@ -545,7 +624,7 @@ mod tests {
 
     use super::decode::*;
     use super::*;
-    use crate::trace::record::{StepRecord, Times};
+    use crate::trace::record::{StepRecord, StepSpan, Times};
 
     fn value(kv: &KeyValue) -> any_value::Value {
         kv.value.clone().unwrap().value.unwrap()
@@ -587,6 +666,7 @@ mod tests {
                 end: 3_100,
                 sent: Some((3_050, 3_200)),
             },
+            steps: Vec::new(),
         };
         let load = LoadRecord {
             trace_id: [5; 16],
@@ -667,5 +747,103 @@ mod tests {
         assert_eq!((gate.start_time_unix_nano, gate.end_time_unix_nano), (10, 20));
         assert_eq!(gate.status.as_ref().unwrap().message, "gate failed");
         assert!(root.status.is_none());
+    }
+
+    #[test]
+    fn an_ensemble_request_has_a_span_per_step_under_its_model_span() {
+        let execution = |id| Execution {
+            id,
+            requests: 2,
+            input: Duration::from_nanos(10),
+            infer: Duration::from_nanos(100),
+            output: Duration::from_nanos(5),
+        };
+        let step = |n: u8, model: &str, id| StepSpan {
+            span_id: [n; 8],
+            compute_span: [n + 10; 8],
+            parent: [2; 8],
+            number: u64::from(n),
+            parent_number: 1,
+            step: usize::from(n),
+            model: model.into(),
+            version: 1,
+            started: 1_200,
+            compute_start: 1_300,
+            answered: 1_500,
+            execution: execution(id),
+            batch_rows: 2,
+            error: None,
+        };
+        let record = Record {
+            ids: TraceIds {
+                trace_id: [7; 16],
+                span_id: [1; 8],
+            },
+            parent: None,
+            trace_state: String::new(),
+            model_span: [2; 8],
+            compute_span: [3; 8],
+            number: 1,
+            model: "pipeline".into(),
+            version: 1,
+            request_id: "r".into(),
+            protocol: Protocol::Http,
+            variant: None,
+            shadow: false,
+            error: None,
+            // An ensemble runs nothing itself.
+            execution: Execution::default(),
+            batch_rows: 0,
+            log_frequency: 0,
+            times: Times {
+                received: 1_000,
+                started: 1_100,
+                compute_start: 1_100,
+                answered: 2_000,
+                end: 2_100,
+                sent: None,
+            },
+            steps: vec![step(4, "scaler", 50), step(5, "mlp", 51)],
+        };
+        let items = [Item::Request(record)];
+        let mut encoder = Encoder::new([8; 8]);
+        assert_eq!(Encoder::new([8; 8]).count(&items), 8);
+        let (bytes, spans) = encoder.encode(&items, &[]);
+        assert_eq!(spans, 8);
+        let request = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+        let spans = &request.resource_spans[0].scope_spans[0].spans;
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "InferRequest",
+                "pipeline",
+                "scaler",
+                "compute",
+                "batch",
+                "mlp",
+                "compute",
+                "batch"
+            ]
+        );
+        let scaler = &spans[2];
+        assert_eq!(scaler.trace_id, [7; 16]);
+        assert_eq!(
+            scaler.parent_span_id, [2; 8],
+            "a step is a child of the ensemble's model span"
+        );
+        assert_eq!((scaler.start_time_unix_nano, scaler.end_time_unix_nano), (1_200, 1_500));
+        let attribute = |span: &Span, key: &str| span.attributes.iter().find(|a| a.key == key).map(value);
+        assert_eq!(
+            attribute(scaler, "quiver.ensemble.step"),
+            Some(any_value::Value::Int(4))
+        );
+        assert_eq!(
+            attribute(scaler, "quiver.queue_wait_us"),
+            Some(any_value::Value::Int(0))
+        );
+        assert_eq!(spans[3].parent_span_id, [4; 8]);
+        assert_eq!(spans[3].links[0].span_id, 50u64.to_be_bytes());
+        assert_eq!(spans[6].parent_span_id, [5; 8]);
     }
 }

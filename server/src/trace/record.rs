@@ -52,26 +52,60 @@ pub struct Record {
     pub times: Times,
     /// Triton mode: the trace setting's `log_frequency` when it was traced.
     pub log_frequency: u32,
+    /// An ensemble's request: its steps' requests, in the order they ended.
+    pub steps: Vec<StepSpan>,
 }
 
 impl Record {
-    /// Triton's compute events, when the request ran: the execution's
-    /// phases laid end to end from its start.
+    /// Triton's compute events, when the request ran.
     pub fn compute_events(&self) -> Option<[(&'static str, u64); 4]> {
-        let e = &self.execution;
-        if e.id == 0 {
-            return None;
-        }
-        let start = self.times.compute_start;
-        let input_end = start + e.input.as_nanos() as u64;
-        let output_start = input_end + e.infer.as_nanos() as u64;
-        Some([
-            ("COMPUTE_START", start),
-            ("COMPUTE_INPUT_END", input_end),
-            ("COMPUTE_OUTPUT_START", output_start),
-            ("COMPUTE_END", output_start + e.output.as_nanos() as u64),
-        ])
+        compute_events(&self.execution, self.times.compute_start)
     }
+}
+
+/// One step of a traced ensemble request: the step model's request, a
+/// child of the ensemble's model span (of the step's span, for the steps of
+/// an ensemble that is itself a step). Times are Unix nanoseconds.
+pub struct StepSpan {
+    pub span_id: [u8; 8],
+    pub compute_span: [u8; 8],
+    pub parent: [u8; 8],
+    /// Numbered like requests, for Triton's trace file, where the parent
+    /// is named by its number.
+    pub number: u64,
+    pub parent_number: u64,
+    /// The position in the ensemble's config, from 0.
+    pub step: usize,
+    pub model: String,
+    pub version: u64,
+    pub started: u64,
+    pub compute_start: u64,
+    pub answered: u64,
+    pub execution: Execution,
+    pub batch_rows: usize,
+    pub error: Option<String>,
+}
+
+impl StepSpan {
+    pub fn compute_events(&self) -> Option<[(&'static str, u64); 4]> {
+        compute_events(&self.execution, self.compute_start)
+    }
+}
+
+/// Triton's compute events of an execution that started at `start`: its
+/// phases laid end to end; `None` when there was none.
+fn compute_events(e: &Execution, start: u64) -> Option<[(&'static str, u64); 4]> {
+    if e.id == 0 {
+        return None;
+    }
+    let input_end = start + e.input.as_nanos() as u64;
+    let output_start = input_end + e.infer.as_nanos() as u64;
+    Some([
+        ("COMPUTE_START", start),
+        ("COMPUTE_INPUT_END", input_end),
+        ("COMPUTE_OUTPUT_START", output_start),
+        ("COMPUTE_END", output_start + e.output.as_nanos() as u64),
+    ])
 }
 
 /// A traced request's moments, in Unix nanoseconds.

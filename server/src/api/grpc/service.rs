@@ -405,8 +405,8 @@ impl GrpcInferenceService for InferenceService {
             engine.api_unload(&r.model_name, dependents).await
         }
         .await
-            .map(|()| Response::new(RepositoryModelUnloadResponse {}))
-            .map_err(crate::error::status);
+        .map(|()| Response::new(RepositoryModelUnloadResponse {}))
+        .map_err(crate::error::status);
         observe("RepositoryModelUnload", started, result)
     }
 
