@@ -27,7 +27,7 @@ use super::load::{self, LoadOptions};
 use super::model::{BoxFuture, Composite, ModelVersion};
 use super::repository::model_config::{self, ModelSpec};
 use super::request::{InferRequest, RequestedOutput};
-use super::tap::{StepRun, Timing};
+use super::tap::{Context, Exchange, Kind, StepRun, Timing};
 
 /// Triton's platform name for an ensemble.
 pub const PLATFORM: &str = "ensemble";
@@ -414,10 +414,7 @@ impl Ensemble {
                     })?;
                     let step_req = self.step_request(i, &req, &values, &wanted_tensor);
                     models[i] = Some(Arc::clone(&model));
-                    running.push(Box::pin(async move {
-                        let (result, timing) = model.infer(step_req).await;
-                        (i, result, timing)
-                    }));
+                    running.push(Box::pin(step_run(i, model, step_req)));
                 }
             }
             if running.is_empty() {
@@ -552,6 +549,33 @@ fn check_order(steps: &[Step]) -> std::result::Result<(), String> {
             stuck.join(", ")
         )),
     }
+}
+
+/// Runs step `i`'s request on its model, which counts it; the model's own
+/// taps (a monitor, a payload log set on that model) see it as a step.
+async fn step_run(
+    i: usize,
+    model: Arc<ModelVersion>,
+    req: InferRequest,
+) -> (usize, Result<crate::request::InferResponse>, Timing) {
+    if model.taps.is_empty() {
+        let (result, timing) = model.infer(req).await;
+        return (i, result, timing);
+    }
+    let context = Context::internal();
+    let kept = model.taps.wants_request().then(|| Arc::new(req.clone()));
+    model.taps.begin(&model.view(), &context);
+    let (result, timing) = model.infer(req).await;
+    model.taps.observe(&Exchange {
+        kind: Kind::Step,
+        model: model.view(),
+        variant: None,
+        context: &context,
+        request: kept.as_ref(),
+        result: &result,
+        timing: timing.clone(),
+    });
+    (i, result, timing)
 }
 
 /// Awaits whichever running step finishes first and takes it out.

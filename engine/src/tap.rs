@@ -268,6 +268,10 @@ pub enum Kind {
     /// the shadow variant's version after the client had its answer; its
     /// answer goes nowhere but the comparison.
     Shadow,
+    /// A step of an ensemble's request: the step model's request, seen by
+    /// that model's own taps (its monitor sees the pipeline's traffic);
+    /// the server-wide taps see the ensemble's request instead.
+    Step,
 }
 
 /// One request and its outcome, as observers see it.

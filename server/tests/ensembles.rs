@@ -130,7 +130,30 @@ ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
             step("flat", "x", "y")
         ),
     );
+    // A step whose model fails (the mock backend's `fail`).
+    write(
+        &repo.join("broken/config.pbtxt"),
+        &format!(
+            "name: \"broken\"\nbackend: \"mock\"\nmax_batch_size: 8\ninput [ {} ]\noutput [ {} ]",
+            fp32("x"),
+            fp32("y")
+        ),
+    );
+    write(&repo.join("broken/1/model.mock"), "fail kaboom");
+    ensemble(
+        &repo,
+        "breaks",
+        &format!(
+            "max_batch_size: 8\ninput [ {} ]\noutput [ {} ]\nensemble_scheduling {{ step [ {}, {} ] }}",
+            fp32("x"),
+            fp32("y"),
+            step("double", "x", "t"),
+            step("broken", "t", "y")
+        ),
+    );
     let s = TestServer::start(config(&repo)).await;
+    let r = s.post_json("/v2/models/breaks/infer", &infer_body()).await;
+    expect_error(r, 500, "ensemble 'breaks' step 2 (model 'broken'): ").await;
     let answer = s.infer_json("mixed", &infer_body()).await;
     assert_eq!(
         floats(output(&answer, "y")),
@@ -206,6 +229,23 @@ ensemble_scheduling { step [ { model_name: "add_sub" model_version: -1
         floats(output(&answer, "w")),
         x.iter().map(|v| v * 12.0).collect::<Vec<f32>>()
     );
+
+    // Metrics per ensemble and per step model.
+    let metrics = s.metrics().await;
+    for (series, at_least) in [
+        ("nv_inference_request_success{model=\"pipe\",version=\"1\"}", 2.0),
+        ("nv_inference_request_success{model=\"triple\",version=\"1\"}", 3.0),
+        (
+            "nv_inference_request_failure{model=\"breaks\",version=\"1\",reason=\"BACKEND\"}",
+            1.0,
+        ),
+        (
+            "nv_inference_request_failure{model=\"broken\",version=\"1\",reason=\"BACKEND\"}",
+            1.0,
+        ),
+    ] {
+        assert!(sample(&metrics, series) >= at_least, "{series} below {at_least}");
+    }
 
     // A bad request fails naming the input, before any step runs.
     let r = s

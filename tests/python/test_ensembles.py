@@ -153,3 +153,56 @@ def test_class_count_through_the_image_pipeline_uses_the_writing_steps_labels(qu
         order = np.argsort(-row, kind="stable")[:3]
         want = [f"{row[i]:.6f}:{i}:{labels[i]}" for i in order]
         assert [s.decode() if isinstance(s, bytes) else s for s in answer] == want
+
+
+def test_a_step_models_own_payload_log_sees_the_pipelines_traffic():
+    """A payload log set on fraud_mlp alone logs its step requests inside
+    fraud_pipeline (the scaled features it saw), and the pipeline's answer
+    equals what fraud_mlp answered."""
+    import json
+    import threading
+    import time
+
+    from post_server import serve_posts
+
+    events, lock = [], threading.Lock()
+
+    def post(path, headers, body):
+        with lock:
+            events.append((headers, body))
+        return 200
+
+    sink, url = serve_posts(post)
+    repo = os.path.join(tempfile.mkdtemp(prefix="quiver-ensemble-log-"), "repo")
+    for m in ("fraud_scaler", "fraud_mlp", "fraud_pipeline"):
+        shutil.copytree(os.path.join(MODELS, m), os.path.join(repo, m))
+    config = os.path.join(repo, "fraud_mlp", "config.pbtxt")
+    with open(config, "a") as f:
+        f.write(f'parameters {{ key: "payload_log_url" value: {{ string_value: "{url}" }} }}\n')
+    s = QuiverServer(repository=repo)
+    try:
+        case = GOLDEN["fraud_pipeline"]
+        raw = np.asarray(case["inputs"][0]["data"], dtype=np.float32).reshape(case["inputs"][0]["shape"])
+        h = httpclient.InferenceServerClient(s.http)
+        x = httpclient.InferInput("raw", list(raw.shape), "FP32")
+        x.set_data_from_numpy(raw, binary_data=False)
+        answer = h.infer("fraud_pipeline", [x]).as_numpy("probabilities")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            with lock:
+                if len(events) >= 2:
+                    break
+            time.sleep(0.05)
+    finally:
+        s.stop()
+        sink.shutdown()
+    by_type = {hd["ce-type"].rsplit(".", 1)[1]: (hd, json.loads(body)) for hd, body in events}
+    assert set(by_type) == {"request", "response"}, [hd["ce-type"] for hd, _ in events]
+    request, response = by_type["request"][1], by_type["response"][1]
+    assert by_type["request"][0]["ce-id"] == by_type["response"][0]["ce-id"]
+    # What fraud_mlp saw: the scaler's output, the standardised features.
+    seen = np.asarray(request["inputs"][0]["data"], dtype=np.float32).reshape(raw.shape)
+    assert request["inputs"][0]["name"] == "input"
+    assert np.abs(seen).max() < 10 and np.abs(raw).max() > 10
+    logged = np.asarray(response["outputs"][0]["data"], dtype=np.float32).reshape(answer.shape)
+    np.testing.assert_array_equal(logged, answer)
