@@ -91,6 +91,22 @@ pub struct Ensemble {
     /// The ensemble's outputs, by position in its spec: tensor indices.
     outputs: Vec<usize>,
     live: Arc<LiveModels>,
+    /// `max_inflight_requests`: requests running at once at most; more are
+    /// refused at once (429 / RESOURCE_EXHAUSTED), as a full queue is.
+    max_inflight: Option<usize>,
+    inflight: std::sync::atomic::AtomicUsize,
+}
+
+/// The ensemble config parameter that bounds its requests in flight.
+pub const MAX_INFLIGHT_PARAMETER: &str = "max_inflight_requests";
+
+/// A request's place among those in flight, given back when it ends.
+struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// `a` and `b` can describe the same tensor: same rank, and every
@@ -258,6 +274,18 @@ impl Ensemble {
             outputs.push(t);
         }
         check_order(&steps)?;
+        let max_inflight = match config.parameters.get(MAX_INFLIGHT_PARAMETER) {
+            None => None,
+            Some(p) => match p.string_value.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(format!(
+                        "parameter '{MAX_INFLIGHT_PARAMETER}' is '{}'; it must be a positive integer",
+                        p.string_value
+                    ));
+                }
+            },
+        };
         let ensemble = Ensemble {
             name: spec.name.clone(),
             steps,
@@ -265,6 +293,8 @@ impl Ensemble {
             inputs,
             outputs,
             live,
+            max_inflight,
+            inflight: Default::default(),
         };
         let needed = ensemble.needed(&ensemble.outputs);
         if let Some(i) = needed.iter().position(|n| !n) {
@@ -290,6 +320,24 @@ impl Ensemble {
             });
         }
         Ok(ensemble)
+    }
+
+    /// A place for one more request in flight, or the refusal when
+    /// `max_inflight_requests` are running.
+    fn admit(&self) -> Result<InFlight<'_>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let before = self.inflight.fetch_add(1, Relaxed);
+        let slot = InFlight(&self.inflight);
+        match self.max_inflight {
+            Some(max) if before >= max => Err(Error::new(
+                crate::error::ErrorKind::ResourceExhausted,
+                format!(
+                    "ensemble '{}' already runs {max} requests ({MAX_INFLIGHT_PARAMETER})",
+                    self.name
+                ),
+            )),
+            _ => Ok(slot),
+        }
     }
 
     /// Which steps the tensors `wanted` need, directly or through others.
@@ -370,6 +418,7 @@ impl Ensemble {
         wanted: Vec<String>,
         runs: &mut Vec<StepRun>,
     ) -> Result<Vec<Tensor>> {
+        let _slot = self.admit()?;
         let position = |name: &str, of: &[usize]| of.iter().copied().find(|&t| self.tensors[t].name == name);
         let wanted: Vec<usize> = wanted
             .iter()

@@ -642,3 +642,60 @@ async fn the_demo_pipelines_answer_as_their_steps_called_in_turn() {
     }
     s.stop().await;
 }
+
+/// `max_inflight_requests` on an ensemble: a request beyond it is refused
+/// at once with 429 naming the bound, the ones running finish; a bad value
+/// fails the load naming the parameter.
+#[tokio::test]
+async fn max_inflight_requests_bounds_an_ensemble() {
+    let repo = temp_dir("ensemble-inflight");
+    write(
+        &repo.join("slow/config.pbtxt"),
+        &format!(
+            "name: \"slow\"\nbackend: \"mock\"\nmax_batch_size: 8\ninput [ {} ]\noutput [ {} ]",
+            fp32("x"),
+            fp32("y")
+        ),
+    );
+    write(&repo.join("slow/1/model.mock"), "sleep 2000");
+    let body = |value: &str| {
+        format!(
+            "max_batch_size: 8\ninput [ {} ]\noutput [ {} ]\nparameters {{ key: \"max_inflight_requests\" value: {{ string_value: \"{value}\" }} }}\nensemble_scheduling {{ step [ {} ] }}",
+            fp32("x"),
+            fp32("y"),
+            step("slow", "x", "y")
+        )
+    };
+    ensemble(&repo, "one_at_a_time", &body("1"));
+    ensemble(&repo, "bad_bound", &body("zero"));
+    let s = Arc::new(TestServer::start(config(&repo)).await);
+    let row = s.index_row("bad_bound", "1").await;
+    assert!(
+        row["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("parameter 'max_inflight_requests' is 'zero'"),
+        "{row}"
+    );
+    let first = {
+        let s = Arc::clone(&s);
+        tokio::spawn(async move {
+            s.post_json("/v2/models/one_at_a_time/infer", &infer_body())
+                .await
+                .status()
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = s.post_json("/v2/models/one_at_a_time/infer", &infer_body()).await;
+    expect_error(r, 429, "already runs 1 requests (max_inflight_requests)").await;
+    assert!(!first.is_finished(), "the refusal waited for the running request");
+    assert_eq!(first.await.unwrap(), 200);
+    // Its place is given back: the next one runs.
+    assert_eq!(
+        s.post_json("/v2/models/one_at_a_time/infer", &infer_body())
+            .await
+            .status(),
+        200
+    );
+    Arc::into_inner(s).unwrap().stop().await;
+}
