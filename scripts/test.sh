@@ -37,9 +37,10 @@ fi
 ORT_PACKAGE=onnxruntime-gpu ORT_DEST="$root/.cache/onnxruntime-gpu" ./scripts/fetch-onnxruntime.sh
 ./scripts/fetch-libtorch.sh
 # The TLS tests make their certificates with the openssl command line; the
-# monitoring suite starts Debian's Prometheus (and runs promtool).
-if ! command -v openssl > /dev/null || ! command -v prometheus > /dev/null; then
-  apt-get update -q && apt-get install -y -q --no-install-recommends openssl prometheus
+# monitoring suite starts Debian's Prometheus (and runs promtool); the cache
+# suite starts Debian's redis-server.
+if ! command -v openssl > /dev/null || ! command -v prometheus > /dev/null || ! command -v redis-server > /dev/null; then
+  apt-get update -q && apt-get install -y -q --no-install-recommends openssl prometheus redis-server
 fi
 export ORT_DYLIB_PATH="$root/.cache/onnxruntime/libonnxruntime.so"
 # ONNX Runtime's telemetry writes under XDG_CACHE_HOME; keep it out of $HOME.
@@ -78,7 +79,7 @@ export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
 # line, probes and grace period in every manifest.
 "$root/.venv/registry/bin/python" scripts/check-manifests.py
 cd tests/python
-"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py test_onnx_backend_models.py test_logging.py test_log_settings.py test_tracing.py test_classification.py test_ensembles.py
+"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py test_onnx_backend_models.py test_logging.py test_log_settings.py test_tracing.py test_classification.py test_ensembles.py test_cache.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py
 "$root/.venv/registry/bin/python" -m pytest -q -p no:cacheprovider test_registry.py
 "$root/.venv/monitoring/bin/python" -m pytest -q -p no:cacheprovider test_monitoring.py

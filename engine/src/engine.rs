@@ -79,6 +79,9 @@ pub struct Engine {
     pub(crate) taps: crate::tap::Taps,
     /// What makes a version's own taps when it loads.
     pub(crate) tap_factories: Vec<Arc<dyn crate::tap::TapFactory>>,
+    /// The response cache (`--cache-config`), for the models whose config
+    /// enables it.
+    pub(crate) cache: Option<Arc<dyn crate::cache::ResponseCache>>,
 }
 
 impl Engine {
@@ -96,7 +99,20 @@ impl Engine {
             polls: Default::default(),
             taps: Default::default(),
             tap_factories: Vec::new(),
+            cache: None,
         }
+    }
+
+    /// Keeps the answers of the models whose config enables
+    /// `response_cache` in `cache`.
+    pub fn with_cache(mut self, cache: Arc<dyn crate::cache::ResponseCache>) -> Engine {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Whether the server has a response cache.
+    pub fn has_cache(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// Adds a tap that sees every request of every model.

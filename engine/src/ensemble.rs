@@ -672,6 +672,16 @@ impl Composite for Ensemble {
     fn models(&self) -> Vec<String> {
         self.steps.iter().map(|s| s.model.clone()).collect()
     }
+
+    fn identity(&self) -> Option<u64> {
+        let mut identity = 0u64;
+        for step in &self.steps {
+            let model = self.live.resolve(&step.model, step.version.as_deref()).ok()?;
+            let part = model.identity()? ^ model.version.rotate_left(32);
+            identity = (identity ^ part).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(23);
+        }
+        Some(identity)
+    }
 }
 
 /// Loads one version of an ensemble: its spec from its config, its steps

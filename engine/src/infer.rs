@@ -11,25 +11,29 @@
 //! observers see the request and its outcome: the variant's traffic
 //! statistics, its shadow copy, and the taps (`tap.rs`).
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
+use super::cache::{Key, ResponseCache};
 use super::error::Result;
 use super::model::{ModelVersion, Priority};
 use super::request::{InferRequest, InferResponse};
-use super::tap::{Context, Exchange, Kind, Taps};
+use super::tap::{Context, Exchange, Kind, Taps, Timing};
 use super::traffic::{Traffic, VARIANT_HEADER};
 use crate::engine::Engine;
 
 /// Where a request goes: the version, the variant that chose it, the shadow
-/// it is also sent to, and the server-wide taps that watch it.
+/// it is also sent to, the server-wide taps that watch it, and the response
+/// cache when the server has one.
 pub struct Route<'e> {
     pub model: Arc<ModelVersion>,
     variant: Option<(Arc<Traffic>, usize)>,
     shadow: Option<(Arc<ModelVersion>, OwnedSemaphorePermit)>,
     /// Borrowed from the engine: no reference count touched per request.
     taps: &'e Taps,
+    cache: Option<&'e dyn ResponseCache>,
 }
 
 impl Engine {
@@ -43,11 +47,13 @@ impl Engine {
     /// label) is served as asked; otherwise the model's policy, if it has
     /// one, picks a variant by the request's headers.
     pub fn route(&self, name: &str, version: Option<&str>, context: &Context<'_>) -> Result<Route<'_>> {
+        let cache = self.cache.as_deref();
         let plain = |model| Route {
             model,
             variant: None,
             shadow: None,
             taps: &self.taps,
+            cache,
         };
         if version.is_some_and(|v| !v.is_empty()) {
             return Ok(plain(self.resolve(name, version)?));
@@ -84,6 +90,7 @@ impl Engine {
             variant: Some((Arc::clone(t), i)),
             shadow,
             taps: &self.taps,
+            cache,
         })
     }
 }
@@ -103,7 +110,13 @@ impl Route<'_> {
             variant,
             shadow,
             taps,
+            cache,
         } = self;
+        // The cache, when the model asks for it and every step of an
+        // ensemble can run (else its identity is unknown: no caching).
+        let cache = cache
+            .filter(|_| model.caches())
+            .and_then(|c| Some((c, model.identity()?)));
         let observed = !taps.is_empty() || !model.taps.is_empty();
         let keep = shadow.is_some() || (observed && (taps.wants_request() || model.taps.wants_request()));
         // Shared by the taps (one clone of names and shapes, whoever keeps it).
@@ -113,14 +126,20 @@ impl Route<'_> {
             taps.begin(&view, context);
             model.taps.begin(&view, context);
         }
+        let run = async {
+            match cache {
+                None => model.infer(req).await,
+                Some((cache, identity)) => cached(cache, identity, &model, req).await,
+            }
+        };
         let (result, timing) = match context.trace() {
-            None => model.infer(req).await,
+            None => run.await,
             // A traced request's log lines name its trace and span. The
             // request path logs at debug only: below that the span is off
             // and costs one level check.
             Some(ids) => {
                 let span = tracing::debug_span!("request", trace_id = %ids.trace_hex(), span_id = %ids.span_hex());
-                model.infer(req).instrument(span).await
+                run.instrument(span).await
             }
         };
         if let Some((t, i)) = &variant {
@@ -144,6 +163,50 @@ impl Route<'_> {
         }
         result
     }
+}
+
+/// Runs a request through the response cache: a hit is answered from it
+/// (and counted as the version's success, as Triton counts it); a miss runs
+/// on the version and stores a successful answer. Each lookup counts once,
+/// as a hit or a miss, with the cache's part of the time.
+async fn cached(
+    cache: &dyn ResponseCache,
+    identity: u64,
+    model: &ModelVersion,
+    req: InferRequest,
+) -> (Result<InferResponse>, Timing) {
+    let started = Instant::now();
+    let hash = {
+        let key = Key::new(model, identity, &req);
+        if let Some(outputs) = cache.get(&key).await {
+            let mut timing = Timing::start();
+            timing.started = started;
+            timing.elapsed = started.elapsed();
+            model.stats.cache_lookup(true, timing.elapsed);
+            model.stats.request(Ok(()), timing.elapsed);
+            let answer = InferResponse {
+                model_name: model.name().to_owned(),
+                model_version: model.version.to_string(),
+                id: req.id,
+                outputs,
+            };
+            return (Ok(answer), timing);
+        }
+        key.hash
+    };
+    let lookup = started.elapsed();
+    // The run takes the request; the store needs its key after: a copy
+    // whose tensors share the request's bytes.
+    let copy = req.clone();
+    let (result, timing) = model.infer(req).await;
+    let store = Instant::now();
+    if let Ok(answer) = &result {
+        cache
+            .put(&Key::with_hash(model, identity, &copy, hash), &answer.outputs)
+            .await;
+    }
+    model.stats.cache_lookup(false, lookup + store.elapsed());
+    (result, timing)
 }
 
 /// Sends the shadow copy of an answered request to the shadow variant's

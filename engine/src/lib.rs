@@ -4,6 +4,7 @@
 //! it so (this crate does not depend on axum, hyper, tonic or clap).
 pub mod admission;
 pub mod batcher;
+pub mod cache;
 pub mod classify;
 pub mod codec;
 pub mod compare;

@@ -435,6 +435,13 @@ impl Engine {
                             continue;
                         }
                     };
+                    if m.caches() && !self.has_cache() {
+                        tracing::warn!(
+                            model = name,
+                            version = v,
+                            "response_cache is enabled but the server has no cache (--cache-config): answers are computed"
+                        );
+                    }
                     publish_provenance(&mut m);
                     tracing::info!(
                         model = name,

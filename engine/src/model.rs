@@ -52,6 +52,11 @@ pub trait Composite: Send + Sync {
     fn unavailable(&self) -> Option<String>;
     /// The models it runs, for the dependency loads.
     fn models(&self) -> Vec<String>;
+    /// What its answers depend on besides its own config: the versions its
+    /// steps resolve to now (the response cache's key holds it, so a step
+    /// swapped in never answers from the old step's cache); `None` when a
+    /// step cannot run.
+    fn identity(&self) -> Option<u64>;
 }
 
 /// A boxed future: how a composite's run nests (an ensemble of ensembles
@@ -70,6 +75,20 @@ pub enum Priority {
 impl ModelVersion {
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// What the response cache keys this version's answers by: its content
+    /// fingerprint, and for an ensemble its steps' as they serve now.
+    pub fn identity(&self) -> Option<u64> {
+        match &self.composite {
+            None => Some(self.fingerprint),
+            Some(c) => c.identity().map(|steps| self.fingerprint.rotate_left(17) ^ steps),
+        }
+    }
+
+    /// Whether its config asks for the response cache.
+    pub fn caches(&self) -> bool {
+        self.config.response_cache.as_ref().is_some_and(|c| c.enable)
     }
 
     /// What taps see of this version.

@@ -40,6 +40,9 @@ pub struct VersionStats {
     pub compute_input: DurationStat,
     pub compute_infer: DurationStat,
     pub compute_output: DurationStat,
+    /// Answered from the response cache, and looked up there in vain.
+    pub cache_hit: DurationStat,
+    pub cache_miss: DurationStat,
     pub inference_count: AtomicU64,
     pub execution_count: AtomicU64,
     /// Milliseconds since the epoch of the last completed request.
@@ -59,6 +62,8 @@ impl VersionStats {
             compute_input: DurationStat::default(),
             compute_infer: DurationStat::default(),
             compute_output: DurationStat::default(),
+            cache_hit: DurationStat::default(),
+            cache_miss: DurationStat::default(),
             inference_count: AtomicU64::new(0),
             execution_count: AtomicU64::new(0),
             last_inference_ms: AtomicU64::new(0),
@@ -83,6 +88,16 @@ impl VersionStats {
         self.metrics.pending(-1);
         self.queue.add(1, waited);
         self.metrics.queued(waited);
+    }
+
+    /// A response cache lookup: hits and misses add up to the lookups,
+    /// exactly; `took` is the cache's part (lookup, and the store on a miss).
+    pub fn cache_lookup(&self, hit: bool, took: Duration) {
+        match hit {
+            true => self.cache_hit.add(1, took),
+            false => self.cache_miss.add(1, took),
+        }
+        self.metrics.cache_lookup(hit, took);
     }
 
     pub fn cancelled(&self) {
@@ -139,6 +154,8 @@ pub struct StatsSnapshot {
     pub compute_input: (u64, u64),
     pub compute_infer: (u64, u64),
     pub compute_output: (u64, u64),
+    pub cache_hit: (u64, u64),
+    pub cache_miss: (u64, u64),
     pub batches: BTreeMap<u64, BatchStat>,
 }
 
@@ -156,6 +173,8 @@ impl VersionStats {
             compute_input: self.compute_input.get(),
             compute_infer: self.compute_infer.get(),
             compute_output: self.compute_output.get(),
+            cache_hit: self.cache_hit.get(),
+            cache_miss: self.cache_miss.get(),
             batches: self.batch_stats(),
         }
     }

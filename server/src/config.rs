@@ -546,12 +546,30 @@ pub struct Config {
     #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", hide = true)]
     pub otel_traces_sampler_arg: Option<String>,
 
+    /// Triton's --cache-config, repeatable: `local,size=BYTES` keeps answers
+    /// in this process (least recently used out first), `redis,host=H`,
+    /// `redis,port=P`, ... in a Redis shared by replicas. Models enable it
+    /// with `response_cache { enable: true }` (docs/compatibility.md).
+    #[arg(long = "cache-config", value_name = "CACHE,KEY=VALUE")]
+    pub cache_config: Vec<String>,
+
+    /// Triton's older flag: a local response cache of this many bytes.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub response_cache_byte_size: Option<usize>,
+
     /// Exit at start-up if a model that should serve fails to load (Triton's
     /// --exit-on-error, whose default is true). quiver's default is false:
     /// one broken model does not take the others down.
     #[arg(long, env = "QUIVER_EXIT_ON_ERROR", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     pub exit_on_error: bool,
+}
+
+/// The response cache the server keeps answers in.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CacheConfig {
+    Local { size: usize },
+    Redis(crate::redis_cache::Settings),
 }
 
 impl Config {
@@ -753,9 +771,42 @@ impl Config {
         Ok(settings)
     }
 
+    /// The response cache `--cache-config` describes, if any.
+    pub fn cache(&self) -> Result<Option<CacheConfig>, String> {
+        let mut local: Option<usize> = self.response_cache_byte_size;
+        let mut redis: Option<crate::redis_cache::Settings> = None;
+        for entry in &self.cache_config {
+            let bad = |why: &str| format!("--cache-config {entry}: {why}");
+            let (cache, setting) = entry.split_once(',').ok_or_else(|| bad("expected CACHE,KEY=VALUE"))?;
+            let (key, value) = setting.split_once('=').ok_or_else(|| bad("expected CACHE,KEY=VALUE"))?;
+            match cache {
+                "local" => match key {
+                    "size" => {
+                        let size: usize = value.trim().parse().map_err(|_| bad("size is a number of bytes"))?;
+                        local = Some(size);
+                    }
+                    _ => return Err(bad("the local cache takes size=BYTES")),
+                },
+                "redis" => redis
+                    .get_or_insert_with(Default::default)
+                    .set(key, value)
+                    .map_err(|e| bad(&e))?,
+                _ => return Err(bad("the caches are local and redis")),
+            }
+        }
+        match (local, redis) {
+            (Some(_), Some(_)) => Err("--cache-config: one cache at a time, local or redis".into()),
+            (Some(0), None) => Err("--cache-config local,size: the size must be more than 0".into()),
+            (Some(size), None) => Ok(Some(CacheConfig::Local { size })),
+            (None, Some(r)) => Ok(Some(CacheConfig::Redis(r))),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Checks that hold across fields; run once at start-up.
     pub fn validate(&self) -> Result<(), String> {
         self.trace()?;
+        self.cache()?;
         if self.default_max_batch_size < 0 {
             return Err("--default-max-batch-size must be 0 or more".into());
         }

@@ -11,6 +11,7 @@ pub mod gpu_metrics;
 mod listeners;
 pub mod logging;
 pub mod payload_log;
+pub mod redis_cache;
 pub mod sources;
 mod startup;
 pub mod telemetry;

@@ -12,7 +12,7 @@ use quiver_engine::tap::{Tap, TapFactory};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ControlMode};
+use crate::config::{CacheConfig, Config, ControlMode};
 use crate::sources;
 
 /// What an embedding program or a test adds to the engine's request path
@@ -69,6 +69,17 @@ fn open(config: &Config, options: LoadOptions) -> anyhow::Result<Sourced> {
         (PathBuf::from(&repository), None)
     };
     let mut engine = Engine::new(root.clone(), options);
+    match config.cache().map_err(anyhow::Error::msg)? {
+        None => {}
+        Some(CacheConfig::Local { size }) => {
+            tracing::info!(bytes = size, "response cache: local");
+            engine = engine.with_cache(Arc::new(quiver_engine::cache::LocalCache::new(size)));
+        }
+        Some(CacheConfig::Redis(settings)) => {
+            tracing::info!(host = settings.host, port = settings.port, "response cache: redis");
+            engine = engine.with_cache(Arc::new(crate::redis_cache::RedisCache::new(settings)));
+        }
+    }
     if let Some(m) = &mirror {
         engine = engine.with_fetch(Arc::clone(m) as Arc<dyn quiver_engine::Fetch>);
     }

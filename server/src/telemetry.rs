@@ -26,6 +26,8 @@ pub const SOURCE_OBJECTS_FETCHED: &str = "quiver_source_objects_fetched_total";
 pub const SOURCE_BYTES_FETCHED: &str = "quiver_source_bytes_fetched_total";
 // One POST of the payload log to its HTTP sink (docs/logging.md).
 pub const PAYLOAD_LOG_SEND_SECONDS: &str = "quiver_payload_log_send_seconds";
+// The Redis response cache's failed commands, by op (get, put).
+pub const RESPONSE_CACHE_ERRORS: &str = "quiver_response_cache_errors_total";
 
 /// Installs the process-wide recorder once and returns its handle. Metric
 /// handles created before this call would be no-ops, so `start` calls it first.

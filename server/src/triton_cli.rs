@@ -39,9 +39,10 @@ pub const IGNORED: &[(&str, &str)] = &[
         "no rate limiter: admission budgets bound the work in flight",
     ),
     ("rate-limit-resource", "no rate limiter"),
-    ("response-cache-byte-size", "no response cache"),
-    ("cache-config", "no response cache"),
-    ("cache-directory", "no response cache"),
+    (
+        "cache-directory",
+        "the local cache is built in, and redis is the only other cache",
+    ),
     (
         "trace-file",
         "Triton's old trace flag: use --trace-config triton,file=PATH",

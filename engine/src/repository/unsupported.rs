@@ -106,9 +106,6 @@ pub fn review(config: &ModelConfig) -> Result<Vec<String>, String> {
     if !config.metric_tags.is_empty() {
         ignored.push("metric_tags".into());
     }
-    if config.response_cache.as_ref().is_some_and(|c| c.enable) {
-        ignored.push("response_cache (answers are computed every time)".into());
-    }
     let mut unknown: Vec<&String> = config
         .parameters
         .keys()
@@ -166,7 +163,6 @@ mod tests {
             vec![
                 "optimization.input_pinned_memory (GPU instances always use pinned memory)",
                 "metric_tags",
-                "response_cache (answers are computed every time)",
                 "parameters 'enable_mem_pattern'"
             ]
         );

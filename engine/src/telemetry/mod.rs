@@ -38,6 +38,20 @@ impl VersionMetrics {
         s.request_seconds.record(elapsed.as_secs_f64());
     }
 
+    /// A lookup of the response cache: a hit (answered from it) or a miss
+    /// (looked up, computed, stored), with the cache's part of the time.
+    pub fn cache_lookup(&self, hit: bool, took: Duration) {
+        let s = &self.series;
+        let us = took.as_micros() as u64;
+        if hit {
+            s.cache_hits.fetch_add(1, Relaxed);
+            s.cache_hit_us.fetch_add(us, Relaxed);
+        } else {
+            s.cache_misses.fetch_add(1, Relaxed);
+            s.cache_miss_us.fetch_add(us, Relaxed);
+        }
+    }
+
     pub fn queued(&self, wait: Duration) {
         self.series.queue_us.fetch_add(wait.as_micros() as u64, Relaxed);
         self.series.queue_seconds.record(wait.as_secs_f64());
@@ -113,4 +127,15 @@ pub fn validation_passed(model: &str) {
 /// Appends the live versions' series to a Prometheus text exposition.
 pub fn render_versions(out: &mut String) {
     versions::render(out);
+}
+
+/// The local response cache after a store: what it holds, and what it
+/// evicted to make room.
+pub fn cache_usage(entries: usize, bytes: usize, capacity: usize, evicted: u64) {
+    gauge!(CACHE_ENTRIES).set(entries as f64);
+    gauge!(CACHE_BYTES).set(bytes as f64);
+    gauge!(CACHE_CAPACITY_BYTES).set(capacity as f64);
+    if evicted > 0 {
+        counter!(CACHE_EVICTIONS).increment(evicted);
+    }
 }

@@ -10,6 +10,16 @@ pub const COMPUTE_INPUT_DURATION_US: &str = "nv_inference_compute_input_duration
 pub const COMPUTE_INFER_DURATION_US: &str = "nv_inference_compute_infer_duration_us";
 pub const COMPUTE_OUTPUT_DURATION_US: &str = "nv_inference_compute_output_duration_us";
 pub const PENDING_REQUESTS: &str = "nv_inference_pending_request_count";
+// Triton's response cache counters per model version (durations in microseconds).
+pub const CACHE_HITS: &str = "nv_cache_num_hits_per_model";
+pub const CACHE_MISSES: &str = "nv_cache_num_misses_per_model";
+pub const CACHE_HIT_DURATION_US: &str = "nv_cache_hit_duration_per_model";
+pub const CACHE_MISS_DURATION_US: &str = "nv_cache_miss_duration_per_model";
+// The local response cache as a whole.
+pub const CACHE_ENTRIES: &str = "quiver_response_cache_entries";
+pub const CACHE_BYTES: &str = "quiver_response_cache_bytes";
+pub const CACHE_CAPACITY_BYTES: &str = "quiver_response_cache_capacity_bytes";
+pub const CACHE_EVICTIONS: &str = "quiver_response_cache_evictions_total";
 
 // quiver's histograms (seconds, Prometheus convention) and counters.
 pub const REQUEST_SECONDS: &str = "quiver_inference_request_duration_seconds";

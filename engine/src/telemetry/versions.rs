@@ -84,6 +84,10 @@ pub struct Series {
     pub compute_output_us: AtomicU64,
     pub pending: AtomicI64,
     pub cancelled: AtomicU64,
+    pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
+    pub cache_hit_us: AtomicU64,
+    pub cache_miss_us: AtomicU64,
     pub request_seconds: Histogram,
     pub queue_seconds: Histogram,
     pub compute_seconds: Histogram,
@@ -128,6 +132,10 @@ impl Series {
             compute_output_us: zero(),
             pending: AtomicI64::new(0),
             cancelled: zero(),
+            cache_hits: zero(),
+            cache_misses: zero(),
+            cache_hit_us: zero(),
+            cache_miss_us: zero(),
             request_seconds: Histogram::new(LATENCY_BUCKETS),
             queue_seconds: Histogram::new(LATENCY_BUCKETS),
             compute_seconds: Histogram::new(LATENCY_BUCKETS),
@@ -166,7 +174,7 @@ pub fn render(out: &mut String) {
     if live.is_empty() {
         return;
     }
-    let counters: [(&str, Field<AtomicU64>); 9] = [
+    let counters: [(&str, Field<AtomicU64>); 13] = [
         (REQUEST_SUCCESS, |s| &s.success),
         (INFERENCE_COUNT, |s| &s.inference_count),
         (EXEC_COUNT, |s| &s.exec_count),
@@ -176,6 +184,10 @@ pub fn render(out: &mut String) {
         (COMPUTE_INFER_DURATION_US, |s| &s.compute_infer_us),
         (COMPUTE_OUTPUT_DURATION_US, |s| &s.compute_output_us),
         (CANCELLED, |s| &s.cancelled),
+        (CACHE_HITS, |s| &s.cache_hits),
+        (CACHE_MISSES, |s| &s.cache_misses),
+        (CACHE_HIT_DURATION_US, |s| &s.cache_hit_us),
+        (CACHE_MISS_DURATION_US, |s| &s.cache_miss_us),
     ];
     for (name, get) in counters {
         let _ = writeln!(out, "# TYPE {name} counter");

@@ -337,6 +337,8 @@ impl GrpcInferenceService for InferenceService {
                     compute_input: d(s.compute_input),
                     compute_infer: d(s.compute_infer),
                     compute_output: d(s.compute_output),
+                    cache_hit: d(s.cache_hit),
+                    cache_miss: d(s.cache_miss),
                 }),
                 batch_stats: s
                     .batches

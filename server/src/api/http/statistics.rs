@@ -25,6 +25,8 @@ fn model_json(s: &StatsSnapshot) -> Value {
             "compute_input": duration(s.compute_input),
             "compute_infer": duration(s.compute_infer),
             "compute_output": duration(s.compute_output),
+            "cache_hit": duration(s.cache_hit),
+            "cache_miss": duration(s.cache_miss),
         },
         "batch_stats": s.batches.iter().map(|(size, b)| json!({
             "batch_size": size,
