@@ -7,7 +7,8 @@
 #   throughput: quiver-loadtest, gRPC, concurrency 16, alternating rounds of
 #               image_pipeline / image_fused and fraud_pipeline / fraud_fused
 #   round trips: scripts/pipeline_client.py (tritonclient, concurrency 1):
-#               one call to the ensemble against the three (two) step calls
+#               one call to the ensemble against the three (two) step calls,
+#               over gRPC and over HTTP with JSON tensors
 #   ./scripts/ensemble-bench.sh   (ROUNDS=3 DURATION=8 CONCURRENCY=16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +38,10 @@ done
 for round in $(seq "${ROUNDS:-3}"); do
   taskset -c "${CLIENT_CPUS:-1}" "$py" scripts/pipeline_client.py "$grpc" "$duration" image_pipeline:raw:scores
   taskset -c "${CLIENT_CPUS:-1}" "$py" scripts/pipeline_client.py "$grpc" "$duration" \
+    image_preprocess:raw:image conv_net:image:probabilities calibrate:probabilities:scores
+  PROTOCOL=http-json taskset -c "${CLIENT_CPUS:-1}" "$py" scripts/pipeline_client.py "$http" "$duration" \
+    image_pipeline:raw:scores
+  PROTOCOL=http-json taskset -c "${CLIENT_CPUS:-1}" "$py" scripts/pipeline_client.py "$http" "$duration" \
     image_preprocess:raw:image conv_net:image:probabilities calibrate:probabilities:scores
   taskset -c "${CLIENT_CPUS:-1}" "$py" scripts/pipeline_client.py "$grpc" "$duration" fraud_pipeline:raw:probabilities
   taskset -c "${CLIENT_CPUS:-1}" "$py" scripts/pipeline_client.py "$grpc" "$duration" \

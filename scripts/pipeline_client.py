@@ -5,21 +5,27 @@ pipeline as the client calling each step model in turn, each answer sent on
 as the next call's input. Prints the pipelines per second and the latency
 percentiles.
 
-    pipeline_client.py GRPC_ADDR SECONDS MODEL:INPUT:OUTPUT [MODEL:INPUT:OUTPUT ...]
+    pipeline_client.py ADDR SECONDS MODEL:INPUT:OUTPUT [MODEL:INPUT:OUTPUT ...]
 
-One MODEL: one call per pipeline; several: the steps in turn."""
+One MODEL: one call per pipeline; several: the steps in turn. ADDR is the
+gRPC address, or with PROTOCOL=http-json the HTTP address (tritonclient.http
+with JSON tensors, as a client without the binary extension sends them)."""
+import os
 import sys
 import time
 
 import numpy as np
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 
 
 def main():
     addr, seconds, *steps = sys.argv[1:]
     steps = [s.split(":") for s in steps]
-    client = grpcclient.InferenceServerClient(addr.removeprefix("http://"))
-    meta = client.get_model_metadata(steps[0][0], as_json=True)
+    json_mode = os.environ.get("PROTOCOL") == "http-json"
+    lib = httpclient if json_mode else grpcclient
+    client = lib.InferenceServerClient(addr.removeprefix("http://"))
+    meta = client.get_model_metadata(steps[0][0]) if json_mode else client.get_model_metadata(steps[0][0], as_json=True)
     first = next(i for i in meta["inputs"] if i["name"] == steps[0][1])
     shape = [1] + [int(d) for d in first["shape"][1:]]
     rng = np.random.default_rng(0)
@@ -31,9 +37,14 @@ def main():
     def pipeline():
         value, datatype = data, first["datatype"]
         for model, inp, out in steps:
-            x = grpcclient.InferInput(inp, list(value.shape), datatype)
-            x.set_data_from_numpy(value)
-            value = client.infer(model, [x], outputs=[grpcclient.InferRequestedOutput(out)]).as_numpy(out)
+            x = lib.InferInput(inp, list(value.shape), datatype)
+            if json_mode:
+                x.set_data_from_numpy(value, binary_data=False)
+                asked = lib.InferRequestedOutput(out, binary_data=False)
+            else:
+                x.set_data_from_numpy(value)
+                asked = lib.InferRequestedOutput(out)
+            value = client.infer(model, [x], outputs=[asked]).as_numpy(out)
             datatype = "FP32"
         return value
 
@@ -45,7 +56,7 @@ def main():
         pipeline()
         latencies.append(time.perf_counter() - start)
     lat = np.array(latencies) * 1000
-    name = "+".join(s[0] for s in steps)
+    name = "+".join(s[0] for s in steps) + (" (HTTP JSON)" if json_mode else " (gRPC)")
     print(f"{name}: {len(lat) / float(seconds):.1f}/s p50 {np.percentile(lat, 50):.3f} ms "
           f"p99 {np.percentile(lat, 99):.3f} ms ({len(lat)} pipelines)")
 
