@@ -262,17 +262,22 @@ def conv2d(x, w, b):
     return np.einsum("nckhw,ock->nohw", cols, w.reshape(w.shape[0], w.shape[1], 9)) + b[None, :, None, None]
 
 
+def conv_net_probabilities(image):
+    """conv_net's forward pass in float64 numpy: its softmax probabilities."""
+    h = image.astype(np.float64)
+    for i in range(3):
+        w = numpy_helper.to_array(inits[2 * i]).astype(np.float64)
+        b = numpy_helper.to_array(inits[2 * i + 1]).astype(np.float64)
+        h = np.maximum(conv2d(h, w, b), 0)
+    logits = h.mean(axis=(2, 3)) @ wf.astype(np.float64) + bf
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 xc = (crng.standard_normal((1, 3, 64, 64)) * 0.5).astype(np.float32)
-hc = xc.astype(np.float64)
-for i in range(3):
-    w = numpy_helper.to_array(inits[2 * i]).astype(np.float64)
-    b = numpy_helper.to_array(inits[2 * i + 1]).astype(np.float64)
-    hc = np.maximum(conv2d(hc, w, b), 0)
-logits = hc.mean(axis=(2, 3)) @ wf.astype(np.float64) + bf
-ec = np.exp(logits - logits.max(axis=1, keepdims=True))
 golden["conv_net"] = {
     "inputs": [tensor("image", "FP32", xc)],
-    "outputs": [tensor("probabilities", "FP32", (ec / ec.sum(axis=1, keepdims=True)).astype(np.float32))],
+    "outputs": [tensor("probabilities", "FP32", conv_net_probabilities(xc).astype(np.float32))],
 }
 
 # linear_noconfig: no config.pbtxt at all; quiver completes it from the model
@@ -486,14 +491,7 @@ ensemble_scheduling {
 }
 """)
 raw = prng.integers(0, 256, size=(1, 64, 64, 3), dtype=np.uint8)
-hp = ((raw.astype(np.float64) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2)
-for i in range(3):
-    w = numpy_helper.to_array(inits[2 * i]).astype(np.float64)
-    b = numpy_helper.to_array(inits[2 * i + 1]).astype(np.float64)
-    hp = np.maximum(conv2d(hp, w, b), 0)
-logits = hp.mean(axis=(2, 3)) @ wf.astype(np.float64) + bf
-pp = np.exp(logits - logits.max(axis=1, keepdims=True))
-pp = pp / pp.sum(axis=1, keepdims=True)
+pp = conv_net_probabilities(((raw.astype(np.float64) / 255.0 - MEAN) / STD).transpose(0, 3, 1, 2))
 sp = np.exp(np.log(pp) / TEMPERATURE)
 golden["image_pipeline"] = {
     "inputs": [tensor("raw", "UINT8", raw)],
