@@ -79,7 +79,7 @@ export QUIVER_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/quiver"
 # line, probes and grace period in every manifest.
 "$root/.venv/registry/bin/python" scripts/check-manifests.py
 cd tests/python
-"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py test_onnx_backend_models.py test_logging.py test_log_settings.py test_tracing.py test_classification.py test_ensembles.py test_cache.py
+"$root/.venv/tritonclient/bin/python" -m pytest -q -p no:cacheprovider test_tritonclient.py test_model_control.py test_security.py test_onnx_backend_models.py test_logging.py test_log_settings.py test_tracing.py test_classification.py test_ensembles.py test_cache.py test_shared_memory.py
 "$root/.venv/kserve/bin/python" -m pytest -q -p no:cacheprovider test_kserve.py
 "$root/.venv/registry/bin/python" -m pytest -q -p no:cacheprovider test_registry.py
 "$root/.venv/monitoring/bin/python" -m pytest -q -p no:cacheprovider test_monitoring.py

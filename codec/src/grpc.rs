@@ -10,7 +10,7 @@ use quiver_runtimes::{DataType, Tensor};
 
 use quiver_engine::codec::elements;
 use quiver_engine::error::{Error, Result};
-use quiver_engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
+use quiver_engine::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput, ShmRef};
 
 fn parameters(map: std::collections::HashMap<String, InferParameter>) -> Parameters {
     Parameters(
@@ -31,18 +31,46 @@ fn parameters(map: std::collections::HashMap<String, InferParameter>) -> Paramet
 
 pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
     let raw = msg.raw_input_contents;
-    if !raw.is_empty() && raw.len() != msg.inputs.len() {
+    // Inputs in shared memory have no entry in raw_input_contents: the
+    // others take theirs in order.
+    let in_memory = msg
+        .inputs
+        .iter()
+        .filter(|i| !i.parameters.contains_key("shared_memory_region"))
+        .count();
+    if !raw.is_empty() && raw.len() != in_memory {
         return Err(Error::invalid(format!(
-            "raw_input_contents has {} entries for {} inputs; send one per input, in order",
+            "raw_input_contents has {} entries for {in_memory} inputs not in shared memory; \
+             send one per such input, in order",
             raw.len(),
-            msg.inputs.len()
         )));
     }
     let mut inputs = Vec::with_capacity(msg.inputs.len());
-    for (i, input) in msg.inputs.into_iter().enumerate() {
+    let mut shared_memory = Vec::new();
+    let mut next_raw = 0;
+    for input in msg.inputs {
         let name = input.name;
         let datatype = DataType::parse(&input.datatype)
             .ok_or_else(|| Error::invalid(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
+        let what = format!("input '{name}'");
+        if let Some(shm) = ShmRef::from_parameters(&what, &parameters(input.parameters))? {
+            if input.contents.as_ref().is_some_and(has_any) {
+                return Err(Error::invalid(format!(
+                    "{what} names shared memory region '{}' and also sends contents; send one",
+                    shm.region
+                )));
+            }
+            shared_memory.push((inputs.len(), shm));
+            inputs.push(Tensor {
+                name,
+                datatype,
+                shape: input.shape,
+                data: Bytes::new(),
+            });
+            continue;
+        }
+        let i = next_raw;
+        next_raw += 1;
         let data = match (raw.get(i), input.contents) {
             (Some(_), Some(c)) if has_any(&c) => {
                 return Err(Error::invalid(format!(
@@ -70,12 +98,17 @@ pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
         outputs: msg
             .outputs
             .into_iter()
-            .map(|o| RequestedOutput {
-                classification: parameters(o.parameters).get("classification").cloned(),
-                name: o.name,
-                binary_data: None,
+            .map(|o| {
+                let params = parameters(o.parameters);
+                Ok(RequestedOutput {
+                    classification: params.get("classification").cloned(),
+                    shared_memory: ShmRef::from_parameters(&format!("output '{}'", o.name), &params)?,
+                    name: o.name,
+                    binary_data: None,
+                })
             })
-            .collect(),
+            .collect::<Result<_>>()?,
+        shared_memory,
     })
 }
 
@@ -130,16 +163,48 @@ fn pack(name: &str, datatype: DataType, c: InferTensorContents) -> Result<Bytes>
 }
 
 pub fn encode_response(resp: InferResponse) -> ModelInferResponse {
+    encode_response_placed(resp, &[])
+}
+
+/// Encodes a response whose outputs named in `placed` were written into
+/// shared memory regions: those carry the region's parameters and an empty
+/// raw entry (raw contents stay one per output, as clients index them).
+pub fn encode_response_placed(resp: InferResponse, placed: &[(String, ShmRef)]) -> ModelInferResponse {
     let mut outputs = Vec::with_capacity(resp.outputs.len());
     let mut raw = Vec::with_capacity(resp.outputs.len());
     for t in resp.outputs {
+        let mut parameters = std::collections::HashMap::new();
+        let data = match placed.iter().find(|(n, _)| *n == t.name) {
+            Some((_, r)) => {
+                let p = |c| InferParameter {
+                    parameter_choice: Some(c),
+                };
+                parameters.insert(
+                    "shared_memory_region".to_owned(),
+                    p(ParameterChoice::StringParam(r.region.clone())),
+                );
+                parameters.insert(
+                    "shared_memory_byte_size".to_owned(),
+                    p(ParameterChoice::Int64Param(r.byte_size as i64)),
+                );
+                if r.offset != 0 {
+                    parameters.insert(
+                        "shared_memory_offset".to_owned(),
+                        p(ParameterChoice::Int64Param(r.offset as i64)),
+                    );
+                }
+                Bytes::new()
+            }
+            None => t.data,
+        };
         outputs.push(InferOutputTensor {
             name: t.name,
             datatype: t.datatype.as_str().to_owned(),
             shape: t.shape,
+            parameters,
             ..Default::default()
         });
-        raw.push(t.data);
+        raw.push(data);
     }
     ModelInferResponse {
         model_name: resp.model_name,

@@ -407,6 +407,7 @@ impl Ensemble {
             parameters: req.parameters.clone(),
             inputs,
             outputs,
+            shared_memory: Vec::new(),
         }
     }
 

@@ -42,6 +42,7 @@ pub const EXTENSIONS: &[&str] = &[
     "model_repository(unload_dependents)",
     "logging",
     "trace",
+    "system_shared_memory",
 ];
 
 pub use engine::{Engine, Fetch, IndexEntry, ModelMetadata, TensorMetadata};

@@ -2,6 +2,8 @@
 //! ends decode into and encode from.
 use quiver_runtimes::Tensor;
 
+use crate::error::{Error, Result};
+
 /// A request parameter as the protocol carries it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ParamValue {
@@ -54,6 +56,53 @@ pub struct RequestedOutput {
     /// Classification extension: the top k of this output, as sent
     /// (validation checks it is a positive integer).
     pub classification: Option<ParamValue>,
+    /// Shared memory extension: write this output into a registered region
+    /// instead of the answer.
+    pub shared_memory: Option<ShmRef>,
+}
+
+/// Where a tensor lives in a registered shared memory region: the
+/// `shared_memory_region`, `shared_memory_byte_size` and
+/// `shared_memory_offset` parameters of an input or a requested output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShmRef {
+    pub region: String,
+    pub offset: u64,
+    pub byte_size: u64,
+}
+
+impl ShmRef {
+    /// The reference in `params`, if they name a region; `what` names the
+    /// tensor in errors ("input 'x'").
+    pub fn from_parameters(what: &str, params: &Parameters) -> Result<Option<ShmRef>> {
+        let Some(region) = params.get("shared_memory_region") else {
+            return Ok(None);
+        };
+        let ParamValue::String(region) = region else {
+            return Err(Error::invalid(format!("{what}: shared_memory_region must be a string")));
+        };
+        let size = |key: &str| -> Result<Option<u64>> {
+            params
+                .get(key)
+                .map(|v| match v {
+                    ParamValue::Int(i) => u64::try_from(*i).ok(),
+                    ParamValue::Uint(u) => Some(*u),
+                    _ => None,
+                })
+                .map(|v| v.ok_or_else(|| Error::invalid(format!("{what}: {key} must be a non-negative integer"))))
+                .transpose()
+        };
+        let byte_size = size("shared_memory_byte_size")?.ok_or_else(|| {
+            Error::invalid(format!(
+                "{what}: shared_memory_region '{region}' needs shared_memory_byte_size"
+            ))
+        })?;
+        Ok(Some(ShmRef {
+            region: region.clone(),
+            offset: size("shared_memory_offset")?.unwrap_or(0),
+            byte_size,
+        }))
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -66,6 +115,9 @@ pub struct InferRequest {
     pub inputs: Vec<Tensor>,
     /// Empty: every output of the model, in the model's order.
     pub outputs: Vec<RequestedOutput>,
+    /// Inputs (by index) whose bytes are in a registered shared memory
+    /// region: their `data` is empty until the server reads the region.
+    pub shared_memory: Vec<(usize, ShmRef)>,
 }
 
 #[derive(Clone, Debug)]

@@ -557,6 +557,17 @@ pub struct Config {
     #[arg(long, value_name = "BYTES", hide = true)]
     pub response_cache_byte_size: Option<usize>,
 
+    /// System shared memory: the key prefixes a region may be registered
+    /// from (comma-separated, repeatable). Unset, every key is allowed, as in
+    /// Triton.
+    #[arg(
+        long,
+        env = "QUIVER_SHARED_MEMORY_KEY_PREFIX",
+        value_delimiter = ',',
+        value_name = "PREFIX"
+    )]
+    pub shared_memory_key_prefix: Vec<String>,
+
     /// Exit at start-up if a model that should serve fails to load (Triton's
     /// --exit-on-error, whose default is true). quiver's default is false:
     /// one broken model does not take the others down.

@@ -12,6 +12,7 @@ mod listeners;
 pub mod logging;
 pub mod payload_log;
 pub mod redis_cache;
+pub mod shm;
 pub mod sources;
 mod startup;
 pub mod telemetry;

@@ -133,8 +133,10 @@ pub async fn serve(
              be refused with 429; lower --http-max-body-bytes / --grpc-max-message-bytes to match"
         );
     }
+    let shm = Arc::new(crate::shm::Regions::new(config.shared_memory_key_prefix.clone()));
     let state = api::http::HttpState {
         engine: Arc::clone(engine),
+        shm: Arc::clone(&shm),
         max_body_bytes: config.http_max_body_bytes,
         admission: Arc::clone(&admission),
         auth: Arc::clone(&auth),
@@ -206,6 +208,7 @@ pub async fn serve(
         Arc::clone(watchers.tracer),
         stopped.clone(),
         limit,
+        shm,
     ))
     // The guard and the service refuse first, with RESOURCE_EXHAUSTED;
     // tonic's checks (OUT_OF_RANGE) stay as a backstop.

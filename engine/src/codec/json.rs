@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 
 use super::elements::{self, Element};
 use crate::error::{Error, Result};
-use crate::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput};
+use crate::request::{InferRequest, InferResponse, ParamValue, Parameters, RequestedOutput, ShmRef};
 
 #[derive(Deserialize)]
 struct RequestJson<'a> {
@@ -90,6 +90,7 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
     let req: RequestJson<'_> =
         serde_json::from_slice(header).map_err(|e| Error::invalid(format!("malformed inference request JSON: {e}")))?;
     let mut inputs = Vec::with_capacity(req.inputs.len());
+    let mut shared_memory = Vec::new();
     for input in req.inputs {
         let name = input.name;
         let datatype = DataType::parse(&input.datatype)
@@ -103,6 +104,23 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
                 ))
             })?),
         };
+        let what = format!("input '{name}'");
+        if let Some(shm) = ShmRef::from_parameters(&what, &params)? {
+            if binary_size.is_some() || input.data.is_some() {
+                return Err(Error::invalid(format!(
+                    "{what} names shared memory region '{}' and also sends data; send one",
+                    shm.region
+                )));
+            }
+            shared_memory.push((inputs.len(), shm));
+            inputs.push(Tensor {
+                name,
+                datatype,
+                shape: input.shape,
+                data: Bytes::new(),
+            });
+            continue;
+        }
         let data = match (binary_size, input.data) {
             (Some(n), _) => {
                 if n > binary.len() {
@@ -142,13 +160,14 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
         .into_iter()
         .map(|o| {
             let params = parameters(o.parameters);
-            RequestedOutput {
+            Ok(RequestedOutput {
                 binary_data: params.get("binary_data").and_then(ParamValue::as_bool),
                 classification: params.get("classification").cloned(),
+                shared_memory: ShmRef::from_parameters(&format!("output '{}'", o.name), &params)?,
                 name: o.name,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     Ok(InferRequest {
         model_name: model.to_owned(),
         model_version: version.map(str::to_owned),
@@ -160,6 +179,7 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
         parameters: parameters(req.parameters),
         inputs,
         outputs,
+        shared_memory,
     })
 }
 
@@ -334,19 +354,28 @@ struct TensorJson<'a> {
     datatype: &'static str,
     shape: &'a [i64],
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParameters>,
+    parameters: Option<TensorParameters<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<DataJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct BinaryParameters {
-    binary_data_size: usize,
+struct TensorParameters<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary_data_size: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_memory_region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_memory_byte_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared_memory_offset: Option<u64>,
 }
 
 /// How one tensor's data is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TensorData {
+pub enum TensorData<'a> {
+    /// Written into a shared memory region: the region's parameters only.
+    SharedMemory(&'a ShmRef),
     /// A JSON array in `data`.
     Json,
     /// A blob after the JSON header (binary tensor data extension).
@@ -359,23 +388,36 @@ pub enum TensorData {
 /// Writes `tensors` as JSON, collecting the blobs of binary ones.
 fn tensors_json<'a>(
     tensors: &'a [Tensor],
-    data: &impl Fn(&Tensor) -> TensorData,
+    data: &impl Fn(&Tensor) -> TensorData<'a>,
     blobs: &mut Vec<&'a Bytes>,
 ) -> Vec<TensorJson<'a>> {
     tensors
         .iter()
         .map(|t| {
             let how = data(t);
-            if how == TensorData::Binary {
-                blobs.push(&t.data);
-            }
+            let parameters = match how {
+                TensorData::Binary => {
+                    blobs.push(&t.data);
+                    Some(TensorParameters {
+                        binary_data_size: Some(t.data.len()),
+                        shared_memory_region: None,
+                        shared_memory_byte_size: None,
+                        shared_memory_offset: None,
+                    })
+                }
+                TensorData::SharedMemory(r) => Some(TensorParameters {
+                    binary_data_size: None,
+                    shared_memory_region: Some(&r.region),
+                    shared_memory_byte_size: Some(r.byte_size),
+                    shared_memory_offset: (r.offset != 0).then_some(r.offset),
+                }),
+                TensorData::Json | TensorData::Omitted => None,
+            };
             TensorJson {
                 name: &t.name,
                 datatype: t.datatype.as_str(),
                 shape: &t.shape,
-                parameters: (how == TensorData::Binary).then(|| BinaryParameters {
-                    binary_data_size: t.data.len(),
-                }),
+                parameters,
                 data: (how == TensorData::Json).then_some(DataJson(t)),
             }
         })
@@ -418,9 +460,9 @@ fn param_json(value: &ParamValue) -> Value {
 /// after the header), appended to `out`: what the client sent, re-encoded
 /// from the decoded request, for payload logs. `extra` parameters are added
 /// to the request's. Returns the header's length when blobs follow it.
-pub fn encode_request(
-    req: &InferRequest,
-    data: impl Fn(&Tensor) -> TensorData,
+pub fn encode_request<'a>(
+    req: &'a InferRequest,
+    data: impl Fn(&Tensor) -> TensorData<'a>,
     extra: &Map<String, Value>,
     out: &mut Vec<u8>,
 ) -> Result<Option<usize>> {
@@ -456,9 +498,9 @@ pub fn encode_request(
 /// [`encode_response`], choosing per output how its data is written, with
 /// response-level `parameters` when `extra` has any (payload logs),
 /// appended to `out`. Returns the header's length when blobs follow it.
-pub fn encode_response_with(
-    resp: &InferResponse,
-    data: impl Fn(&Tensor) -> TensorData,
+pub fn encode_response_with<'a>(
+    resp: &'a InferResponse,
+    data: impl Fn(&Tensor) -> TensorData<'a>,
     extra: &Map<String, Value>,
     out: &mut Vec<u8>,
 ) -> Result<Option<usize>> {
@@ -507,6 +549,9 @@ pub struct OutputEncoding {
     pub binary_by_default: bool,
     /// Per-output `binary_data` choices.
     pub per_output: Vec<(String, bool)>,
+    /// Outputs written into shared memory regions (their placement, with
+    /// the bytes written), sent as the region's parameters without data.
+    pub shared_memory: Vec<(String, ShmRef)>,
 }
 
 impl OutputEncoding {
@@ -522,6 +567,7 @@ impl OutputEncoding {
                 .iter()
                 .filter_map(|o| Some((o.name.clone(), o.binary_data?)))
                 .collect(),
+            shared_memory: Vec::new(),
         }
     }
 
@@ -529,6 +575,18 @@ impl OutputEncoding {
         OutputEncoding {
             binary_by_default: true,
             per_output: Vec::new(),
+            shared_memory: Vec::new(),
+        }
+    }
+
+    /// How output `t` is written.
+    pub fn data_of(&self, t: &Tensor) -> TensorData<'_> {
+        if let Some((_, r)) = self.shared_memory.iter().find(|(n, _)| *n == t.name) {
+            return TensorData::SharedMemory(r);
+        }
+        match self.is_binary(&t.name) {
+            true => TensorData::Binary,
+            false => TensorData::Json,
         }
     }
 
@@ -547,19 +605,11 @@ pub fn encode_response(resp: &InferResponse, encoding: &OutputEncoding) -> Resul
     let blob_len: usize = resp
         .outputs
         .iter()
-        .filter(|t| encoding.is_binary(&t.name))
+        .filter(|t| encoding.data_of(t) == TensorData::Binary)
         .map(|t| t.data.len())
         .sum();
     let mut body = Vec::with_capacity(256 + blob_len);
-    let header_len = encode_response_with(
-        resp,
-        |t| match encoding.is_binary(&t.name) {
-            true => TensorData::Binary,
-            false => TensorData::Json,
-        },
-        &Map::new(),
-        &mut body,
-    )?;
+    let header_len = encode_response_with(resp, |t| encoding.data_of(t), &Map::new(), &mut body)?;
     Ok(EncodedResponse { body, header_len })
 }
 
@@ -698,9 +748,10 @@ mod tests {
             id: "7".into(),
             outputs: vec![t("a", &[0.1, 2.0]), t("b", &[3.0])],
         };
-        let enc = OutputEncoding {
+        let mut enc = OutputEncoding {
             binary_by_default: false,
             per_output: vec![("b".into(), true)],
+            shared_memory: vec![],
         };
         let out = encode_response(&resp, &enc).unwrap();
         let n = out.header_len.unwrap();
@@ -708,6 +759,20 @@ mod tests {
         assert_eq!(header["id"], "7");
         assert_eq!(header["outputs"][0]["data"], serde_json::json!([0.1, 2.0]));
         assert_eq!(header["outputs"][1]["parameters"]["binary_data_size"], 4);
+        // An output written into shared memory: the region's parameters, no data.
+        let region = ShmRef {
+            region: "out".into(),
+            offset: 16,
+            byte_size: 8,
+        };
+        enc.shared_memory = vec![("a".into(), region)];
+        let placed = encode_response(&resp, &enc).unwrap();
+        let header: Value = serde_json::from_slice(&placed.body[..placed.header_len.unwrap()]).unwrap();
+        assert_eq!(
+            header["outputs"][0]["parameters"],
+            serde_json::json!({"shared_memory_region": "out", "shared_memory_byte_size": 8, "shared_memory_offset": 16})
+        );
+        assert!(header["outputs"][0].get("data").is_none());
         assert_eq!(&out.body[n..], &3.0f32.to_le_bytes());
         let plain = encode_response(&resp, &OutputEncoding::default()).unwrap();
         assert!(plain.header_len.is_none());

@@ -24,6 +24,14 @@ const INFERENCE_METHODS: &[(&str, Scope)] = &[
     ("RepositoryModelUnload", Scope::Control),
     ("LogSettings", Scope::Control),
     ("TraceSetting", Scope::Control),
+    // Registering memory is control, as Triton's restricted "shared-memory"
+    // API group has it; the status lists keys, so it is control too.
+    ("SystemSharedMemoryStatus", Scope::Control),
+    ("SystemSharedMemoryRegister", Scope::Control),
+    ("SystemSharedMemoryUnregister", Scope::Control),
+    ("CudaSharedMemoryStatus", Scope::Control),
+    ("CudaSharedMemoryRegister", Scope::Control),
+    ("CudaSharedMemoryUnregister", Scope::Control),
 ];
 
 /// The scope of a call, from its path (`/package.Service/Method`): the

@@ -28,6 +28,8 @@ pub struct InferenceService {
     stopping: watch::Receiver<bool>,
     /// The largest answer, in bytes (`--grpc-max-message-bytes`).
     max_message_bytes: usize,
+    /// Registered system shared memory regions.
+    shm: Arc<crate::shm::Regions>,
 }
 
 impl InferenceService {
@@ -36,12 +38,14 @@ impl InferenceService {
         tracer: Arc<crate::trace::Tracer>,
         stopping: watch::Receiver<bool>,
         max_message_bytes: usize,
+        shm: Arc<crate::shm::Regions>,
     ) -> Self {
         InferenceService {
             engine,
             tracer,
             stopping,
             max_message_bytes,
+            shm,
         }
     }
 }
@@ -73,23 +77,25 @@ fn version(v: &str) -> Option<&str> {
 }
 
 async fn infer(
-    engine: &Engine,
+    (engine, shm): (&Engine, &crate::shm::Regions),
     msg: ModelInferRequest,
     (protocol, metadata): (Protocol, &tonic::metadata::MetadataMap),
     max_message_bytes: usize,
 ) -> Result<(ModelInferResponse, Answered), Error> {
-    let req = codec::decode_request(msg)?;
+    let mut req = codec::decode_request(msg)?;
+    let attached = shm.attach(&mut req)?;
     let metadata = Metadata(metadata);
     let context = Context::new(protocol, &metadata);
     let route = engine.route(&req.model_name, req.model_version.as_deref(), &context)?;
     let variant = route.variant().map(str::to_owned);
-    let resp = route.run(req, &context).await?;
+    let mut resp = route.run(req, &context).await?;
+    let placed = attached.finish(&mut resp)?;
     let answered = Answered {
         variant,
         traceparent: context.trace().map(|t| t.traceparent()),
     };
     let sending = Instant::now();
-    let resp = codec::encode_response(resp);
+    let resp = codec::encode_response_placed(resp, &placed);
     // Refused here, named, rather than by tonic's encoder (OUT_OF_RANGE in
     // the trailers of an answer already started).
     let size = prost::Message::encoded_len(&resp);
@@ -188,21 +194,26 @@ impl GrpcInferenceService for InferenceService {
         // The request's bytes stay counted until it is answered.
         let _ticket = ticket(&r);
         let (metadata, _, msg) = r.into_parts();
-        let result = infer(&self.engine, msg, (Protocol::Grpc, &metadata), self.max_message_bytes)
-            .await
-            .map(|(resp, answered)| {
-                let mut response = Response::new(resp);
-                let value = |v: String| tonic::metadata::MetadataValue::try_from(v).ok();
-                // The variant that answered, as initial metadata.
-                if let Some(v) = answered.variant.and_then(value) {
-                    response.metadata_mut().insert(VARIANT_HEADER, v);
-                }
-                if let Some(v) = answered.traceparent.and_then(value) {
-                    response.metadata_mut().insert("traceparent", v);
-                }
-                response
-            })
-            .map_err(crate::error::status);
+        let result = infer(
+            (&self.engine, &self.shm),
+            msg,
+            (Protocol::Grpc, &metadata),
+            self.max_message_bytes,
+        )
+        .await
+        .map(|(resp, answered)| {
+            let mut response = Response::new(resp);
+            let value = |v: String| tonic::metadata::MetadataValue::try_from(v).ok();
+            // The variant that answered, as initial metadata.
+            if let Some(v) = answered.variant.and_then(value) {
+                response.metadata_mut().insert(VARIANT_HEADER, v);
+            }
+            if let Some(v) = answered.traceparent.and_then(value) {
+                response.metadata_mut().insert("traceparent", v);
+            }
+            response
+        })
+        .map_err(crate::error::status);
         observe("ModelInfer", started, result)
     }
 
@@ -227,6 +238,7 @@ impl GrpcInferenceService for InferenceService {
         // here (and in HTTP/2 flow control), not in memory.
         let (order, mut answers) = tokio::sync::mpsc::channel::<InFlight>(STREAM_IN_FLIGHT);
         let engine = Arc::clone(&self.engine);
+        let shm = Arc::clone(&self.shm);
         let mut stopping = self.stopping.clone();
         // Room for the stream's wrapper around each answer (a tag and a length).
         let limit = self.max_message_bytes.saturating_sub(16);
@@ -246,10 +258,11 @@ impl GrpcInferenceService for InferenceService {
                     }
                 };
                 let (engine, metadata, ticket) = (Arc::clone(&engine), Arc::clone(&metadata), ticket.clone());
+                let shm = Arc::clone(&shm);
                 let answer = tokio::spawn(async move {
                     let started = Instant::now();
                     let size = prost::Message::encoded_len(&msg) + 5;
-                    let result = infer(&engine, msg, (Protocol::GrpcStream, &metadata), limit)
+                    let result = infer((&engine, &shm), msg, (Protocol::GrpcStream, &metadata), limit)
                         .await
                         .map(|(resp, _)| resp);
                     // Answered: its bytes no longer count against the budget.
@@ -483,5 +496,98 @@ impl GrpcInferenceService for InferenceService {
             })
             .map_err(crate::error::status);
         observe("TraceSetting", started, result)
+    }
+    async fn system_shared_memory_status(
+        &self,
+        r: Request<SystemSharedMemoryStatusRequest>,
+    ) -> Result<Response<SystemSharedMemoryStatusResponse>, Status> {
+        use system_shared_memory_status_response::RegionStatus;
+        let started = Instant::now();
+        let name = r.into_inner().name;
+        let result = self
+            .shm
+            .status(Some(name.as_str()).filter(|n| !n.is_empty()))
+            .map(|list| {
+                let regions = list
+                    .into_iter()
+                    .map(|s| {
+                        let status = RegionStatus {
+                            name: s.name.clone(),
+                            key: s.key,
+                            offset: s.offset,
+                            byte_size: s.byte_size,
+                        };
+                        (s.name, status)
+                    })
+                    .collect();
+                Response::new(SystemSharedMemoryStatusResponse { regions })
+            })
+            .map_err(crate::error::status);
+        observe("SystemSharedMemoryStatus", started, result)
+    }
+
+    async fn system_shared_memory_register(
+        &self,
+        r: Request<SystemSharedMemoryRegisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryRegisterResponse>, Status> {
+        let started = Instant::now();
+        let r = r.into_inner();
+        let result = self
+            .shm
+            .register(&r.name, &r.key, r.offset, r.byte_size)
+            .map(|()| Response::new(SystemSharedMemoryRegisterResponse {}))
+            .map_err(crate::error::status);
+        observe("SystemSharedMemoryRegister", started, result)
+    }
+
+    async fn system_shared_memory_unregister(
+        &self,
+        r: Request<SystemSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<SystemSharedMemoryUnregisterResponse>, Status> {
+        let started = Instant::now();
+        let name = r.into_inner().name;
+        self.shm.unregister(Some(name.as_str()).filter(|n| !n.is_empty()));
+        observe(
+            "SystemSharedMemoryUnregister",
+            started,
+            Ok(Response::new(SystemSharedMemoryUnregisterResponse {})),
+        )
+    }
+
+    async fn cuda_shared_memory_status(
+        &self,
+        _r: Request<CudaSharedMemoryStatusRequest>,
+    ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
+        // No region can be registered without CUDA: the list is empty.
+        let started = Instant::now();
+        observe(
+            "CudaSharedMemoryStatus",
+            started,
+            Ok(Response::new(CudaSharedMemoryStatusResponse::default())),
+        )
+    }
+
+    async fn cuda_shared_memory_register(
+        &self,
+        _r: Request<CudaSharedMemoryRegisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
+        let started = Instant::now();
+        observe(
+            "CudaSharedMemoryRegister",
+            started,
+            Err(crate::error::status(crate::shm::cuda_unavailable())),
+        )
+    }
+
+    async fn cuda_shared_memory_unregister(
+        &self,
+        _r: Request<CudaSharedMemoryUnregisterRequest>,
+    ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
+        let started = Instant::now();
+        observe(
+            "CudaSharedMemoryUnregister",
+            started,
+            Ok(Response::new(CudaSharedMemoryUnregisterResponse {})),
+        )
     }
 }

@@ -61,7 +61,7 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
     // The raw form needs the model's spec to decode: the version routed to
     // for that is the one the request runs on, even if a swap happens between.
     let mut routed = None;
-    let (req, encoding) = match binary::split(body, header_str(headers, HEADER_LENGTH)?)? {
+    let (mut req, mut encoding) = match binary::split(body, header_str(headers, HEADER_LENGTH)?)? {
         Framing::Json { header, binary } => {
             let (model, version) = (p.model, p.version);
             // Blobs are sliced, not parsed: only the JSON text counts as work.
@@ -87,7 +87,9 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
             .route(&req.model_name, req.model_version.as_deref(), &context)?,
     };
     let variant = routed.variant().and_then(|v| HeaderValue::from_str(v).ok());
-    let resp = routed.run(req, &context).await?;
+    let attached = s.shm.attach(&mut req)?;
+    let mut resp = routed.run(req, &context).await?;
+    encoding.shared_memory = attached.finish(&mut resp)?;
     let traced = context
         .trace()
         .and_then(|t| HeaderValue::from_str(&t.traceparent()).ok());

@@ -10,6 +10,7 @@ mod monitoring;
 mod repository;
 mod routes;
 pub mod serve;
+mod shared_memory;
 mod state;
 mod statistics;
 mod trace;

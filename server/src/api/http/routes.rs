@@ -9,7 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 
 use super::state::{HttpError, HttpState};
-use super::{guard, health, infer, logging, metadata, monitoring, repository, statistics, trace, traffic};
+use super::{
+    guard, health, infer, logging, metadata, monitoring, repository, shared_memory, statistics, trace, traffic,
+};
 use crate::auth::Scope;
 use crate::error::Error;
 
@@ -104,6 +106,41 @@ const CONTROL: &[Endpoint] = &[
     }),
     endpoint("/v2/repository/models/{model}/unload", Scope::Control, || {
         post(repository::unload)
+    }),
+    // Triton's shared memory extensions: registering memory is control, as
+    // its restricted "shared-memory" API group has it; so is the status,
+    // which lists keys.
+    endpoint("/v2/systemsharedmemory/status", Scope::Control, || {
+        get(shared_memory::status_all)
+    }),
+    endpoint("/v2/systemsharedmemory/region/{name}/status", Scope::Control, || {
+        get(shared_memory::status)
+    }),
+    endpoint("/v2/systemsharedmemory/region/{name}/register", Scope::Control, || {
+        post(shared_memory::register)
+    }),
+    endpoint("/v2/systemsharedmemory/unregister", Scope::Control, || {
+        post(shared_memory::unregister_all)
+    }),
+    endpoint(
+        "/v2/systemsharedmemory/region/{name}/unregister",
+        Scope::Control,
+        || post(shared_memory::unregister),
+    ),
+    endpoint("/v2/cudasharedmemory/status", Scope::Control, || {
+        get(shared_memory::cuda_status)
+    }),
+    endpoint("/v2/cudasharedmemory/region/{name}/status", Scope::Control, || {
+        get(shared_memory::cuda_status)
+    }),
+    endpoint("/v2/cudasharedmemory/region/{name}/register", Scope::Control, || {
+        post(shared_memory::cuda_register)
+    }),
+    endpoint("/v2/cudasharedmemory/unregister", Scope::Control, || {
+        post(shared_memory::cuda_unregister)
+    }),
+    endpoint("/v2/cudasharedmemory/region/{name}/unregister", Scope::Control, || {
+        post(shared_memory::cuda_unregister)
     }),
 ];
 

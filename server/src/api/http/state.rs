@@ -19,6 +19,8 @@ pub struct HttpState {
     pub monitoring: Arc<quiver_monitor::Monitoring>,
     /// Request tracing: the trace extension reads and changes its settings.
     pub tracer: Arc<crate::trace::Tracer>,
+    /// Registered system shared memory regions.
+    pub shm: Arc<crate::shm::Regions>,
 }
 
 /// `{model}` and optional `{version}` from the path.
