@@ -354,27 +354,21 @@ struct TensorJson<'a> {
     datatype: &'static str,
     shape: &'a [i64],
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<TensorParameters<'a>>,
+    parameters: Option<BinaryParameters>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<DataJson<'a>>,
 }
 
 #[derive(Serialize)]
-struct TensorParameters<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    binary_data_size: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shared_memory_region: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shared_memory_byte_size: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    shared_memory_offset: Option<u64>,
+struct BinaryParameters {
+    binary_data_size: usize,
 }
 
 /// How one tensor's data is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorData<'a> {
-    /// Written into a shared memory region: the region's parameters only.
+    /// Written into a shared memory region: the name, datatype and shape
+    /// only (where it went is the client's own request).
     SharedMemory(&'a ShmRef),
     /// A JSON array in `data`.
     Json,
@@ -398,20 +392,14 @@ fn tensors_json<'a>(
             let parameters = match how {
                 TensorData::Binary => {
                     blobs.push(&t.data);
-                    Some(TensorParameters {
-                        binary_data_size: Some(t.data.len()),
-                        shared_memory_region: None,
-                        shared_memory_byte_size: None,
-                        shared_memory_offset: None,
+                    Some(BinaryParameters {
+                        binary_data_size: t.data.len(),
                     })
                 }
-                TensorData::SharedMemory(r) => Some(TensorParameters {
-                    binary_data_size: None,
-                    shared_memory_region: Some(&r.region),
-                    shared_memory_byte_size: Some(r.byte_size),
-                    shared_memory_offset: (r.offset != 0).then_some(r.offset),
-                }),
-                TensorData::Json | TensorData::Omitted => None,
+                // As Triton answers it: the name, datatype and shape only.
+                // Triton's C++ client (perf_analyzer) takes any `parameters`
+                // on an output to announce a binary blob.
+                TensorData::SharedMemory(_) | TensorData::Json | TensorData::Omitted => None,
             };
             TensorJson {
                 name: &t.name,
@@ -550,7 +538,7 @@ pub struct OutputEncoding {
     /// Per-output `binary_data` choices.
     pub per_output: Vec<(String, bool)>,
     /// Outputs written into shared memory regions (their placement, with
-    /// the bytes written), sent as the region's parameters without data.
+    /// the bytes written), answered without data.
     pub shared_memory: Vec<(String, ShmRef)>,
 }
 
@@ -769,10 +757,9 @@ mod tests {
         let placed = encode_response(&resp, &enc).unwrap();
         let header: Value = serde_json::from_slice(&placed.body[..placed.header_len.unwrap()]).unwrap();
         assert_eq!(
-            header["outputs"][0]["parameters"],
-            serde_json::json!({"shared_memory_region": "out", "shared_memory_byte_size": 8, "shared_memory_offset": 16})
+            header["outputs"][0],
+            serde_json::json!({"name": "a", "datatype": "FP32", "shape": [2]})
         );
-        assert!(header["outputs"][0].get("data").is_none());
         assert_eq!(&out.body[n..], &3.0f32.to_le_bytes());
         let plain = encode_response(&resp, &OutputEncoding::default()).unwrap();
         assert!(plain.header_len.is_none());
