@@ -54,19 +54,8 @@ pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
             .ok_or_else(|| Error::invalid(format!("input '{name}': unknown datatype '{}'", input.datatype)))?;
         let what = format!("input '{name}'");
         if let Some(shm) = ShmRef::from_parameters(&what, &parameters(input.parameters))? {
-            if input.contents.as_ref().is_some_and(has_any) {
-                return Err(Error::invalid(format!(
-                    "{what} names shared memory region '{}' and also sends contents; send one",
-                    shm.region
-                )));
-            }
-            shared_memory.push((inputs.len(), shm));
-            inputs.push(Tensor {
-                name,
-                datatype,
-                shape: input.shape,
-                data: Bytes::new(),
-            });
+            let sent = input.contents.as_ref().is_some_and(has_any);
+            shm.push_input((name, datatype, input.shape), sent, &mut inputs, &mut shared_memory)?;
             continue;
         }
         let i = next_raw;

@@ -1,6 +1,6 @@
 //! The protocol-independent inference request and response: what both front
 //! ends decode into and encode from.
-use quiver_runtimes::Tensor;
+use quiver_runtimes::{DataType, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -72,6 +72,32 @@ pub struct ShmRef {
 }
 
 impl ShmRef {
+    /// Adds input `name`, whose bytes are in this region, to a request being
+    /// decoded: an empty tensor until the server reads the region. Refused
+    /// when the request sends the input's data too (`also_sent`).
+    pub fn push_input(
+        self,
+        (name, datatype, shape): (String, DataType, Vec<i64>),
+        also_sent: bool,
+        inputs: &mut Vec<Tensor>,
+        shared_memory: &mut Vec<(usize, ShmRef)>,
+    ) -> Result<()> {
+        if also_sent {
+            return Err(Error::invalid(format!(
+                "input '{name}' names shared memory region '{}' and also sends data; send one",
+                self.region
+            )));
+        }
+        shared_memory.push((inputs.len(), self));
+        inputs.push(Tensor {
+            name,
+            datatype,
+            shape,
+            data: bytes::Bytes::new(),
+        });
+        Ok(())
+    }
+
     /// The reference in `params`, if they name a region; `what` names the
     /// tensor in errors ("input 'x'").
     pub fn from_parameters(what: &str, params: &Parameters) -> Result<Option<ShmRef>> {

@@ -385,3 +385,39 @@ def test_unregister_during_requests_fails_none_that_started_and_never_crashes(se
     assert results["other"] == []
     assert results["ok"] > 0, results
     still_serving(server)
+
+
+def test_registering_memory_needs_the_control_token():
+    server = QuiverServer(extra_args=["--data-token", "data-secret", "--control-token", "control-secret"])
+    # A new dict per call: tritonclient.http adds its own headers to the one it is given.
+    def data():
+        return {"authorization": "Bearer data-secret"}
+
+    def control():
+        return {"authorization": "Bearer control-secret"}
+
+    obj = RawObject(2 * ADD_SUB_BYTES)
+    a, b = add_sub_inputs()
+    obj.write(a.tobytes() + b.tobytes())
+    try:
+        client = httpclient.InferenceServerClient(server.http)
+        with pytest.raises(InferenceServerException) as e:
+            client.register_system_shared_memory("r", obj.key, 2 * ADD_SUB_BYTES, headers=data())
+        assert "control-plane token" in str(e.value)
+        g = grpcclient.InferenceServerClient(server.grpc)
+        with pytest.raises(InferenceServerException) as e:
+            g.register_system_shared_memory("r", obj.key, 2 * ADD_SUB_BYTES, headers=data())
+        assert "control-plane token" in str(e.value)
+        with pytest.raises(InferenceServerException):
+            client.get_system_shared_memory_status(headers=data())
+        client.register_system_shared_memory("r", obj.key, 2 * ADD_SUB_BYTES, headers=control())
+        # Using a registered region is inference: the data token.
+        inputs = [httpclient.InferInput("INPUT0", [1, 16], "INT32"), httpclient.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_shared_memory("r", ADD_SUB_BYTES)
+        inputs[1].set_shared_memory("r", ADD_SUB_BYTES, offset=ADD_SUB_BYTES)
+        result = client.infer("add_sub", inputs, headers=data())
+        assert (result.as_numpy("OUTPUT0") == a + b).all()
+        client.unregister_system_shared_memory("r", headers=control())
+    finally:
+        obj.close()
+        server.stop()

@@ -106,19 +106,8 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
         };
         let what = format!("input '{name}'");
         if let Some(shm) = ShmRef::from_parameters(&what, &params)? {
-            if binary_size.is_some() || input.data.is_some() {
-                return Err(Error::invalid(format!(
-                    "{what} names shared memory region '{}' and also sends data; send one",
-                    shm.region
-                )));
-            }
-            shared_memory.push((inputs.len(), shm));
-            inputs.push(Tensor {
-                name,
-                datatype,
-                shape: input.shape,
-                data: Bytes::new(),
-            });
+            let sent = binary_size.is_some() || input.data.is_some();
+            shm.push_input((name, datatype, input.shape), sent, &mut inputs, &mut shared_memory)?;
             continue;
         }
         let data = match (binary_size, input.data) {
