@@ -421,3 +421,53 @@ def test_registering_memory_needs_the_control_token():
     finally:
         obj.close()
         server.stop()
+
+
+def test_streams_and_ensembles_read_and_write_shared_memory(server):
+    """A gRPC stream's requests, and an ensemble's inputs and outputs, go
+    through the same regions as a unary call to one model."""
+    rows = np.random.default_rng(7).standard_normal((4, 32)).astype(np.float32)
+    name = unique("pipe")
+    region = shm.create_shared_memory_region(name, "/" + name, rows.nbytes + 64)
+    g = grpcclient.InferenceServerClient(server.grpc)
+    try:
+        shm.set_shared_memory_region(region, [rows])
+        g.register_system_shared_memory(name, "/" + name, rows.nbytes + 64)
+
+        def request(lib):
+            x = lib.InferInput("raw", [4, 32], "FP32")
+            x.set_shared_memory(name, rows.nbytes)
+            y = lib.InferRequestedOutput("probabilities")
+            y.set_shared_memory(name, 64, offset=rows.nbytes)
+            return [x], [y]
+
+        plain = grpcclient.InferInput("raw", [4, 32], "FP32")
+        plain.set_data_from_numpy(rows)
+        expected = g.infer("fraud_pipeline", [plain]).as_numpy("probabilities")
+
+        inputs, outputs = request(grpcclient)
+        g.infer("fraud_pipeline", inputs, outputs=outputs)
+        got = shm.get_contents_as_numpy(region, np.float32, [4, 2], offset=rows.nbytes)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+        shm.set_shared_memory_region(region, [np.zeros((4, 2), np.float32)], offset=rows.nbytes)
+        answers = []
+        done = threading.Event()
+
+        def callback(result, error):
+            answers.append(error or result)
+            done.set()
+
+        g.start_stream(callback=callback)
+        try:
+            inputs, outputs = request(grpcclient)
+            g.async_stream_infer("fraud_pipeline", inputs, outputs=outputs)
+            assert done.wait(30)
+        finally:
+            g.stop_stream()
+        assert not isinstance(answers[0], Exception), answers[0]
+        got = shm.get_contents_as_numpy(region, np.float32, [4, 2], offset=rows.nbytes)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        g.unregister_system_shared_memory(name)
+    finally:
+        shm.destroy_shared_memory_region(region)
