@@ -119,6 +119,87 @@ fn every_datatype_passes_through(mut model: OnnxModel) {
     }
 }
 
+/// A CPU session reads a one-request batch where it lies (aligned or not,
+/// lent or copied, the answer is the same), and an identity's output never
+/// points into the request's bytes: it must outlive them.
+#[test]
+fn inputs_read_in_place_answer_as_copied_ones_and_outputs_own_their_bytes() {
+    let mut model = load("all_types");
+    for offset in [0usize, 1] {
+        let inputs: Vec<Tensor> = model
+            .io()
+            .inputs
+            .iter()
+            .map(|spec| {
+                // A BYTES tensor (always copied) holds 64 one-letter strings.
+                let size = spec.datatype.size().unwrap_or(5);
+                let byte = |i: usize| match spec.datatype {
+                    DataType::Bytes => [1, 0, 0, 0, b'a' + (i / 5 % 26) as u8][i % 5],
+                    DataType::Bool => (i * 37 % 251) as u8 & 1,
+                    _ => (i * 37 % 251) as u8,
+                };
+                let mut wire = vec![0u8; offset];
+                wire.extend((0..64 * size).map(byte));
+                let wire = Bytes::from(wire);
+                Tensor {
+                    name: spec.name.clone(),
+                    datatype: spec.datatype,
+                    shape: vec![16, 4],
+                    data: wire.slice(offset..),
+                }
+            })
+            .collect();
+        let wanted: Vec<String> = inputs.iter().map(|t| t.name.replace("IN_", "OUT_")).collect();
+        let expected: Vec<Vec<u8>> = inputs.iter().map(|t| t.data.to_vec()).collect();
+        let out = model.run(&batch(&inputs), &wanted).unwrap();
+        for (i, o) in inputs.iter().zip(&out) {
+            let input = i.data.as_ptr() as usize..i.data.as_ptr() as usize + i.data.len();
+            assert!(
+                !input.contains(&(o.data.as_ptr() as usize)),
+                "{} aliases its input",
+                o.name
+            );
+        }
+        drop(inputs);
+        for ((o, e), name) in out.iter().zip(&expected).zip(&wanted) {
+            assert_eq!(&o.name, name);
+            assert_eq!(o.data.as_ref(), e.as_slice(), "{name} at offset {offset}");
+        }
+    }
+}
+
+/// A graph output that is its input: ONNX Runtime may hand back the buffer
+/// it was lent; the answer must still own its bytes once the request is gone.
+#[test]
+fn an_input_handed_back_as_an_output_is_copied_out_of_the_request() {
+    let lib = std::env::var_os("ORT_DYLIB_PATH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache/onnxruntime/libonnxruntime.so"));
+    init(&lib).expect("ONNX Runtime loads");
+    let mut model =
+        OnnxModel::load(&root().join("tests/fixtures/passthrough.onnx"), &OnnxOptions::default()).expect("model loads");
+    let values: Vec<f32> = (0..32).map(|i| i as f32 * 0.5).collect();
+    let inputs = vec![Tensor {
+        name: "x".into(),
+        datatype: DataType::Fp32,
+        shape: vec![8, 4],
+        data: le(&values, f32::to_le_bytes),
+    }];
+    let at = inputs[0].data.as_ptr() as usize;
+    let span = at..at + inputs[0].data.len();
+    let out = model.run(&batch(&inputs), &["x".into(), "y".into()]).unwrap();
+    drop(inputs);
+    let expected = le(&values, f32::to_le_bytes);
+    for o in &out {
+        assert!(
+            !span.contains(&(o.data.as_ptr() as usize)),
+            "{} points into the request",
+            o.name
+        );
+        assert_eq!(o.data, expected, "{}", o.name);
+    }
+}
+
 #[test]
 fn non_utf8_bytes_for_a_string_tensor_is_invalid_input() {
     let mut model = load("text_greet");

@@ -298,10 +298,55 @@ fn uninit_tensor(allocator: &Allocator, dtype: TensorElementType, shape: &[i64])
     }
 }
 
+/// One request's bytes as an ONNX Runtime tensor where they lie, without a
+/// copy: for a CPU session whose batch is one request (a large image batch
+/// from a shared memory region, a model without batching) whose bytes are
+/// aligned for their element type. ONNX Runtime reads graph inputs and
+/// never frees or writes a buffer it was lent; the value must not outlive
+/// `input`'s bytes, which [`OnnxModel::run`] guarantees (the values die
+/// before it returns, and an output that aliases a lent input is copied).
+fn lent_value(
+    input: &InputBatch<'_>,
+    memory: &MemoryInfo<'_>,
+    allocator: &Allocator,
+) -> Option<ort::Result<DynTensor>> {
+    use ort::AsPointer as _;
+    let [part] = input.parts.as_slice() else { return None };
+    let align = input.datatype.size()?;
+    if input.datatype == DataType::Bytes || part.is_empty() || part.as_ptr() as usize % align != 0 {
+        return None;
+    }
+    let mut value: *mut ort::sys::OrtValue = std::ptr::null_mut();
+    // SAFETY: `part` is valid for reads of its length for as long as the
+    // value lives (above); ONNX Runtime takes the pointer as mutable but does
+    // not write graph inputs. The value's ownership passes to `from_ptr`.
+    Some(unsafe {
+        ort::Error::result_from_status((ort::api().CreateTensorWithDataAsOrtValue)(
+            memory.ptr(),
+            part.as_ptr().cast_mut().cast(),
+            part.len(),
+            input.shape.as_ptr(),
+            input.shape.len(),
+            to_ort(input.datatype).into(),
+            &mut value,
+        ))
+        .map(|()| {
+            let value = std::ptr::NonNull::new(value).expect("CreateTensorWithDataAsOrtValue succeeded with a value");
+            DynTensor::from_ptr(value, Some(allocator))
+        })
+    })
+}
+
 /// Copies one batched input into an ONNX Runtime value: each request's bytes
 /// are copied once, straight into a buffer `allocator` gives (so alignment is
 /// its problem, not the wire's, and a GPU copy starts from pinned memory).
-fn to_value(input: &InputBatch<'_>, allocator: &Allocator) -> Result<DynValue, RuntimeError> {
+/// With `lend` (a CPU session), a batch of one request is lent instead
+/// ([`lent_value`]); the second value says so.
+fn to_value(
+    input: &InputBatch<'_>,
+    allocator: &Allocator,
+    lend: Option<&MemoryInfo<'_>>,
+) -> Result<(DynValue, bool), RuntimeError> {
     let name = input.name;
     let exec = |e: ort::Error| RuntimeError::Execution(format!("input '{name}': {e}"));
     if input.datatype == DataType::Bytes {
@@ -319,18 +364,24 @@ fn to_value(input: &InputBatch<'_>, allocator: &Allocator) -> Result<DynValue, R
                 strings.push(s.to_owned());
             }
         }
-        return Ok(OrtTensor::from_string_array((input.shape.clone(), strings.as_slice()))
-            .map_err(exec)?
-            .into_dyn());
+        return Ok((
+            OrtTensor::from_string_array((input.shape.clone(), strings.as_slice()))
+                .map_err(exec)?
+                .into_dyn(),
+            false,
+        ));
     }
     let len = input.checked_len()?;
+    if let Some(lent) = lend.and_then(|memory| lent_value(input, memory, allocator)) {
+        return Ok((lent.map_err(exec)?.into_dyn(), true));
+    }
     let mut value = uninit_tensor(allocator, to_ort(input.datatype), &input.shape).map_err(exec)?;
     if len > 0 {
         // SAFETY: ONNX Runtime allocated exactly `len` bytes of host memory
         // (pageable or pinned) for this shape and element type.
         unsafe { input.copy_to(value.data_ptr_mut().cast::<u8>()) };
     }
-    Ok(value.into_dyn())
+    Ok((value.into_dyn(), false))
 }
 
 /// An output tensor's memory, owned by ONNX Runtime, handed to the wire as
@@ -349,7 +400,10 @@ impl AsRef<[u8]> for OrtBuffer {
     }
 }
 
-fn from_value(name: &str, value: DynValue) -> Result<Tensor, RuntimeError> {
+/// `lent`: the address ranges of inputs lent to ONNX Runtime; an output
+/// whose bytes lie in one (an identity graph may hand an input back as it
+/// is) is copied, so that it never outlives the request it came from.
+fn from_value(name: &str, value: DynValue, lent: &[std::ops::Range<usize>]) -> Result<Tensor, RuntimeError> {
     let exec = |e: ort::Error| RuntimeError::Execution(format!("output '{name}': {e}"));
     let (ty, shape) = match value.dtype() {
         ValueType::Tensor { ty, shape, .. } => (*ty, shape.iter().copied().collect::<Vec<i64>>()),
@@ -372,8 +426,11 @@ fn from_value(name: &str, value: DynValue) -> Result<Tensor, RuntimeError> {
     } else {
         let tensor = value.downcast::<DynTensorValueType>().map_err(exec)?;
         let len = element_count(&shape).unwrap_or(0) * datatype.size().unwrap_or(0);
+        let at = tensor.data_ptr() as usize;
         if len == 0 {
             Bytes::new()
+        } else if lent.iter().any(|r| at < r.end && r.start < at + len) {
+            Bytes::copy_from_slice(OrtBuffer { tensor, len }.as_ref())
         } else {
             Bytes::from_owner(OrtBuffer { tensor, len })
         }
@@ -396,9 +453,20 @@ impl Runtime for OnnxModel {
     }
 
     fn run(&mut self, inputs: &[InputBatch<'_>], outputs: &[String]) -> Result<Vec<Tensor>, RuntimeError> {
+        // Lending inputs is for plain CPU sessions: with I/O binding the
+        // providers copy from `allocator`'s (pinned) memory.
+        let lend = (!self.bind_io).then_some(&self.cpu_memory);
+        let mut lent = Vec::new();
         let values = inputs
             .iter()
-            .map(|t| Ok((t.name, to_value(t, &self.allocator)?)))
+            .map(|t| {
+                let (value, is_lent) = to_value(t, &self.allocator, lend)?;
+                if is_lent {
+                    let start = t.parts[0].as_ptr() as usize;
+                    lent.push(start..start + t.parts[0].len());
+                }
+                Ok((t.name, value))
+            })
             .collect::<Result<Vec<_>, RuntimeError>>()?;
         let wanted: Vec<&str> = if outputs.is_empty() {
             self.io.outputs.iter().map(|o| o.name.as_str()).collect()
@@ -441,7 +509,7 @@ impl Runtime for OnnxModel {
                 let value = results
                     .remove(name)
                     .ok_or_else(|| RuntimeError::Execution(format!("the model produced no output '{name}'")))?;
-                from_value(name, value)
+                from_value(name, value, &lent)
             })
             .collect()
     }
