@@ -98,6 +98,7 @@ pub fn decode_request(msg: ModelInferRequest) -> Result<InferRequest> {
             })
             .collect::<Result<_>>()?,
         shared_memory,
+        guards: Vec::new(),
     })
 }
 

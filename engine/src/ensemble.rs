@@ -408,6 +408,9 @@ impl Ensemble {
             inputs,
             outputs,
             shared_memory: Vec::new(),
+            // A step reads the ensemble's inputs where they lie (a shared
+            // memory region among them): it answers to the same checks.
+            guards: req.guards.clone(),
         }
     }
 

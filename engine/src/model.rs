@@ -123,7 +123,11 @@ impl ModelVersion {
     /// client's (shadow copies, the validation gate's cases).
     pub async fn run(&self, req: InferRequest, priority: Priority) -> (Result<InferResponse>, Timing) {
         let mut timing = Timing::start();
-        let result = self.queue(req, priority, &mut timing).await;
+        let guards = req.guards.clone();
+        let result = self
+            .queue(req, priority, &mut timing)
+            .await
+            .and_then(|resp| guards.iter().try_for_each(|g| g.check()).map(|()| resp));
         timing.elapsed = timing.started.elapsed();
         (result, timing)
     }

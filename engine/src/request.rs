@@ -1,5 +1,7 @@
 //! The protocol-independent inference request and response: what both front
 //! ends decode into and encode from.
+use std::sync::Arc;
+
 use quiver_runtimes::{DataType, Tensor};
 
 use crate::error::{Error, Result};
@@ -144,6 +146,17 @@ pub struct InferRequest {
     /// Inputs (by index) whose bytes are in a registered shared memory
     /// region: their `data` is empty until the server reads the region.
     pub shared_memory: Vec<(usize, ShmRef)>,
+    /// What the inputs' bytes depend on that can fail while the model reads
+    /// them (a shared memory region truncated under it), checked once the
+    /// model has run: a failed check fails the request before the answer
+    /// is cached, counted as a success or shown to a tap.
+    pub guards: Vec<Arc<dyn InputGuard>>,
+}
+
+/// See [`InferRequest::guards`].
+pub trait InputGuard: Send + Sync + std::fmt::Debug {
+    /// `Err`: the bytes the model read were not the client's.
+    fn check(&self) -> Result<()>;
 }
 
 #[derive(Clone, Debug)]

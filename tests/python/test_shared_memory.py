@@ -264,6 +264,12 @@ def test_an_output_region_too_small_for_the_answer_is_refused(server):
     still_serving(server)
 
 
+def inference_counts(server):
+    stats = requests.get(f"http://{server.http}/v2/models/add_sub/stats", timeout=10).json()
+    inference = stats["model_stats"][0]["inference_stats"]
+    return inference["success"]["count"], inference["fail"]["count"]
+
+
 @pytest.mark.parametrize("direction", ["input", "output"])
 def test_a_region_shrunk_by_ftruncate_fails_its_requests_not_the_server(server, direction):
     size = 3 * 4096
@@ -271,8 +277,13 @@ def test_a_region_shrunk_by_ftruncate_fails_its_requests_not_the_server(server, 
         a, _ = add_sub_inputs()
         region.obj.write(np.tile(a, 3 * 4096 // 64).tobytes()[:size])
         region.obj.truncate(0)
+        before = inference_counts(server)
         if direction == "input":
             r = infer_raw(server, [shm_input("INPUT0", region.name, 64, offset=8192), plain_input("INPUT1")])
+            # The model read zero pages: the engine counts a failure (what
+            # its taps and the response cache see too), never a success.
+            success, fail = inference_counts(server)
+            assert (success, fail) == (before[0], before[1] + 1), (before, success, fail)
         else:
             r = infer_raw(server, [plain_input("INPUT0"), plain_input("INPUT1")],
                           [{"name": "OUTPUT0", "parameters": {"shared_memory_region": region.name,

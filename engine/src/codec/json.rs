@@ -169,6 +169,7 @@ pub fn decode_request(header: &[u8], mut binary: Bytes, model: &str, version: Op
         inputs,
         outputs,
         shared_memory,
+        guards: Vec::new(),
     })
 }
 

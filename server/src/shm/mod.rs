@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use quiver_engine::request::{InferRequest, InferResponse, ShmRef};
+use quiver_engine::request::{InferRequest, InferResponse, InputGuard, ShmRef};
 
 use crate::error::{Error, ErrorKind, Result};
 use mapping::Mapping;
@@ -160,6 +160,7 @@ impl Regions {
                 start,
                 len,
             });
+            req.guards.push(Arc::clone(&region) as Arc<dyn InputGuard>);
             attached.inputs.push(region);
         }
         for o in &req.outputs {
@@ -211,6 +212,27 @@ impl Attached {
             placed.push((name, ShmRef { byte_size: need, ..r }));
         }
         Ok(placed)
+    }
+}
+
+/// A region truncated while the model read it fails the request in the
+/// engine, before the answer (computed on zero pages) is cached or shown to
+/// a tap as a success.
+impl InputGuard for Region {
+    fn check(&self) -> Result<()> {
+        match self.map.poisoned() {
+            true => Err(truncated(self)),
+            false => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
