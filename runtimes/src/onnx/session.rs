@@ -313,7 +313,7 @@ fn lent_value(
     use ort::AsPointer as _;
     let [part] = input.parts.as_slice() else { return None };
     let align = input.datatype.size()?;
-    if input.datatype == DataType::Bytes || part.is_empty() || part.as_ptr() as usize % align != 0 {
+    if input.datatype == DataType::Bytes || part.is_empty() || !(part.as_ptr() as usize).is_multiple_of(align) {
         return None;
     }
     let mut value: *mut ort::sys::OrtValue = std::ptr::null_mut();
