@@ -70,6 +70,10 @@ struct State {
     next_ticket: u64,
     /// Arrival gaps and requests in flight, for the adaptive delay.
     arrivals: Arrivals,
+    /// Instances blocked on `arrived`. A push wakes one only when one waits:
+    /// `notify_one` is a futex system call even with no waiter, and under
+    /// load the instances are mostly busy running a batch.
+    waiting: usize,
 }
 
 impl State {
@@ -155,6 +159,7 @@ impl JobQueue {
                 closed: false,
                 next_ticket: 0,
                 arrivals: Arrivals::default(),
+                waiting: 0,
             }),
             arrived: Condvar::new(),
             config,
@@ -203,8 +208,14 @@ impl JobQueue {
         }
         st.arrivals.arrived(Instant::now());
         st.levels[level].push_back(Queued { job, deadline });
+        // Read under the lock: an instance counts itself before it waits,
+        // and reads the queue under the same lock first, so no arrival is
+        // missed.
+        let wake = st.waiting > 0;
         drop(st);
-        self.arrived.notify_one();
+        if wake {
+            self.arrived.notify_one();
+        }
         Ok(())
     }
 
@@ -271,7 +282,7 @@ impl JobQueue {
                     }
                     let ticket = st.next_ticket;
                     st.next_ticket += 1;
-                    if st.len > 0 {
+                    if st.len > 0 && st.waiting > 0 {
                         // Work is left: pass the wake-up on to another idle
                         // instance, or it would wait for the next arrival.
                         self.arrived.notify_one();
@@ -280,12 +291,15 @@ impl JobQueue {
                 }
                 Decision::Wait(d) => {
                     let d = next_deadline.map_or(d, |t| d.min(t.saturating_duration_since(now)));
+                    st.waiting += 1;
                     st = self.arrived.wait_timeout(st, d).unwrap_or_else(|e| e.into_inner()).0;
+                    st.waiting -= 1;
                 }
                 Decision::Idle => {
                     if st.closed {
                         return None;
                     }
+                    st.waiting += 1;
                     st = match next_deadline {
                         Some(t) => {
                             self.arrived
@@ -295,6 +309,7 @@ impl JobQueue {
                         }
                         None => self.arrived.wait(st).unwrap_or_else(|e| e.into_inner()),
                     };
+                    st.waiting -= 1;
                 }
             }
         }

@@ -125,11 +125,15 @@ impl Regions {
         }
     }
 
-    fn get(&self, what: &str, r: &ShmRef) -> Result<Arc<Region>> {
-        let region =
-            self.lock().get(&r.region).cloned().ok_or_else(|| {
-                Error::invalid(format!("{what}: shared memory region '{}' is not registered", r.region))
-            })?;
+    /// `what` names the tensor in an error (formatted only then).
+    fn get(&self, what: impl Fn() -> String, r: &ShmRef) -> Result<Arc<Region>> {
+        let region = self.lock().get(&r.region).cloned().ok_or_else(|| {
+            Error::invalid(format!(
+                "{}: shared memory region '{}' is not registered",
+                what(),
+                r.region
+            ))
+        })?;
         if region.map.poisoned() {
             return Err(truncated(&region));
         }
@@ -139,8 +143,12 @@ impl Regions {
             .is_some_and(|end| end <= region.byte_size);
         if !fits {
             return Err(Error::invalid(format!(
-                "{what}: shared_memory_offset {} + shared_memory_byte_size {} is past the end of region '{}' ({} bytes)",
-                r.offset, r.byte_size, region.name, region.byte_size
+                "{}: shared_memory_offset {} + shared_memory_byte_size {} is past the end of region '{}' ({} bytes)",
+                what(),
+                r.offset,
+                r.byte_size,
+                region.name,
+                region.byte_size
             )));
         }
         Ok(region)
@@ -153,7 +161,7 @@ impl Regions {
         let mut attached = Attached::default();
         for (i, r) in std::mem::take(&mut req.shared_memory) {
             let input = &mut req.inputs[i];
-            let region = self.get(&format!("input '{}'", input.name), &r)?;
+            let region = self.get(|| format!("input '{}'", input.name), &r)?;
             let (start, len) = (r.offset as usize, r.byte_size as usize);
             input.data = Bytes::from_owner(Slice {
                 region: Arc::clone(&region),
@@ -165,7 +173,7 @@ impl Regions {
         }
         for o in &req.outputs {
             if let Some(r) = &o.shared_memory {
-                let region = self.get(&format!("output '{}'", o.name), r)?;
+                let region = self.get(|| format!("output '{}'", o.name), r)?;
                 attached.outputs.push((o.name.clone(), r.clone(), region));
             }
         }

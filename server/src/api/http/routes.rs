@@ -202,10 +202,8 @@ fn guarded(routes: Router<HttpState>, state: HttpState) -> Router {
 /// model names do not explode the label set) and status, and gives the
 /// framework's own errors their JSON body.
 async fn observe(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    // A reference count, not a copy of the pattern.
+    let route = request.extensions().get::<axum::extract::MatchedPath>().cloned();
     // Cheap clones (the URI shares its bytes), kept for an error message.
     let (method, uri) = (request.method().clone(), request.uri().clone());
     let started = std::time::Instant::now();
@@ -214,6 +212,7 @@ async fn observe(request: axum::extract::Request, next: axum::middleware::Next) 
     if status.is_client_error() || status.is_server_error() {
         response = guard::json_errors(&method, &uri, response).await;
     }
+    let route = route.as_ref().map_or("unmatched", |p| p.as_str());
     crate::telemetry::http_request(route, status.as_u16(), started.elapsed());
     response
 }
