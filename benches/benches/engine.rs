@@ -18,6 +18,7 @@ fn engine(c: &mut Criterion) {
         intra_op_threads: 1,
         queue_capacity: 4096,
         delay_policy: Default::default(),
+        instance_scheduling: Default::default(),
         model_name: None,
         default_warmup: false,
         control: quiver_engine::repository::ControlMode::None,

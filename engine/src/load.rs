@@ -12,7 +12,7 @@ use quiver_runtimes::{Accelerator, Accelerators, Device, LoadRequest, Runtime, S
 
 use crate::batcher::policy::{BatchingConfig, DelayPolicy};
 use crate::batcher::queue::{QueueConfig, QueuePolicy, TimeoutAction};
-use crate::batcher::{Scheduler, SchedulerConfig};
+use crate::batcher::{InstanceScheduling, Scheduler, SchedulerConfig};
 use crate::classify;
 use crate::model::ModelVersion;
 use crate::repository::model_config::ModelSpec;
@@ -30,6 +30,8 @@ pub struct LoadOptions {
     /// `--queue-delay-policy`: how batches wait, unless a model's config
     /// sets parameters { key: "queue_delay_policy" }.
     pub delay_policy: DelayPolicy,
+    /// `--instance-scheduling`: the OS policy of every instance thread.
+    pub instance_scheduling: InstanceScheduling,
     /// `--model-name`: serve a repository folder that is one model under this name.
     pub model_name: Option<String>,
     /// Warm a model that has no `model_warmup` with one run on zeros.
@@ -181,7 +183,10 @@ pub fn start_version(
     runtimes: Vec<Box<dyn Runtime>>,
     options: &LoadOptions,
 ) -> Result<ModelVersion, String> {
-    let scheduler_config = scheduler_config(&config, options.queue_capacity, options.delay_policy)?;
+    let scheduler_config = SchedulerConfig {
+        threads: options.instance_scheduling,
+        ..scheduler_config(&config, options.queue_capacity, options.delay_policy)?
+    };
     let stats = Arc::new(VersionStats::new(name, version));
     let scheduler = Scheduler::start(
         &format!("{name}:{version}"),
@@ -336,6 +341,7 @@ fn scheduler_config(
                 batching: None,
             },
             preserve_ordering: false,
+            threads: InstanceScheduling::default(),
         });
     };
     let max = config.max_batch_size.max(0) as usize;
@@ -379,6 +385,7 @@ fn scheduler_config(
             }),
         },
         preserve_ordering: db.preserve_ordering,
+        threads: InstanceScheduling::default(),
     })
 }
 

@@ -186,6 +186,14 @@ pub struct Config {
     #[arg(long, env = "QUIVER_QUEUE_DELAY_POLICY", default_value = "adaptive")]
     pub queue_delay_policy: DelayPolicy,
 
+    /// How the OS schedules the models' instance threads: "batch" (Linux's
+    /// SCHED_BATCH: a request's wake-up does not preempt the I/O thread, which
+    /// goes on queueing the requests that came with it, so a busy core runs
+    /// larger batches) or "normal" (the default policy: a woken instance runs
+    /// at once, a few microseconds sooner on a busy core).
+    #[arg(long, env = "QUIVER_INSTANCE_SCHEDULING", default_value = "batch")]
+    pub instance_scheduling: quiver_engine::batcher::InstanceScheduling,
+
     /// Tokio worker threads for HTTP and gRPC I/O. Inference runs on its own
     /// threads, so a small number leaves the cores to the models.
     #[arg(long, env = "QUIVER_WORKER_THREADS", default_value_t = 2)]

@@ -128,6 +128,7 @@ fn load_options(config: &Config) -> anyhow::Result<LoadOptions> {
         intra_op_threads: config.intra_op_threads,
         queue_capacity: config.queue_capacity,
         delay_policy: config.queue_delay_policy,
+        instance_scheduling: config.instance_scheduling,
         model_name: config.model_name.clone(),
         default_warmup: !config.no_default_warmup,
         control: config.model_control_mode,
