@@ -97,40 +97,34 @@ pub fn source_fetched(source: &'static str, objects: u64, bytes: u64) {
 /// Per-protocol request accounting (front ends call these).
 pub fn http_request(route: &str, status: u16, elapsed: Duration) {
     HTTP_SERIES.with_borrow_mut(|routes| {
-        let series = match routes.iter_mut().position(|(r, _)| r.as_str() == route) {
-            Some(i) => &mut routes[i].1,
-            None => {
+        let series = find_or_add(
+            routes,
+            |r| r == route,
+            || {
                 let seconds = histogram!(HTTP_SECONDS, "route" => route.to_owned());
-                routes.push((route.to_owned(), Series::new(seconds)));
-                &mut routes.last_mut().expect("just pushed").1
-            }
-        };
-        series.seconds.record(elapsed.as_secs_f64());
-        series
-            .count(
-                status.into(),
-                || counter!(HTTP_REQUESTS, "route" => route.to_owned(), "status" => status.to_string()),
-            )
-            .increment(1);
+                (route.to_owned(), Series::new(seconds))
+            },
+        );
+        series.record(
+            status.into(),
+            elapsed,
+            || counter!(HTTP_REQUESTS, "route" => route.to_owned(), "status" => status.to_string()),
+        );
     });
 }
 
 pub fn grpc_request(method: &'static str, code: tonic::Code, elapsed: Duration) {
     GRPC_SERIES.with_borrow_mut(|methods| {
-        let series = match methods.iter_mut().position(|(m, _)| *m == method) {
-            Some(i) => &mut methods[i].1,
-            None => {
-                methods.push((method, Series::new(histogram!(GRPC_SECONDS, "method" => method))));
-                &mut methods.last_mut().expect("just pushed").1
-            }
-        };
-        series.seconds.record(elapsed.as_secs_f64());
-        series
-            .count(
-                code as i32,
-                || counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")),
-            )
-            .increment(1);
+        let series = find_or_add(
+            methods,
+            |m| *m == method,
+            || (method, Series::new(histogram!(GRPC_SECONDS, "method" => method))),
+        );
+        series.record(
+            code as i32,
+            elapsed,
+            || counter!(GRPC_REQUESTS, "method" => method, "code" => format!("{code:?}")),
+        );
     });
 }
 
@@ -153,16 +147,24 @@ impl Series {
         }
     }
 
-    fn count(&mut self, status: i32, register: impl FnOnce() -> metrics::Counter) -> &metrics::Counter {
-        let i = match self.by_status.iter().position(|(s, _)| *s == status) {
-            Some(i) => i,
-            None => {
-                self.by_status.push((status, register()));
-                self.by_status.len() - 1
-            }
-        };
-        &self.by_status[i].1
+    /// One request: its duration, and one more in its status's counter
+    /// (registered by `register` the first time that status is seen).
+    fn record(&mut self, status: i32, elapsed: Duration, register: impl FnOnce() -> metrics::Counter) {
+        self.seconds.record(elapsed.as_secs_f64());
+        find_or_add(&mut self.by_status, |s| *s == status, || (status, register())).increment(1);
     }
+}
+
+/// The value of `list` whose key `is`, added by `add` the first time.
+fn find_or_add<K, V>(list: &mut Vec<(K, V)>, is: impl Fn(&K) -> bool, add: impl FnOnce() -> (K, V)) -> &mut V {
+    let i = match list.iter().position(|(k, _)| is(k)) {
+        Some(i) => i,
+        None => {
+            list.push(add());
+            list.len() - 1
+        }
+    };
+    &mut list[i].1
 }
 
 thread_local! {

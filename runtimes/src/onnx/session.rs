@@ -312,8 +312,9 @@ fn lent_value(
 ) -> Option<ort::Result<DynTensor>> {
     use ort::AsPointer as _;
     let [part] = input.parts.as_slice() else { return None };
+    // BYTES has no element size: its tensors are always built (and copied).
     let align = input.datatype.size()?;
-    if input.datatype == DataType::Bytes || part.is_empty() || !(part.as_ptr() as usize).is_multiple_of(align) {
+    if part.is_empty() || !(part.as_ptr() as usize).is_multiple_of(align) {
         return None;
     }
     let mut value: *mut ort::sys::OrtValue = std::ptr::null_mut();
