@@ -1,7 +1,9 @@
 //! What the payload log costs per request, off the request path: the two
 //! events (request and answer) of a fraud_mlp-sized exchange (32 FP32 in,
 //! 2 out) encoded as a file line / batch member (structured) and as a
-//! binary-mode POST body. `cargo bench -p quiver-server --bench payload_log`.
+//! binary-mode POST body; and, for scale, the REST answer of an
+//! embedding model (768 FP32 per row, 8 rows) as V2 JSON, the same tensor
+//! writer. `cargo bench -p quiver-server --bench payload_log`.
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -77,6 +79,23 @@ fn bench(c: &mut Criterion) {
             for e in &events {
                 black_box(e.write_structured(&mut out));
             }
+        })
+    });
+    let embedding = InferResponse {
+        model_name: "embedder".into(),
+        model_version: "1".into(),
+        id: String::new(),
+        outputs: vec![Tensor {
+            shape: vec![8, 768],
+            ..tensor("embedding", 8 * 768)
+        }],
+    };
+    c.bench_function("json/answer 8x768 FP32 (an embedding model's REST answer)", |b| {
+        b.iter(|| {
+            black_box(quiver_engine::codec::json::encode_response(
+                &embedding,
+                &Default::default(),
+            ))
         })
     });
     c.bench_function("payload_log/binary-mode bodies and headers (fraud_mlp)", |b| {

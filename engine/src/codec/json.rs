@@ -11,7 +11,6 @@ use base64::Engine as _;
 use bytes::Bytes;
 use quiver_runtimes::{DataType, Tensor, element_count};
 use serde::de::{self, DeserializeSeed, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -308,7 +307,7 @@ struct ResponseJson<'a> {
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<&'a Map<String, Value>>,
-    outputs: Vec<TensorJson<'a>>,
+    // `outputs` follows, written by `write_tensors`.
 }
 
 /// A request as V2 JSON, for what records requests (payload logs).
@@ -318,9 +317,9 @@ struct RequestOutJson<'a> {
     id: &'a str,
     #[serde(skip_serializing_if = "Map::is_empty")]
     parameters: Map<String, Value>,
-    inputs: Vec<TensorJson<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     outputs: Vec<RequestedOutputJson<'a>>,
+    // `inputs` follows, written by `write_tensors`.
 }
 
 #[derive(Serialize)]
@@ -338,22 +337,6 @@ struct OutputParameters {
     classification: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct TensorJson<'a> {
-    name: &'a str,
-    datatype: &'static str,
-    shape: &'a [i64],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    parameters: Option<BinaryParameters>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<DataJson<'a>>,
-}
-
-#[derive(Serialize)]
-struct BinaryParameters {
-    binary_data_size: usize,
-}
-
 /// How one tensor's data is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorData<'a> {
@@ -369,50 +352,30 @@ pub enum TensorData<'a> {
     Omitted,
 }
 
-/// Writes `tensors` as JSON, collecting the blobs of binary ones.
-fn tensors_json<'a>(
-    tensors: &'a [Tensor],
-    data: &impl Fn(&Tensor) -> TensorData<'a>,
-    blobs: &mut Vec<&'a Bytes>,
-) -> Vec<TensorJson<'a>> {
-    tensors
-        .iter()
-        .map(|t| {
-            let how = data(t);
-            let parameters = match how {
-                TensorData::Binary => {
-                    blobs.push(&t.data);
-                    Some(BinaryParameters {
-                        binary_data_size: t.data.len(),
-                    })
-                }
-                // As Triton answers it: the name, datatype and shape only.
-                // Triton's C++ client (perf_analyzer) takes any `parameters`
-                // on an output to announce a binary blob.
-                TensorData::SharedMemory(_) | TensorData::Json | TensorData::Omitted => None,
-            };
-            TensorJson {
-                name: &t.name,
-                datatype: t.datatype.as_str(),
-                shape: &t.shape,
-                parameters,
-                data: (how == TensorData::Json).then_some(DataJson(t)),
-            }
-        })
-        .collect()
-}
-
-/// Appends the JSON header, then the blobs, to `out`; the header's length
-/// when blobs follow it.
-fn write_with_blobs(
+/// Appends `json` (which serialises as an object) to `out` with one more
+/// member, `name`, last, its value written by `value`; with the blobs after
+/// the JSON when there are any. Returns the JSON's length when blobs follow.
+fn write_with_blobs<'a>(
     out: &mut Vec<u8>,
     json: &impl Serialize,
-    blobs: Vec<&Bytes>,
-    what: impl FnOnce() -> String,
+    (name, value): (
+        &str,
+        impl FnOnce(&mut Vec<u8>, &mut Vec<&'a Bytes>) -> std::result::Result<(), String>,
+    ),
+    what: impl Fn() -> String,
 ) -> Result<Option<usize>> {
+    let mut blobs = Vec::new();
     let start = out.len();
-    serde_json::to_writer(&mut *out, json)
-        .map_err(|e| Error::internal(format!("cannot encode {} as JSON: {e}", what())))?;
+    let fail = |e: String| Error::internal(format!("cannot encode {} as JSON: {e}", what()));
+    serde_json::to_writer(&mut *out, json).map_err(|e| fail(e.to_string()))?;
+    out.pop(); // the object's `}`
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    write_str(out, name);
+    out.push(b':');
+    value(out, &mut blobs).map_err(fail)?;
+    out.push(b'}');
     if blobs.is_empty() {
         return Ok(None);
     }
@@ -421,6 +384,109 @@ fn write_with_blobs(
         out.extend_from_slice(b);
     }
     Ok(Some(header_len))
+}
+
+/// Appends `tensors` as a V2 JSON array: name, datatype and shape, the
+/// binary extension's `binary_data_size` for a tensor sent as a blob (its
+/// data collected into `blobs`), `data` for one written as JSON.
+///
+/// Written by hand rather than through serde: a tensor's data is most of
+/// an answer's JSON, and serde's path for each element (a separator, then
+/// the number, each through `io::Write`) cost as much again as formatting
+/// the numbers (`benches/payload_log.rs`, docs/performance.md).
+fn write_tensors<'a>(
+    out: &mut Vec<u8>,
+    tensors: &'a [Tensor],
+    data: &impl Fn(&Tensor) -> TensorData<'a>,
+    blobs: &mut Vec<&'a Bytes>,
+) -> std::result::Result<(), String> {
+    let mut int = itoa::Buffer::new();
+    out.push(b'[');
+    for t in tensors {
+        out.extend_from_slice(b"{\"name\":");
+        write_str(out, &t.name);
+        out.extend_from_slice(b",\"datatype\":\"");
+        out.extend_from_slice(t.datatype.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"shape\":[");
+        for d in &t.shape {
+            out.extend_from_slice(int.format(*d).as_bytes());
+            out.push(b',');
+        }
+        close(out, b'[', b']');
+        match data(t) {
+            TensorData::Binary => {
+                // As Triton answers it: `parameters` only for a blob.
+                // Triton's C++ client (perf_analyzer) takes any `parameters`
+                // on an output to announce a binary blob.
+                blobs.push(&t.data);
+                out.extend_from_slice(b",\"parameters\":{\"binary_data_size\":");
+                out.extend_from_slice(int.format(t.data.len()).as_bytes());
+                out.push(b'}');
+            }
+            TensorData::Json => {
+                out.extend_from_slice(b",\"data\":");
+                write_data(out, t)?;
+            }
+            TensorData::SharedMemory(_) | TensorData::Omitted => {}
+        }
+        out.extend_from_slice(b"},");
+    }
+    close(out, b'[', b']');
+    Ok(())
+}
+
+/// Ends a list whose every item was followed by a comma: the last comma
+/// becomes `end` (or `end` follows `open` when the list is empty).
+fn close(out: &mut Vec<u8>, open: u8, end: u8) {
+    match out.last_mut() {
+        Some(last) if *last == b',' => *last = end,
+        Some(last) if *last == open => out.push(end),
+        _ => out.push(end),
+    }
+}
+
+/// A tensor's elements as a flat JSON array. Non-finite floats are written
+/// as `null`, as serde_json writes them.
+fn write_data(out: &mut Vec<u8>, t: &Tensor) -> std::result::Result<(), String> {
+    // Room for the usual: a few characters an element byte (FP32 "-0.123456",
+    // 9 to 15 characters for 4 bytes); the vector grows for the rest.
+    out.reserve(t.data.len() * 3 + 2);
+    out.push(b'[');
+    let mut float = zmij::Buffer::new();
+    let mut int = itoa::Buffer::new();
+    elements::for_each(
+        t.datatype,
+        &t.data,
+        |e| {
+            match e {
+                Element::Float32(f) if f.is_finite() => out.extend_from_slice(float.format_finite(f).as_bytes()),
+                Element::Float(f) if f.is_finite() => out.extend_from_slice(float.format_finite(f).as_bytes()),
+                Element::Float32(_) | Element::Float(_) => out.extend_from_slice(b"null"),
+                Element::Int(i) => out.extend_from_slice(int.format(i).as_bytes()),
+                Element::Uint(u) => out.extend_from_slice(int.format(u).as_bytes()),
+                Element::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+                Element::Bytes(b) => write_str(out, &String::from_utf8_lossy(b)),
+            }
+            out.push(b',');
+            Ok(())
+        },
+        || format!("output '{}' holds malformed BYTES data", t.name),
+    )?;
+    close(out, b'[', b']');
+    Ok(())
+}
+
+/// `s` as a JSON string, escaped as serde_json escapes it.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Names rarely need an escape: copy them whole.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a string into a vector cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 fn param_json(value: &ParamValue) -> Value {
@@ -444,7 +510,6 @@ pub fn encode_request<'a>(
     extra: &Map<String, Value>,
     out: &mut Vec<u8>,
 ) -> Result<Option<usize>> {
-    let mut blobs = Vec::new();
     let mut parameters: Map<String, Value> = req
         .parameters
         .0
@@ -455,7 +520,6 @@ pub fn encode_request<'a>(
     let json = RequestOutJson {
         id: &req.id,
         parameters,
-        inputs: tensors_json(&req.inputs, &data, &mut blobs),
         outputs: req
             .outputs
             .iter()
@@ -468,7 +532,8 @@ pub fn encode_request<'a>(
             })
             .collect(),
     };
-    write_with_blobs(out, &json, blobs, || {
+    let inputs = |out: &mut Vec<u8>, blobs: &mut Vec<&'a Bytes>| write_tensors(out, &req.inputs, &data, blobs);
+    write_with_blobs(out, &json, ("inputs", inputs), || {
         format!("a request for model '{}'", req.model_name)
     })
 }
@@ -482,42 +547,16 @@ pub fn encode_response_with<'a>(
     extra: &Map<String, Value>,
     out: &mut Vec<u8>,
 ) -> Result<Option<usize>> {
-    let mut blobs = Vec::new();
     let json = ResponseJson {
         model_name: &resp.model_name,
         model_version: &resp.model_version,
         id: &resp.id,
         parameters: (!extra.is_empty()).then_some(extra),
-        outputs: tensors_json(&resp.outputs, &data, &mut blobs),
     };
-    write_with_blobs(out, &json, blobs, || {
+    let outputs = |out: &mut Vec<u8>, blobs: &mut Vec<&'a Bytes>| write_tensors(out, &resp.outputs, &data, blobs);
+    write_with_blobs(out, &json, ("outputs", outputs), || {
         format!("the answer of model '{}'", resp.model_name)
     })
-}
-
-/// Serialises tensor data as a flat JSON array, element by element.
-struct DataJson<'a>(&'a Tensor);
-
-impl Serialize for DataJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let t = self.0;
-        let mut seq = s.serialize_seq(t.element_count())?;
-        elements::for_each(
-            t.datatype,
-            &t.data,
-            |e| match e {
-                Element::Bool(b) => seq.serialize_element(&b),
-                Element::Uint(u) => seq.serialize_element(&u),
-                Element::Int(i) => seq.serialize_element(&i),
-                Element::Float(f) => seq.serialize_element(&f),
-                Element::Float32(f) => seq.serialize_element(&f),
-                Element::Bytes(b) => seq.serialize_element(&String::from_utf8_lossy(b)),
-            },
-            || S::Error::custom(format!("output '{}' holds malformed BYTES data", t.name)),
-        )?;
-        seq.end()
-    }
 }
 
 /// How the client asked for outputs to be encoded.
@@ -710,6 +749,151 @@ mod tests {
         .unwrap();
         assert_eq!(req.inputs[0].data.as_ref(), &[2, 0, 0, 0, b'h', b'i', 0, 0, 0, 0]);
         assert_eq!(req.inputs[1].data.as_ref(), &[2, 0, 0, 0, 0, 0xff]);
+    }
+
+    /// The hand-written tensor writer against serde_json, text for text:
+    /// every datatype, the edges of each (non-finite floats, -0, subnormals,
+    /// extremes, strings that need escapes, invalid UTF-8), empty tensors.
+    #[test]
+    fn tensor_json_is_what_serde_json_writes() {
+        use half::{bf16, f16};
+        let t = |name: &str, datatype: DataType, count: usize, data: Vec<u8>| Tensor {
+            name: name.into(),
+            datatype,
+            shape: vec![count as i64],
+            data: data.into(),
+        };
+        let f32s = [
+            0.1f32,
+            -0.0,
+            1.0,
+            -3.5e-41,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            f32::NAN,
+            f32::INFINITY,
+            16777216.0,
+        ];
+        let f64s = [0.1f64, -2.5e300, 5e-324, f64::NEG_INFINITY, 1e21, 123456789.125];
+        let halves = [1.5f32, -65504.0, 6e-8, f32::NAN];
+        let strings: [&[u8]; 5] = [b"plain", b"quo\"te\\", b"ctl\n\x01", b"caf\xc3\xa9", b"bad\xff"];
+        let cases: Vec<(Tensor, String)> = vec![
+            (
+                t(
+                    "a\"b\n",
+                    DataType::Fp32,
+                    f32s.len(),
+                    f32s.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                serde_json::to_string(&f32s).unwrap(),
+            ),
+            (
+                t(
+                    "f64",
+                    DataType::Fp64,
+                    f64s.len(),
+                    f64s.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                serde_json::to_string(&f64s).unwrap(),
+            ),
+            (
+                t(
+                    "f16",
+                    DataType::Fp16,
+                    4,
+                    halves.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect(),
+                ),
+                serde_json::to_string(&halves.map(|v| f16::from_f32(v).to_f32())).unwrap(),
+            ),
+            (
+                t(
+                    "bf16",
+                    DataType::Bf16,
+                    4,
+                    halves.iter().flat_map(|v| bf16::from_f32(*v).to_le_bytes()).collect(),
+                ),
+                serde_json::to_string(&halves.map(|v| bf16::from_f32(v).to_f32())).unwrap(),
+            ),
+            (
+                t(
+                    "i64",
+                    DataType::Int64,
+                    3,
+                    [i64::MIN, -1, i64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                serde_json::to_string(&[i64::MIN, -1, i64::MAX]).unwrap(),
+            ),
+            (t("i8", DataType::Int8, 2, vec![0x80, 0x7f]), "[-128,127]".into()),
+            (
+                t(
+                    "u64",
+                    DataType::Uint64,
+                    2,
+                    [0u64, u64::MAX].iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ),
+                serde_json::to_string(&[0u64, u64::MAX]).unwrap(),
+            ),
+            (
+                t("u16", DataType::Uint16, 1, 65535u16.to_le_bytes().to_vec()),
+                "[65535]".into(),
+            ),
+            (t("bool", DataType::Bool, 3, vec![1, 0, 2]), "[true,false,true]".into()),
+            (t("empty", DataType::Fp32, 0, vec![]), "[]".into()),
+            (
+                t(
+                    "s",
+                    DataType::Bytes,
+                    strings.len(),
+                    strings
+                        .iter()
+                        .flat_map(|s| {
+                            let mut e = (s.len() as u32).to_le_bytes().to_vec();
+                            e.extend_from_slice(s);
+                            e
+                        })
+                        .collect(),
+                ),
+                serde_json::to_string(&strings.map(|s| String::from_utf8_lossy(s).into_owned())).unwrap(),
+            ),
+        ];
+        for (tensor, expected) in cases {
+            let name = tensor.name.clone();
+            let shape = serde_json::to_string(&tensor.shape).unwrap();
+            let resp = InferResponse {
+                model_name: "m".into(),
+                model_version: "1".into(),
+                id: String::new(),
+                outputs: vec![tensor],
+            };
+            let out = encode_response(&resp, &OutputEncoding::default()).unwrap();
+            let body = String::from_utf8(out.body).unwrap();
+            let datatype = resp.outputs[0].datatype.as_str();
+            let want = format!(
+                r#"{{"model_name":"m","model_version":"1","outputs":[{{"name":{},"datatype":"{datatype}","shape":{shape},"data":{expected}}}]}}"#,
+                serde_json::to_string(&name).unwrap()
+            );
+            assert_eq!(body, want, "{name}");
+        }
+        // No outputs at all; a request with nothing but its inputs.
+        let none = InferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: String::new(),
+            outputs: vec![],
+        };
+        let body = encode_response(&none, &OutputEncoding::default()).unwrap().body;
+        assert_eq!(body, br#"{"model_name":"m","model_version":"1","outputs":[]}"#);
+        let req = InferRequest {
+            model_name: "m".into(),
+            inputs: vec![t("x", DataType::Int32, 0, vec![])],
+            ..Default::default()
+        };
+        let mut body = Vec::new();
+        encode_request(&req, |_| TensorData::Json, &Map::new(), &mut body).unwrap();
+        assert_eq!(
+            body,
+            br#"{"inputs":[{"name":"x","datatype":"INT32","shape":[0],"data":[]}]}"#
+        );
     }
 
     #[test]
