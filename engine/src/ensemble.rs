@@ -616,7 +616,7 @@ async fn step_run(
         return (i, result, timing);
     }
     let context = Context::internal();
-    let kept = model.taps.wants_request().then(|| Arc::new(req.clone()));
+    let kept = model.taps.wants_request().then(|| Arc::new(req.kept_copy()));
     model.taps.begin(&model.view(), &context);
     let (result, timing) = model.infer(req).await;
     model.taps.observe(&Exchange {

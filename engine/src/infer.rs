@@ -120,7 +120,7 @@ impl Route<'_> {
         let observed = !taps.is_empty() || !model.taps.is_empty();
         let keep = shadow.is_some() || (observed && (taps.wants_request() || model.taps.wants_request()));
         // Shared by the taps (one clone of names and shapes, whoever keeps it).
-        let kept = keep.then(|| Arc::new(req.clone()));
+        let kept = keep.then(|| Arc::new(req.kept_copy()));
         if observed {
             let view = model.view();
             taps.begin(&view, context);

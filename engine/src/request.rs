@@ -153,6 +153,52 @@ pub struct InferRequest {
     pub guards: Vec<Arc<dyn InputGuard>>,
 }
 
+impl InferRequest {
+    /// The copy that observers keep past the answer (taps, a shadow): tensor
+    /// data of at most [`OWN_AT_MOST`] bytes is copied into one buffer of
+    /// the copy's own (see [`own_small_tensors`]).
+    pub fn kept_copy(&self) -> InferRequest {
+        let mut copy = self.clone();
+        own_small_tensors([&mut copy.inputs[..]]);
+        copy
+    }
+}
+
+/// Tensors this small that outlive their request (kept by a tap, queued
+/// for a payload log) get a buffer of their own rather than staying
+/// slices: a slice keeps the whole buffer it came from alive. A gRPC
+/// request's input is a slice of the buffer its message was read into
+/// (kilobytes for a few hundred bytes of tensor, which the connection's
+/// next read must then allocate anew); an answer's output is a slice of
+/// its batch's output. Copying a few kilobytes costs less than either.
+pub const OWN_AT_MOST: usize = 4096;
+
+/// Copies the data of the tensors of `groups` that are at most
+/// [`OWN_AT_MOST`] bytes into one new buffer that they share.
+pub fn own_small_tensors<const N: usize>(mut groups: [&mut [Tensor]; N]) {
+    let small = |t: &Tensor| !t.data.is_empty() && t.data.len() <= OWN_AT_MOST;
+    let total: usize = groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .filter(|t| small(t))
+        .map(|t| t.data.len())
+        .sum();
+    if total == 0 {
+        return;
+    }
+    let mut own = Vec::with_capacity(total);
+    for t in groups.iter().flat_map(|g| g.iter()).filter(|t| small(t)) {
+        own.extend_from_slice(&t.data);
+    }
+    let own = bytes::Bytes::from(own);
+    let mut at = 0;
+    for t in groups.iter_mut().flat_map(|g| g.iter_mut()).filter(|t| small(t)) {
+        let n = t.data.len();
+        t.data = own.slice(at..at + n);
+        at += n;
+    }
+}
+
 /// See [`InferRequest::guards`].
 pub trait InputGuard: Send + Sync + std::fmt::Debug {
     /// `Err`: the bytes the model read were not the client's.
@@ -165,4 +211,57 @@ pub struct InferResponse {
     pub model_version: String,
     pub id: String,
     pub outputs: Vec<Tensor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_tensors_get_a_buffer_of_their_own_and_large_ones_stay_shared() {
+        let tensor = |name: &str, data: bytes::Bytes| Tensor {
+            name: name.into(),
+            datatype: DataType::Uint8,
+            shape: vec![data.len() as i64],
+            data,
+        };
+        let wire = bytes::Bytes::from(vec![7u8; 3 * OWN_AT_MOST]);
+        let mut outputs = [
+            tensor("a", wire.slice(0..8)),
+            tensor("big", wire.slice(8..8 + 2 * OWN_AT_MOST)),
+            tensor("b", wire.slice(100..104)),
+        ];
+        let mut inputs = [tensor("in", wire.slice(200..202))];
+        own_small_tensors([&mut inputs[..], &mut outputs[..]]);
+        assert_eq!(inputs[0].data, wire.slice(200..202));
+        assert_eq!(outputs[0].data.as_ptr(), inputs[0].data.as_ptr().wrapping_add(2));
+        assert_eq!(outputs[0].data, wire.slice(0..8));
+        assert_eq!(outputs[2].data, wire.slice(100..104));
+        // The small ones now sit side by side in one new buffer.
+        assert_eq!(outputs[2].data.as_ptr(), outputs[0].data.as_ptr().wrapping_add(8));
+        assert_ne!(outputs[0].data.as_ptr(), wire.as_ptr());
+        assert_eq!(outputs[1].data.as_ptr(), wire.as_ptr().wrapping_add(8));
+    }
+
+    #[test]
+    fn a_kept_copy_pins_no_wire_buffer() {
+        let wire = bytes::Bytes::from(vec![3u8; 8192]);
+        let req = InferRequest {
+            model_name: "m".into(),
+            inputs: vec![Tensor {
+                name: "x".into(),
+                datatype: DataType::Fp32,
+                shape: vec![1, 32],
+                data: wire.slice(64..192),
+            }],
+            ..Default::default()
+        };
+        let kept = req.kept_copy();
+        assert_eq!(kept.inputs, req.inputs);
+        let range = wire.as_ptr_range();
+        assert!(!range.contains(&kept.inputs[0].data.as_ptr()));
+        // The wire buffer is shared by the request alone now.
+        drop(req);
+        assert!(wire.is_unique());
+    }
 }

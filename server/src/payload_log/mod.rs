@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use metrics::counter;
-use quiver_engine::request::InferRequest;
+use quiver_engine::request::own_small_tensors;
 use quiver_engine::tap::{Exchange, Kind, Tap, TapFactory, Version};
 
 use crate::error::Codes as _;
@@ -212,23 +212,17 @@ impl Tap for LogTap {
             Some(n) if n.trim() == "0" => Framing::Raw,
             Some(_) => Framing::Binary,
         };
-        // The answer goes to the client, so its names and shapes are cloned.
+        // The request is the engine's kept copy (a reference count); the
+        // answer goes to the client, so its names and shapes are cloned, and
+        // its small outputs copied out of their batch's buffer.
+        let request = exchange.request.cloned();
         let mut outcome = match exchange.result {
             Ok(r) => Ok(r.clone()),
             Err(e) => Err((e.kind.http_status().as_u16(), e.message.clone())),
         };
-        // The request is the engine's shared copy: a reference count, unless
-        // small inputs must be copied out of the buffers they share (below).
-        let mut slim = exchange.request.filter(|r| r.inputs.iter().any(small)).map(|r| slim(r));
-        let outputs: &mut [quiver_runtimes::Tensor] = match &mut outcome {
-            Ok(answer) => &mut answer.outputs,
-            Err(_) => &mut [],
-        };
-        own_small_tensors([slim.as_mut().map_or(&mut [][..], |r| &mut r.inputs[..]), outputs]);
-        let request = match slim {
-            Some(r) => Some(Arc::new(r)),
-            None => exchange.request.cloned(),
-        };
+        if let Ok(answer) = &mut outcome {
+            own_small_tensors([&mut answer.outputs[..]]);
+        }
         let record = Arc::new(Record {
             origin: Arc::clone(&self.origin),
             id: context.header("ce-id").map_or_else(new_id, str::to_owned),
@@ -250,58 +244,6 @@ impl Tap for LogTap {
                 dropped.increment(self.mode.events());
             }
         }
-    }
-}
-
-/// Tensors this small are copied into one buffer of the record's own
-/// rather than shared: a shared slice keeps the whole buffer it came from
-/// alive for as long as the record waits, which costs more than copying a
-/// few hundred bytes. An answer's output is a slice of its batch's output
-/// (rows of every request in it); a gRPC request's input is a slice of the
-/// buffer its message was read into, kilobytes for a few hundred bytes of
-/// tensor, which the next request's read must then allocate anew.
-const SHARE_ABOVE: usize = 4096;
-
-fn small(t: &quiver_runtimes::Tensor) -> bool {
-    t.data.len() <= SHARE_ABOVE
-}
-
-/// What an event needs of a request, with tensors of its own to make
-/// small ones: not the guards or the shared memory placements.
-fn slim(r: &InferRequest) -> InferRequest {
-    InferRequest {
-        model_name: r.model_name.clone(),
-        model_version: r.model_version.clone(),
-        id: r.id.clone(),
-        parameters: r.parameters.clone(),
-        inputs: r.inputs.clone(),
-        outputs: r.outputs.clone(),
-        shared_memory: Vec::new(),
-        guards: Vec::new(),
-    }
-}
-
-/// Copies the small tensors of `groups` into one new buffer.
-fn own_small_tensors<const N: usize>(mut groups: [&mut [quiver_runtimes::Tensor]; N]) {
-    let total: usize = groups
-        .iter()
-        .flat_map(|g| g.iter())
-        .filter(|t| small(t))
-        .map(|t| t.data.len())
-        .sum();
-    if total == 0 {
-        return;
-    }
-    let mut own = Vec::with_capacity(total);
-    for t in groups.iter().flat_map(|g| g.iter()).filter(|t| small(t)) {
-        own.extend_from_slice(&t.data);
-    }
-    let own = bytes::Bytes::from(own);
-    let mut at = 0;
-    for t in groups.iter_mut().flat_map(|g| g.iter_mut()).filter(|t| small(t)) {
-        let n = t.data.len();
-        t.data = own.slice(at..at + n);
-        at += n;
     }
 }
 
@@ -348,32 +290,6 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn small_tensors_get_a_buffer_of_their_own_and_large_ones_stay_shared() {
-        let tensor = |name: &str, data: bytes::Bytes| quiver_runtimes::Tensor {
-            name: name.into(),
-            datatype: quiver_runtimes::DataType::Uint8,
-            shape: vec![data.len() as i64],
-            data,
-        };
-        let wire = bytes::Bytes::from(vec![7u8; 3 * SHARE_ABOVE]);
-        let mut outputs = [
-            tensor("a", wire.slice(0..8)),
-            tensor("big", wire.slice(8..8 + 2 * SHARE_ABOVE)),
-            tensor("b", wire.slice(100..104)),
-        ];
-        let mut inputs = [tensor("in", wire.slice(200..202))];
-        own_small_tensors([&mut inputs[..], &mut outputs[..]]);
-        assert_eq!(inputs[0].data, wire.slice(200..202));
-        assert_eq!(outputs[0].data.as_ptr(), inputs[0].data.as_ptr().wrapping_add(2));
-        assert_eq!(outputs[0].data, wire.slice(0..8));
-        assert_eq!(outputs[2].data, wire.slice(100..104));
-        // The small ones now sit side by side in one new buffer.
-        assert_eq!(outputs[2].data.as_ptr(), outputs[0].data.as_ptr().wrapping_add(8));
-        assert_ne!(outputs[0].data.as_ptr(), wire.as_ptr());
-        assert_eq!(outputs[1].data.as_ptr(), wire.as_ptr().wrapping_add(8));
-    }
 
     #[test]
     fn ids_are_unique_uuids_v4() {
