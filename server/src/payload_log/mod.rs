@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use metrics::counter;
 use quiver_engine::request::own_small_tensors;
-use quiver_engine::tap::{Exchange, Kind, Tap, TapFactory, Version};
+use quiver_engine::tap::{Exchange, Kind, Protocol, Tap, TapFactory, Version};
 
 use crate::error::Codes as _;
 pub use event::{Event, Framing, Origin, Record};
@@ -204,10 +204,22 @@ impl Tap for LogTap {
         if !self.sampled() {
             return;
         }
+        if self.sinks.iter().all(|s| s.full()) {
+            for dropped in &self.dropped {
+                dropped.increment(self.mode.events());
+            }
+            return;
+        }
         let context = exchange.context;
         let answered = SystemTime::now();
         let received = answered.checked_sub(context.received.elapsed()).unwrap_or(answered);
-        let framing = match context.header("inference-header-content-length") {
+        // The binary extension is REST's: a gRPC call is logged as V2 JSON
+        // whatever its metadata says.
+        let binary = match context.protocol {
+            Protocol::Http => context.header("inference-header-content-length"),
+            _ => None,
+        };
+        let framing = match binary {
             None => Framing::Json,
             Some(n) if n.trim() == "0" => Framing::Raw,
             Some(_) => Framing::Binary,

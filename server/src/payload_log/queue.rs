@@ -111,6 +111,13 @@ impl Sink {
         }
     }
 
+    /// Whether the queue is full in records: the tap checks it before it
+    /// builds a record, so that while a sink cannot keep up (or hangs), a
+    /// request costs it a count rather than a record made and freed.
+    pub fn full(&self) -> bool {
+        self.sender.capacity() == 0
+    }
+
     /// `false`: dropped (full, or the worker has gone).
     pub fn push(&self, record: &Arc<Record>, bytes: usize) -> bool {
         let before = self.bytes.fetch_add(bytes, Relaxed);
