@@ -67,6 +67,7 @@ impl Taker {
     /// Waits for the next pass; `None` once the server is stopping, else
     /// the time the pass's events are recorded at.
     pub async fn pass(&mut self, tick: &mut tokio::time::Interval) -> Option<std::time::SystemTime> {
+        self.sink.publish();
         tokio::select! {
             biased;
             _ = self.closing.changed() => None,
@@ -138,6 +139,11 @@ impl Sink {
     /// The worker has taken `record` off the queue.
     pub fn taken(&self, record: &Record) {
         self.bytes.fetch_sub(record.bytes(), Relaxed);
+    }
+
+    /// Sets the queue's gauges, once a drain pass (every `DRAIN_EVERY`)
+    /// rather than per record.
+    fn publish(&self) {
         self.depth_gauge.set(self.depth() as f64);
         self.bytes_gauge.set(self.bytes.load(Relaxed) as f64);
     }
