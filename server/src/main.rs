@@ -3,6 +3,13 @@ use std::time::Duration;
 
 use quiver_server::config::Config;
 
+/// mimalloc, built to override `malloc` itself: the executable exports the
+/// C allocation functions, so ONNX Runtime, LibTorch and the torch backend's
+/// library (loaded with `dlopen`) allocate from the same heap as the server,
+/// and a block may be freed wherever it ends up.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let (config, triton_warnings) = Config::parse_with_triton_flags();
     if let Err(e) = quiver_server::logging::install(&config.log, config.log_settings()) {
