@@ -149,11 +149,13 @@ impl Sink {
     }
 
     /// The worker is done with these events. Their records were allocated
-    /// on a serving thread; freed on the worker's, glibc's malloc sends
-    /// every block through the arena's lock and the serving thread's next
-    /// allocations miss its cache (measured: +4 µs a request, a fifth of
-    /// fraud_mlp's). So the serving threads drop them, a few per request
-    /// ([`Sink::reap`]); past a bound the worker drops them itself.
+    /// on a serving thread, and freeing them there keeps that thread's
+    /// allocator caches warm: under glibc's malloc a free on the worker
+    /// cost +4 µs a request (the arena's lock, cold caches); under mimalloc
+    /// (the binary's allocator now) it still measured worse, batch mode
+    /// −17.5% against −13.2% (docs/performance.md). So the serving threads
+    /// drop them, a few per request ([`Sink::reap`]); past a bound the
+    /// worker drops them itself.
     pub fn bury(&self, events: impl IntoIterator<Item = super::event::Event>) {
         let mut graveyard = self.graveyard.lock().unwrap_or_else(|e| e.into_inner());
         for event in events {
