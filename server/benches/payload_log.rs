@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use criterion::{Criterion, criterion_group, criterion_main};
 use quiver_engine::request::{InferRequest, InferResponse};
 use quiver_runtimes::{DataType, Tensor};
-use quiver_server::payload_log::{Event, Framing, Mode, Origin, Record, Settings};
+use quiver_server::payload_log::{Event, EventId, Framing, Mode, Origin, Record, Settings};
 
 fn tensor(name: &str, n: usize) -> Tensor {
     Tensor {
@@ -44,7 +44,7 @@ fn record() -> Arc<Record> {
             settings,
             ("fraud".into(), "ml".into(), "predictor".into()),
         )),
-        id: "5f0c6d3e-9a1b-4c2d-8e3f-0a1b2c3d4e5f".into(),
+        id: EventId::new(),
         endpoint: "default".into(),
         shadow: false,
         framing: Framing::Json,

@@ -11,6 +11,7 @@ use quiver_engine::codec::json::{self, OutputEncoding, TensorData};
 use quiver_engine::request::{InferRequest, InferResponse};
 use serde_json::{Map, Value};
 
+use super::id::EventId;
 use super::settings::Settings;
 
 /// KServe's event types.
@@ -76,7 +77,7 @@ pub enum Framing {
 pub struct Record {
     pub origin: Arc<Origin>,
     /// `ce-id`: the client's `ce-id` header, else a new one.
-    pub id: String,
+    pub id: EventId,
     /// `ce-endpoint`: the traffic variant, else the configured endpoint.
     pub endpoint: Arc<str>,
     pub shadow: bool,
@@ -243,7 +244,7 @@ impl Event {
         let o = &r.origin;
         let mut a = vec![
             ("specversion", "1.0".to_owned()),
-            ("id", r.id.clone()),
+            ("id", r.id.to_string()),
             ("type", self.kind().to_owned()),
             ("source", o.source.clone()),
             ("time", crate::clock::rfc3339(self.time())),
@@ -285,7 +286,7 @@ impl Event {
     pub fn write_structured(&self, out: &mut Vec<u8>) -> Body {
         let r = &self.record;
         out.extend_from_slice(b"{\"id\":");
-        json_str(out, &r.id);
+        r.id.write_json(out);
         out.extend_from_slice(b",\"type\":\"");
         out.extend_from_slice(self.kind().as_bytes());
         out.extend_from_slice(b"\",");
@@ -395,6 +396,10 @@ fn canonical(name: &str) -> String {
     out
 }
 
+/// For the queue's tests.
+#[cfg(test)]
+pub(super) use tests::record_with_input;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,7 +440,7 @@ mod tests {
     fn record(settings: Settings, framing: Framing, outcome: Result<InferResponse, (u16, String)>) -> Arc<Record> {
         Arc::new(Record {
             origin: origin(settings),
-            id: "abc".into(),
+            id: EventId::Given("abc".into()),
             endpoint: "default".into(),
             shadow: false,
             framing,
@@ -450,6 +455,18 @@ mod tests {
             })),
             outcome,
         })
+    }
+
+    /// A record of a request whose one input holds `values`.
+    pub fn record_with_input(values: &[f32]) -> Arc<Record> {
+        let mut r = record(settings(), Framing::Json, Ok(answer()));
+        let rec = Arc::get_mut(&mut r).unwrap();
+        rec.request = Some(Arc::new(InferRequest {
+            model_name: "m".into(),
+            inputs: vec![tensor("x", values)],
+            ..Default::default()
+        }));
+        r
     }
 
     fn answer() -> InferResponse {

@@ -4,7 +4,7 @@
 //! least every 100 ms, rotated by size: `PATH` -> `PATH.1` -> ... ->
 //! `PATH.<keep>`, the oldest removed.
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,14 +18,13 @@ const BUFFER: usize = 256 << 10;
 
 pub async fn run(mut taker: Taker, mut out: Rotating) {
     let mut events = Vec::new();
-    let mut line = Vec::with_capacity(4096);
     let mut pending: Vec<Event> = Vec::new();
     let mut last_flush = Instant::now();
     let mut tick = Taker::ticks();
     while let Some(now) = taker.pass(&mut tick).await {
         while let Some(record) = taker.take() {
             super::event::events(&record, now, &mut events);
-            write(&mut out, &mut events, &mut line, &mut pending, &taker.sink);
+            write(&mut out, &mut events, &mut pending, &taker.sink);
             if out.buffered() >= BUFFER / 2 {
                 flush(&mut out, &mut pending, &taker.sink);
                 last_flush = Instant::now();
@@ -39,21 +38,20 @@ pub async fn run(mut taker: Taker, mut out: Rotating) {
     // Stopping: what is queued is written and flushed before the thread ends.
     while let Some(record) = taker.take() {
         super::event::events(&record, std::time::SystemTime::now(), &mut events);
-        write(&mut out, &mut events, &mut line, &mut pending, &taker.sink);
+        write(&mut out, &mut events, &mut pending, &taker.sink);
     }
     flush(&mut out, &mut pending, &taker.sink);
-    let _ = taker.finished.send(());
+    taker.finish();
 }
 
 /// Writes `events` as lines (buffered), keeping them in `pending` until the
 /// flush that counts them.
-fn write(out: &mut Rotating, events: &mut Vec<Event>, line: &mut Vec<u8>, pending: &mut Vec<Event>, sink: &Sink) {
+fn write(out: &mut Rotating, events: &mut Vec<Event>, pending: &mut Vec<Event>, sink: &Sink) {
     for event in events.drain(..) {
-        line.clear();
-        let body = event.write_structured(line);
-        super::queue::note(&event, &body);
-        line.push(b'\n');
-        match out.write(line) {
+        match out.line(|buffer| {
+            let body = event.write_structured(buffer);
+            super::queue::note(&event, &body);
+        }) {
             Ok(()) => pending.push(event),
             Err(e) => {
                 tracing::warn!(error = %e, path = %out.path.display(), "payload log file: cannot write");
@@ -78,9 +76,13 @@ fn flush(out: &mut Rotating, pending: &mut Vec<Event>, sink: &Sink) {
 }
 
 /// A file that rotates when the next line would take it over its size.
+/// Lines are encoded straight into its buffer (not into a line of their
+/// own and then copied).
 pub struct Rotating {
     path: PathBuf,
-    file: BufWriter<File>,
+    file: File,
+    buffer: Vec<u8>,
+    /// The file's size with what is buffered.
     size: u64,
     max_bytes: u64,
     keep: usize,
@@ -95,7 +97,8 @@ impl Rotating {
         let size = file.metadata()?.len();
         Ok(Rotating {
             path: settings.path,
-            file: BufWriter::with_capacity(BUFFER, file),
+            file,
+            buffer: Vec::with_capacity(BUFFER),
             size,
             max_bytes: settings.max_bytes,
             keep: settings.keep,
@@ -103,24 +106,39 @@ impl Rotating {
     }
 
     fn buffered(&self) -> usize {
-        self.file.buffer().len()
+        self.buffer.len()
     }
 
-    pub fn write(&mut self, line: &[u8]) -> std::io::Result<()> {
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
-            self.rotate()?;
+    /// Appends the line `write` writes (and a newline), first rotating the
+    /// file if the line would take it over its size. On an error the line
+    /// is not kept.
+    pub fn line(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> std::io::Result<()> {
+        let start = self.buffer.len();
+        write(&mut self.buffer);
+        self.buffer.push(b'\n');
+        let len = (self.buffer.len() - start) as u64;
+        if self.size > 0 && self.size + len > self.max_bytes {
+            // The lines before this one finish the current file.
+            let done = self.file.write_all(&self.buffer[..start]).and_then(|()| self.rotate());
+            if let Err(e) = done {
+                self.buffer.truncate(start);
+                return Err(e);
+            }
+            self.buffer.drain(..start);
         }
-        self.file.write_all(line)?;
-        self.size += line.len() as u64;
+        self.size += len;
         Ok(())
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        let written = self.file.write_all(&self.buffer);
+        // Written or not, the buffer's lines are counted by the caller.
+        self.buffer.clear();
+        written
     }
 
+    /// Moves the file aside; the lines written after go to a new one.
     fn rotate(&mut self) -> std::io::Result<()> {
-        self.file.flush()?;
         let numbered = |i: usize| {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{i}"));
@@ -138,7 +156,7 @@ impl Rotating {
             }
             std::fs::rename(&self.path, numbered(1))?;
         }
-        self.file = BufWriter::with_capacity(BUFFER, append(&self.path)?);
+        self.file = append(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -163,9 +181,8 @@ mod tests {
             keep: 2,
         })
         .unwrap();
-        let line = [b'x'; 39];
         for _ in 0..12 {
-            r.write(&line).unwrap();
+            r.line(|b| b.extend_from_slice(&[b'x'; 38])).unwrap();
         }
         r.flush().unwrap();
         let len = |p: &str| std::fs::metadata(dir.join(p)).map(|m| m.len()).ok();

@@ -112,7 +112,7 @@ pub async fn run(url: String, mut taker: Taker, global: Global) {
             "payload log: events not delivered by the shutdown deadline (counted as failed)"
         );
     }
-    let _ = taker.finished.send(());
+    taker.finish();
 }
 
 /// Hands the batch to a send task once a slot is free.

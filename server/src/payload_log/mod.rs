@@ -11,6 +11,7 @@
 pub mod event;
 mod file;
 mod http;
+pub mod id;
 mod queue;
 pub mod settings;
 
@@ -26,6 +27,8 @@ use quiver_engine::tap::{Exchange, Kind, Protocol, Tap, TapFactory, Version};
 
 use crate::error::Codes as _;
 pub use event::{Event, Framing, Origin, Record};
+pub use id::EventId;
+use id::mix;
 use queue::Sink;
 pub use settings::{Global, Mode, Settings};
 
@@ -237,7 +240,9 @@ impl Tap for LogTap {
         }
         let record = Arc::new(Record {
             origin: Arc::clone(&self.origin),
-            id: context.header("ce-id").map_or_else(new_id, str::to_owned),
+            id: context
+                .header("ce-id")
+                .map_or_else(EventId::new, |id| EventId::Given(id.to_owned())),
             endpoint: exchange.variant.map_or_else(|| Arc::clone(&self.endpoint), Arc::from),
             shadow: exchange.kind == Kind::Shadow,
             framing,
@@ -255,62 +260,6 @@ impl Tap for LogTap {
             if !sink.push(&record, bytes) {
                 dropped.increment(self.mode.events());
             }
-        }
-    }
-}
-
-/// A new event id: a version 4 UUID from a per-process random seed and a
-/// counter (unique in the process, unpredictable across processes).
-fn new_id() -> String {
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos(),
-        );
-        h.write_u32(std::process::id());
-        h.finish()
-    });
-    let n = NEXT.fetch_add(1, Relaxed);
-    let hi = mix(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let lo = mix(hi ^ seed.rotate_left(32) ^ n);
-    let v = ((hi as u128) << 64 | lo as u128) & !(0xF000u128 << 64) & !(0xC << 60);
-    let v = v | (0x4000u128 << 64) | (0x8u128 << 60);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(36);
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            id.push('-');
-        }
-        id.push(HEX[(v >> (124 - 4 * i)) as usize & 0xF] as char);
-    }
-    id
-}
-
-/// SplitMix64's finaliser.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_are_unique_uuids_v4() {
-        let ids: std::collections::HashSet<String> = (0..10_000).map(|_| new_id()).collect();
-        assert_eq!(ids.len(), 10_000);
-        for id in ids.iter().take(50) {
-            assert_eq!(id.len(), 36, "{id}");
-            assert_eq!(&id[14..15], "4", "{id}");
-            assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
         }
     }
 }

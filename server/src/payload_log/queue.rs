@@ -1,12 +1,19 @@
 //! The bounded hand-off between the request path and one sink's worker,
 //! bounded twice: in records and in the tensor bytes they keep alive. A
 //! record that does not fit is dropped and counted, never waited for.
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+//!
+//! The queue is a vector under a mutex that the worker empties whole, once
+//! a pass: a push is a lock and a `Vec::push`, a pass one lock for all the
+//! records since the last. (A channel cost more on both sides: tokio's
+//! bounded `mpsc` takes a semaphore permit per record and returns it under
+//! a lock on the worker's side, and allocates a block every 32 records.)
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use metrics::gauge;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::event::Record;
 
@@ -33,7 +40,14 @@ const REAP: usize = 4;
 pub struct Sink {
     /// The `sink` label: `http <url>` or `file <path>`.
     pub label: String,
-    sender: mpsc::Sender<Arc<Record>>,
+    /// Records pushed and not yet taken by the worker's pass.
+    queued: Mutex<Vec<Arc<Record>>>,
+    /// Records pushed and not yet taken by the worker (its pass's share
+    /// included): the bound in records.
+    waiting: AtomicUsize,
+    max_records: usize,
+    /// The worker has gone: nothing more is queued.
+    gone: AtomicBool,
     bytes: AtomicUsize,
     max_bytes: usize,
     /// Records the worker is done with, for the request path to drop (see
@@ -50,9 +64,10 @@ pub struct Sink {
 /// The worker's end.
 pub struct Taker {
     pub sink: Arc<Sink>,
-    pub records: mpsc::Receiver<Arc<Record>>,
+    /// What the last pass took off the shared queue, oldest first.
+    records: VecDeque<Arc<Record>>,
     pub closing: watch::Receiver<Option<Instant>>,
-    pub finished: tokio::sync::oneshot::Sender<()>,
+    finished: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Taker {
@@ -77,9 +92,20 @@ impl Taker {
 
     /// The next record waiting, if any, taken off the queue's counts.
     pub fn take(&mut self) -> Option<Arc<Record>> {
-        let record = self.records.try_recv().ok()?;
+        if self.records.is_empty() {
+            let mut queued = self.sink.queued.lock().unwrap_or_else(|e| e.into_inner());
+            self.records.extend(queued.drain(..));
+        }
+        let record = self.records.pop_front()?;
         self.sink.taken(&record);
         Some(record)
+    }
+
+    /// Tells the server's stop that the worker has finished.
+    pub fn finish(&mut self) {
+        if let Some(finished) = self.finished.take() {
+            let _ = finished.send(());
+        }
     }
 
     /// The shutdown deadline, once there is one.
@@ -88,9 +114,14 @@ impl Taker {
     }
 }
 
+impl Drop for Taker {
+    fn drop(&mut self) {
+        self.sink.gone.store(true, Relaxed);
+    }
+}
+
 impl Sink {
     pub fn open(label: String, records: usize, max_bytes: usize) -> Taker {
-        let (sender, receiver) = mpsc::channel(records.max(1));
         let (closing, closing_rx) = watch::channel(None);
         let (done, finished) = tokio::sync::oneshot::channel();
         let sink = Arc::new(Sink {
@@ -98,7 +129,10 @@ impl Sink {
             depth_gauge: gauge!(QUEUE_DEPTH, "sink" => label.clone()),
             bytes_gauge: gauge!(QUEUE_BYTES, "sink" => label.clone()),
             label,
-            sender,
+            queued: Mutex::new(Vec::new()),
+            waiting: AtomicUsize::new(0),
+            max_records: records.max(1),
+            gone: AtomicBool::new(false),
             bytes: AtomicUsize::new(0),
             max_bytes,
             closing,
@@ -106,9 +140,9 @@ impl Sink {
         });
         Taker {
             sink,
-            records: receiver,
+            records: VecDeque::new(),
             closing: closing_rx,
-            finished: done,
+            finished: Some(done),
         }
     }
 
@@ -116,29 +150,38 @@ impl Sink {
     /// builds a record, so that while a sink cannot keep up (or hangs), a
     /// request costs it a count rather than a record made and freed.
     pub fn full(&self) -> bool {
-        self.sender.capacity() == 0
+        self.waiting.load(Relaxed) >= self.max_records
     }
 
     /// `false`: dropped (full, or the worker has gone).
     pub fn push(&self, record: &Arc<Record>, bytes: usize) -> bool {
+        if self.gone.load(Relaxed) {
+            return false;
+        }
+        // Both bounds are reserved before the record goes in, so that
+        // concurrent pushes never overshoot them.
+        if self.waiting.fetch_add(1, Relaxed) >= self.max_records {
+            self.waiting.fetch_sub(1, Relaxed);
+            return false;
+        }
         let before = self.bytes.fetch_add(bytes, Relaxed);
         // One record larger than the whole bound still goes into an empty queue.
         if before > 0 && before + bytes > self.max_bytes {
             self.bytes.fetch_sub(bytes, Relaxed);
+            self.waiting.fetch_sub(1, Relaxed);
             return false;
         }
-        match self.sender.try_send(Arc::clone(record)) {
-            Ok(()) => true,
-            Err(_) => {
-                self.bytes.fetch_sub(bytes, Relaxed);
-                false
-            }
-        }
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::clone(record));
+        true
     }
 
     /// The worker has taken `record` off the queue.
     pub fn taken(&self, record: &Record) {
         self.bytes.fetch_sub(record.bytes(), Relaxed);
+        self.waiting.fetch_sub(1, Relaxed);
     }
 
     /// Sets the queue's gauges, once a drain pass (every `DRAIN_EVERY`)
@@ -176,7 +219,7 @@ impl Sink {
 
     /// Records waiting.
     pub fn depth(&self) -> usize {
-        self.sender.max_capacity() - self.sender.capacity()
+        self.waiting.load(Relaxed)
     }
 
     /// Tells the worker to send what it holds before `deadline`.
@@ -213,5 +256,42 @@ pub fn counts(events: &[super::event::Event], name: &'static str, sink: &str) {
 pub fn note(event: &super::event::Event, body: &super::event::Body) {
     if body.truncated {
         metrics::counter!(TRUNCATED, "model" => event.record.origin.model.to_string()).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload_log::event::record_with_input;
+
+    #[test]
+    fn bounded_in_records_and_bytes_taken_in_order() {
+        let mut taker = Sink::open("test".into(), 3, 1 << 20);
+        let sink = Arc::clone(&taker.sink);
+        let records: Vec<_> = (0..4).map(|i| record_with_input(&[i as f32])).collect();
+        for r in &records[..3] {
+            assert!(sink.push(r, r.bytes()));
+        }
+        assert!(sink.full());
+        assert!(!sink.push(&records[3], records[3].bytes()), "over the bound in records");
+        assert_eq!(sink.depth(), 3);
+        for r in &records[..3] {
+            assert!(Arc::ptr_eq(&taker.take().unwrap(), r), "oldest first");
+        }
+        assert!(taker.take().is_none());
+        assert_eq!((sink.depth(), sink.bytes.load(Relaxed)), (0, 0));
+
+        // In bytes: one record larger than the bound goes into an empty
+        // queue, and nothing after it until it is taken.
+        let big = record_with_input(&[0.5; 64]);
+        let mut small = Sink::open("small".into(), 10, 100);
+        assert!(small.sink.push(&big, big.bytes()));
+        assert!(!small.sink.push(&records[0], records[0].bytes()));
+        assert!(small.take().is_some());
+        assert!(small.sink.push(&records[0], records[0].bytes()));
+
+        // A worker that has gone takes nothing more.
+        drop(taker);
+        assert!(!sink.push(&records[0], records[0].bytes()));
     }
 }
