@@ -896,6 +896,67 @@ mod tests {
         );
     }
 
+    /// Long lists of numbers of every printed length (1 to 24 characters),
+    /// across the stage's flushes: the same text as serde_json.
+    #[test]
+    fn long_number_lists_are_what_serde_json_writes() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let f64s: Vec<f64> = (0..3000)
+            .map(|i| {
+                let v = f64::from_bits(next());
+                match i % 3 {
+                    0 if v.is_finite() => v,
+                    1 => (next() % 1000) as f64 / 8.0,
+                    _ => (next() as i64 as f64) * 1e-9,
+                }
+            })
+            .collect();
+        let f32s: Vec<f32> = f64s.iter().map(|v| *v as f32).filter(|v| v.is_finite()).collect();
+        let i64s: Vec<i64> = (0..3000).map(|i| (next() as i64) >> (i % 64)).collect();
+        let tensor = |datatype, count: usize, data: Vec<u8>| InferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: String::new(),
+            outputs: vec![Tensor {
+                name: "y".into(),
+                datatype,
+                shape: vec![count as i64],
+                data: data.into(),
+            }],
+        };
+        let data_of = |resp: &InferResponse| {
+            let body = encode_response(resp, &OutputEncoding::default()).unwrap().body;
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            serde_json::to_string(&v["outputs"][0]["data"]).unwrap()
+        };
+        let resp = tensor(
+            DataType::Fp64,
+            f64s.len(),
+            f64s.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let body = String::from_utf8(encode_response(&resp, &OutputEncoding::default()).unwrap().body).unwrap();
+        assert!(body.contains(&serde_json::to_string(&f64s).unwrap()));
+        let resp = tensor(
+            DataType::Fp32,
+            f32s.len(),
+            f32s.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        let body = String::from_utf8(encode_response(&resp, &OutputEncoding::default()).unwrap().body).unwrap();
+        assert!(body.contains(&serde_json::to_string(&f32s).unwrap()));
+        let resp = tensor(
+            DataType::Int64,
+            i64s.len(),
+            i64s.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        );
+        assert_eq!(data_of(&resp), serde_json::to_string(&i64s).unwrap());
+    }
+
     #[test]
     fn response_mixes_json_and_binary_outputs() {
         let t = |name: &str, v: &[f32]| Tensor {
