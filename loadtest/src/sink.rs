@@ -1,8 +1,9 @@
 //! quiver-event-sink: a CloudEvents receiver for the payload log
 //! benchmarks, cheap enough to share a core with the load generator. It
 //! answers every POST (200, or the `--status` given) after reading the body,
-//! counts events (one per binary-mode POST, the array's length in batch
-//! mode), and prints `posts=N events=M` when it gets SIGTERM or Ctrl-C.
+//! counts events (one per binary-mode POST; in batch mode the events'
+//! `specversion` attributes, found without parsing the batch: parsing it
+//! took a tenth of the core the load generator shares), and prints `posts=N events=M` when it gets SIGTERM or Ctrl-C.
 //! `--hang` reads requests and never answers (a sink that is down without
 //! refusing connections).
 use std::net::SocketAddr;
@@ -65,9 +66,9 @@ async fn main() -> anyhow::Result<()> {
                                 std::future::pending::<()>().await;
                             }
                             let events = match batch {
-                                true => {
-                                    serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(&body).map_or(0, |v| v.len())
-                                }
+                                // Every structured event has one, and a V2 body's JSON
+                                // (numbers, names, escaped strings) none.
+                                true => memchr::memmem::find_iter(&body, br#""specversion":"#).count(),
                                 false => 1,
                             };
                             counts.posts.fetch_add(1, Relaxed);
