@@ -115,8 +115,32 @@ impl Taker {
 }
 
 impl Drop for Taker {
+    /// The worker has stopped: what is still queued (pushed after its last
+    /// pass) will not be written, and is counted as failed, so no record
+    /// is lost without a count. Pushes from now on are refused (dropped
+    /// and counted by the tap).
     fn drop(&mut self) {
-        self.sink.gone.store(true, Relaxed);
+        let mut left: Vec<Arc<Record>> = {
+            let mut queued = self.sink.queued.lock().unwrap_or_else(|e| e.into_inner());
+            self.sink.gone.store(true, Relaxed);
+            queued.drain(..).collect()
+        };
+        left.extend(self.records.drain(..));
+        let mut events = 0;
+        for record in &left {
+            self.sink.taken(record);
+            let n = record.origin.settings.mode.map_or(0, |m| m.events());
+            metrics::counter!(FAILED, "model" => record.origin.model.to_string(), "sink" => self.sink.label.clone())
+                .increment(n);
+            events += n;
+        }
+        if events > 0 {
+            tracing::warn!(
+                sink = self.sink.label,
+                events,
+                "payload log: events queued after the sink's worker stopped (counted as failed)"
+            );
+        }
     }
 }
 
@@ -171,10 +195,15 @@ impl Sink {
             self.waiting.fetch_sub(1, Relaxed);
             return false;
         }
-        self.queued
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::clone(record));
+        let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked again under the lock the worker's end takes to stop.
+        if self.gone.load(Relaxed) {
+            drop(queued);
+            self.bytes.fetch_sub(bytes, Relaxed);
+            self.waiting.fetch_sub(1, Relaxed);
+            return false;
+        }
+        queued.push(Arc::clone(record));
         true
     }
 
@@ -290,8 +319,12 @@ mod tests {
         assert!(small.take().is_some());
         assert!(small.sink.push(&records[0], records[0].bytes()));
 
-        // A worker that has gone takes nothing more.
+        // A worker that has gone takes nothing more, and what it left
+        // queued is taken off the counts (and counted as failed).
+        assert!(sink.push(&records[0], records[0].bytes()));
         drop(taker);
+        assert_eq!((sink.depth(), sink.bytes.load(Relaxed)), (0, 0));
         assert!(!sink.push(&records[0], records[0].bytes()));
+        assert_eq!(sink.depth(), 0);
     }
 }
