@@ -3,7 +3,8 @@
 //! answers every POST (200, or the `--status` given) after reading the body,
 //! counts events (one per binary-mode POST; in batch mode the events'
 //! `specversion` attributes, found without parsing the batch: parsing it
-//! took a tenth of the core the load generator shares), and prints `posts=N events=M` when it gets SIGTERM or Ctrl-C.
+//! took CPU from the load generator on the same core), and prints
+//! `posts=N events=M` when it gets SIGTERM or Ctrl-C.
 //! `--hang` reads requests and never answers (a sink that is down without
 //! refusing connections).
 use std::net::SocketAddr;

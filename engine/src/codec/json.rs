@@ -896,8 +896,8 @@ mod tests {
         );
     }
 
-    /// Long lists of numbers of every printed length (1 to 24 characters),
-    /// across the stage's flushes: the same text as serde_json.
+    /// Long lists of numbers of every printed length (1 to 24 characters):
+    /// the same text as serde_json.
     #[test]
     fn long_number_lists_are_what_serde_json_writes() {
         let mut x = 0x2545_F491_4F6C_DD1Du64;

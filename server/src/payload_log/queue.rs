@@ -179,9 +179,6 @@ impl Sink {
 
     /// `false`: dropped (full, or the worker has gone).
     pub fn push(&self, record: &Arc<Record>, bytes: usize) -> bool {
-        if self.gone.load(Relaxed) {
-            return false;
-        }
         // Both bounds are reserved before the record goes in, so that
         // concurrent pushes never overshoot them.
         if self.waiting.fetch_add(1, Relaxed) >= self.max_records {
@@ -189,15 +186,10 @@ impl Sink {
             return false;
         }
         let before = self.bytes.fetch_add(bytes, Relaxed);
-        // One record larger than the whole bound still goes into an empty queue.
-        if before > 0 && before + bytes > self.max_bytes {
-            self.bytes.fetch_sub(bytes, Relaxed);
-            self.waiting.fetch_sub(1, Relaxed);
-            return false;
-        }
         let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
-        // Checked again under the lock the worker's end takes to stop.
-        if self.gone.load(Relaxed) {
+        // One record larger than the whole bound still goes into an empty
+        // queue. `gone` is set under this lock by the worker's end.
+        if (before > 0 && before + bytes > self.max_bytes) || self.gone.load(Relaxed) {
             drop(queued);
             self.bytes.fetch_sub(bytes, Relaxed);
             self.waiting.fetch_sub(1, Relaxed);
