@@ -3,8 +3,8 @@
 # its libraries are present, TensorRT) provider and, where a CUDA LibTorch is
 # installed, LibTorch on CUDA. It checks every answer against the same model
 # on the CPU, measures the conv net and the fraud MLP in-process and over gRPC
-# at c=1/16/64, and checks that GPU memory comes back after the models are
-# unloaded. It prints a table and a list of what it skipped, and writes both
+# at c=1/16/64, checks CUDA shared memory with a client's GPU buffers, and
+# checks that GPU memory comes back after the models are unloaded. It prints a table and a list of what it skipped, and writes both
 # to $OUT (or target/gpu-check/). Within 8 minutes on one GPU.
 #
 #   scripts/gpu-check.sh          run the check (on any machine: without a GPU it
@@ -218,7 +218,7 @@ if [ "$gpu" = 0 ]; then
   copies=()
   for p in "${pairs[@]}"; do control load "${p#*:}" && copies+=("$p"); done
   python3 scripts/gpu-check-answers.py "$http" "${copies[@]}" | tee -a "$report" || failures=$((failures + 1))
-  skip "every GPU step: answers on CUDA and TensorRT, in-process and gRPC throughput on the GPU, GPU memory after unload (no NVIDIA GPU here)"
+  skip "every GPU step: answers on CUDA and TensorRT, CUDA shared memory, in-process and gRPC throughput on the GPU, GPU memory after unload (no NVIDIA GPU here)"
   [ "$trt" = 0 ] && skip "TensorRT: libnvinfer.so.10 not found (configured and unverified)"
   [ -z "$torch_dir" ] && skip "LibTorch on CUDA: the python3 here has no torch that sees a GPU"
   [ "$failures" -gt 0 ] && finish 1
@@ -245,6 +245,19 @@ ls "$repo"/*_trt/.quiver-trt-cache/1/* > /dev/null 2>&1 && say "TensorRT engines
 say ""
 say "## Answers: GPU against CPU"
 python3 scripts/gpu-check-answers.py "$http" "${pairs[@]}" | tee -a "$report" || failures=$((failures + 1))
+
+say ""
+say "## CUDA shared memory (a client process's GPU buffers, REST)"
+if [ "$dry" = 1 ]; then
+  skip "CUDA shared memory: a dry run has no GPU buffers to share"
+else
+  python3 scripts/gpu-check-cuda-shm.py "$http" fraud_mlp fraud_mlp_gpu | tee -a "$report"
+  case "${PIPESTATUS[0]}" in
+    0) ;;
+    2) skip "CUDA shared memory: this python3 finds no CUDA runtime (libcudart) to allocate GPU buffers with" ;;
+    *) failures=$((failures + 1)) ;;
+  esac
+fi
 
 say ""
 say "## Throughput"

@@ -133,7 +133,10 @@ pub async fn serve(
              be refused with 429; lower --http-max-body-bytes / --grpc-max-message-bytes to match"
         );
     }
-    let shm = Arc::new(crate::shm::Regions::new(config.shared_memory_key_prefix.clone()));
+    let shm = Arc::new(crate::shm::Regions::new(
+        config.shared_memory_key_prefix.clone(),
+        crate::shm::cuda::Loader::Search(config.cuda_library_path.clone()),
+    ));
     let state = api::http::HttpState {
         engine: Arc::clone(engine),
         shm: Arc::clone(&shm),

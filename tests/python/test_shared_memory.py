@@ -151,6 +151,14 @@ def test_server_metadata_lists_the_extension_and_cuda_says_why_not(server):
                       json={"raw_handle": {"b64": ""}, "device_id": 0, "byte_size": 1024})
     assert r.status_code == 503 and "CUDA" in r.json()["error"]
     assert requests.get(f"http://{server.http}/v2/cudasharedmemory/status").json() == []
+    # Malformed registrations are named before CUDA is needed.
+    r = requests.post(f"http://{server.http}/v2/cudasharedmemory/region/gpu/register",
+                      json={"raw_handle": {"b64": "not base64!"}, "device_id": 0, "byte_size": 1024})
+    assert r.status_code == 400 and "raw_handle.b64 is not base64" in r.json()["error"]
+    r = requests.post(f"http://{server.http}/v2/cudasharedmemory/region/gpu/register", json={"device_id": 0})
+    assert r.status_code == 400 and "raw_handle" in r.json()["error"]
+    r = requests.get(f"http://{server.http}/v2/cudasharedmemory/region/gpu/status")
+    assert r.status_code == 404 and "no CUDA shared memory region 'gpu'" in r.json()["error"]
 
 
 class Region:

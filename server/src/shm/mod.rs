@@ -7,8 +7,12 @@
 //! region is unregistered. Every offset and size is checked against the
 //! region; a shrunk object is caught by the guard in [`mapping`].
 //!
-//! CUDA shared memory needs CUDA: this build has none, and its endpoints say
-//! so (not "unimplemented": the extension is known, the device is missing).
+//! CUDA shared memory regions ([`cuda`]) share the names: a name is one
+//! region of either kind, as in Triton. Their inputs are copied from the
+//! device and their outputs to it. Where the CUDA runtime or a device is
+//! missing, registering one says so (not "unimplemented": the extension is
+//! known, the device is missing).
+pub mod cuda;
 pub mod mapping;
 
 use std::collections::BTreeMap;
@@ -23,10 +27,39 @@ use mapping::Mapping;
 /// A registered region.
 pub struct Region {
     pub name: String,
-    pub key: String,
-    pub offset: u64,
     pub byte_size: u64,
-    map: Mapping,
+    memory: Memory,
+}
+
+enum Memory {
+    /// `offset` into POSIX shared memory object `key`, mapped.
+    System {
+        key: String,
+        offset: u64,
+        map: Mapping,
+    },
+    Cuda(cuda::DeviceMemory),
+}
+
+impl Region {
+    fn is_cuda(&self) -> bool {
+        matches!(self.memory, Memory::Cuda(_))
+    }
+
+    /// A system region whose object shrank under it.
+    fn poisoned(&self) -> bool {
+        match &self.memory {
+            Memory::System { map, .. } => map.poisoned(),
+            Memory::Cuda(_) => false,
+        }
+    }
+
+    fn key(&self) -> &str {
+        match &self.memory {
+            Memory::System { key, .. } => key,
+            Memory::Cuda(_) => "",
+        }
+    }
 }
 
 /// A region as the status endpoints report it.
@@ -38,19 +71,29 @@ pub struct RegionStatus {
     pub byte_size: u64,
 }
 
-/// The registered system shared memory regions.
+/// A CUDA region as the status endpoints report it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct CudaRegionStatus {
+    pub name: String,
+    pub device_id: u64,
+    pub byte_size: u64,
+}
+
+/// The registered shared memory regions, system and CUDA.
 pub struct Regions {
     regions: Mutex<BTreeMap<String, Arc<Region>>>,
     /// Key prefixes a region may use (`--shared-memory-key-prefix`); empty:
     /// every key, as Triton allows.
     allowed: Vec<String>,
+    cuda: Arc<cuda::Cuda>,
 }
 
 impl Regions {
-    pub fn new(allowed: Vec<String>) -> Regions {
+    pub fn new(allowed: Vec<String>, cuda: cuda::Loader) -> Regions {
         Regions {
             regions: Mutex::new(BTreeMap::new()),
             allowed,
+            cuda: cuda::Cuda::new(cuda),
         }
     }
 
@@ -79,49 +122,117 @@ impl Regions {
             return Err(already(name));
         }
         let map = Mapping::open(key, offset, byte_size).map_err(refuse)?;
-        let region = Arc::new(Region {
+        self.insert(Region {
             name: name.to_owned(),
-            key: key.to_owned(),
-            offset,
             byte_size,
-            map,
-        });
-        let mut regions = self.lock();
-        if regions.contains_key(name) {
-            return Err(already(name));
-        }
-        regions.insert(name.to_owned(), region);
+            memory: Memory::System {
+                key: key.to_owned(),
+                offset,
+                map,
+            },
+        })?;
         tracing::info!(region = name, key, offset, byte_size, "shared memory region registered");
         Ok(())
     }
 
-    /// Unregisters region `name`, or every region. Requests using a region
-    /// keep their mapping until they finish. An unknown name is no error,
-    /// as in Triton.
-    pub fn unregister(&self, name: Option<&str>) {
-        let mut regions = self.lock();
-        match name {
-            Some(n) => {
-                regions.remove(n);
-            }
-            None => regions.clear(),
+    /// Opens the CUDA IPC handle `handle` (a `cudaIpcMemHandle_t`'s 64
+    /// bytes) on device `device_id` as region `name` of `byte_size` bytes.
+    pub fn register_cuda(&self, name: &str, handle: &[u8], device_id: i64, byte_size: u64) -> Result<()> {
+        let refuse = |m: String| Error::invalid(format!("cannot register CUDA shared memory region '{name}': {m}"));
+        if name.is_empty() {
+            return Err(Error::invalid("a shared memory region needs a name"));
         }
+        if self.lock().contains_key(name) {
+            return Err(already(name));
+        }
+        let api = self.cuda.api().map_err(|e| cuda_unavailable(&e))?;
+        let device = usize::try_from(device_id).map_err(|_| refuse(format!("device_id {device_id} is negative")))?;
+        let memory = cuda::DeviceMemory::open(api, handle, device, byte_size).map_err(refuse)?;
+        self.insert(Region {
+            name: name.to_owned(),
+            byte_size,
+            memory: Memory::Cuda(memory),
+        })?;
+        tracing::info!(region = name, device, byte_size, "CUDA shared memory region registered");
+        Ok(())
+    }
+
+    fn insert(&self, region: Region) -> Result<()> {
+        let mut regions = self.lock();
+        if regions.contains_key(&region.name) {
+            // The region is closed (unmapped) as it drops, outside the lock.
+            drop(regions);
+            return Err(already(&region.name));
+        }
+        regions.insert(region.name.clone(), Arc::new(region));
+        Ok(())
+    }
+
+    /// Unregisters system region `name`, or every system region. Requests
+    /// using a region keep their mapping until they finish. An unknown
+    /// name is no error, as in Triton.
+    pub fn unregister(&self, name: Option<&str>) {
+        self.remove(name, false);
+    }
+
+    /// [`Regions::unregister`] for CUDA regions.
+    pub fn unregister_cuda(&self, name: Option<&str>) {
+        self.remove(name, true);
+    }
+
+    fn remove(&self, name: Option<&str>, cuda: bool) {
+        let mut regions = self.lock();
+        // Dropped (unmapped, closed) after the lock.
+        let gone: Vec<Arc<Region>> = match name {
+            Some(n) => match regions.get(n) {
+                Some(r) if r.is_cuda() == cuda => regions.remove(n).into_iter().collect(),
+                _ => Vec::new(),
+            },
+            None => {
+                let names: Vec<String> = regions
+                    .values()
+                    .filter(|r| r.is_cuda() == cuda)
+                    .map(|r| r.name.clone())
+                    .collect();
+                names.iter().filter_map(|n| regions.remove(n)).collect()
+            }
+        };
+        drop(regions);
+        drop(gone);
     }
 
     pub fn status(&self, name: Option<&str>) -> Result<Vec<RegionStatus>> {
+        self.list(name, false, |r| match &r.memory {
+            Memory::System { key, offset, .. } => Some(RegionStatus {
+                name: r.name.clone(),
+                key: key.clone(),
+                offset: *offset,
+                byte_size: r.byte_size,
+            }),
+            Memory::Cuda(_) => None,
+        })
+    }
+
+    pub fn cuda_status(&self, name: Option<&str>) -> Result<Vec<CudaRegionStatus>> {
+        self.list(name, true, |r| match &r.memory {
+            Memory::Cuda(d) => Some(CudaRegionStatus {
+                name: r.name.clone(),
+                device_id: d.device as u64,
+                byte_size: r.byte_size,
+            }),
+            Memory::System { .. } => None,
+        })
+    }
+
+    /// The regions of one kind (`status` answers `None` for the other).
+    fn list<T>(&self, name: Option<&str>, cuda: bool, status: impl Fn(&Region) -> Option<T>) -> Result<Vec<T>> {
         let regions = self.lock();
-        let status = |r: &Region| RegionStatus {
-            name: r.name.clone(),
-            key: r.key.clone(),
-            offset: r.offset,
-            byte_size: r.byte_size,
-        };
         match name {
-            None => Ok(regions.values().map(|r| status(r)).collect()),
-            Some(n) => regions
-                .get(n)
-                .map(|r| vec![status(r)])
-                .ok_or_else(|| Error::not_found(format!("no shared memory region '{n}' is registered"))),
+            None => Ok(regions.values().filter_map(|r| status(r)).collect()),
+            Some(n) => regions.get(n).and_then(|r| status(r)).map(|s| vec![s]).ok_or_else(|| {
+                let kind = if cuda { "CUDA" } else { "system" };
+                Error::not_found(format!("no {kind} shared memory region '{n}' is registered"))
+            }),
         }
     }
 
@@ -134,7 +245,7 @@ impl Regions {
                 r.region
             ))
         })?;
-        if region.map.poisoned() {
+        if region.poisoned() {
             return Err(truncated(&region));
         }
         let fits = r
@@ -155,14 +266,20 @@ impl Regions {
     }
 
     /// Fills the request's shared memory inputs with their regions' bytes
-    /// (zero-copy) and takes hold of the regions its outputs go to. Nothing
-    /// to do, and no lock taken, for a request that uses none.
-    pub fn attach(&self, req: &mut InferRequest) -> Result<Attached> {
+    /// (zero-copy for system regions, copied from the device for CUDA ones)
+    /// and takes hold of the regions its outputs go to. Nothing to do, and
+    /// no lock taken, for a request that uses none.
+    pub async fn attach(&self, req: &mut InferRequest) -> Result<Attached> {
         let mut attached = Attached::default();
+        let mut from_device = Vec::new();
         for (i, r) in std::mem::take(&mut req.shared_memory) {
             let input = &mut req.inputs[i];
             let region = self.get(|| format!("input '{}'", input.name), &r)?;
             let (start, len) = (r.offset as usize, r.byte_size as usize);
+            if region.is_cuda() {
+                from_device.push((i, input.name.clone(), region, start, len));
+                continue;
+            }
             input.data = Bytes::from_owner(Slice {
                 region: Arc::clone(&region),
                 start,
@@ -170,6 +287,11 @@ impl Regions {
             });
             req.guards.push(Arc::clone(&region) as Arc<dyn InputGuard>);
             attached.inputs.push(region);
+        }
+        if !from_device.is_empty() {
+            for (i, data) in copy_from_devices(from_device).await? {
+                req.inputs[i].data = Bytes::from(data);
+            }
         }
         for o in &req.outputs {
             if let Some(r) = &o.shared_memory {
@@ -182,7 +304,7 @@ impl Regions {
 }
 
 /// The regions one request uses.
-#[derive(Default)]
+#[derive(Default, Debug)]
 pub struct Attached {
     inputs: Vec<Arc<Region>>,
     outputs: Vec<(String, ShmRef, Arc<Region>)>,
@@ -196,11 +318,12 @@ impl Attached {
     /// After the model ran: fails if an input's region shrank while the
     /// model read it, else writes the outputs placed in regions and returns
     /// where they went (with the bytes written) for the answer.
-    pub fn finish(self, resp: &mut InferResponse) -> Result<Vec<(String, ShmRef)>> {
-        if let Some(r) = self.inputs.iter().find(|r| r.map.poisoned()) {
+    pub async fn finish(self, resp: &mut InferResponse) -> Result<Vec<(String, ShmRef)>> {
+        if let Some(r) = self.inputs.iter().find(|r| r.poisoned()) {
             return Err(truncated(r));
         }
         let mut placed = Vec::with_capacity(self.outputs.len());
+        let mut to_device = Vec::new();
         for (name, r, region) in self.outputs {
             let Some(t) = resp.outputs.iter_mut().find(|t| t.name == name) else {
                 continue;
@@ -212,15 +335,70 @@ impl Attached {
                     r.region, r.byte_size
                 )));
             }
-            region.map.write(r.offset as usize, &t.data);
-            if region.map.poisoned() {
-                return Err(truncated(&region));
+            match &region.memory {
+                Memory::System { map, .. } => {
+                    map.write(r.offset as usize, &t.data);
+                    if map.poisoned() {
+                        return Err(truncated(&region));
+                    }
+                }
+                Memory::Cuda(_) => to_device.push((name.clone(), region, r.offset as usize, t.data.clone())),
             }
             t.data = Bytes::new();
             placed.push((name, ShmRef { byte_size: need, ..r }));
         }
+        if !to_device.is_empty() {
+            copy_to_devices(to_device).await?;
+        }
         Ok(placed)
     }
+}
+
+/// Copies CUDA regions' input bytes to host memory, on a blocking thread:
+/// `(input index, input name, region, offset, length)` to `(index, bytes)`.
+async fn copy_from_devices(inputs: Vec<(usize, String, Arc<Region>, usize, usize)>) -> Result<Vec<(usize, Vec<u8>)>> {
+    blocking(move || {
+        inputs
+            .into_iter()
+            .map(|(i, input, region, start, len)| {
+                let Memory::Cuda(device) = &region.memory else {
+                    unreachable!("only CUDA regions are copied")
+                };
+                device.read(start, len).map(|data| (i, data)).map_err(|e| {
+                    Error::invalid(format!(
+                        "input '{input}': cannot read CUDA shared memory region '{}': {e}",
+                        region.name
+                    ))
+                })
+            })
+            .collect()
+    })
+    .await
+}
+
+/// Writes outputs into CUDA regions, on a blocking thread.
+async fn copy_to_devices(outputs: Vec<(String, Arc<Region>, usize, Bytes)>) -> Result<()> {
+    blocking(move || {
+        for (output, region, offset, data) in outputs {
+            let Memory::Cuda(device) = &region.memory else {
+                unreachable!("only CUDA regions are copied")
+            };
+            device.write(offset, &data).map_err(|e| {
+                Error::invalid(format!(
+                    "output '{output}': cannot write CUDA shared memory region '{}': {e}",
+                    region.name
+                ))
+            })?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("a CUDA copy stopped: {e}")))?
 }
 
 /// A region truncated while the model read it fails the request in the
@@ -228,7 +406,7 @@ impl Attached {
 /// a tap as a success.
 impl InputGuard for Region {
     fn check(&self) -> Result<()> {
-        match self.map.poisoned() {
+        match self.poisoned() {
             true => Err(truncated(self)),
             false => Ok(()),
         }
@@ -239,7 +417,8 @@ impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Region")
             .field("name", &self.name)
-            .field("key", &self.key)
+            .field("key", &self.key())
+            .field("cuda", &self.is_cuda())
             .finish_non_exhaustive()
     }
 }
@@ -253,7 +432,11 @@ struct Slice {
 
 impl AsRef<[u8]> for Slice {
     fn as_ref(&self) -> &[u8] {
-        &self.region.map.bytes()[self.start..self.start + self.len]
+        match &self.region.memory {
+            Memory::System { map, .. } => &map.bytes()[self.start..self.start + self.len],
+            // Slices are made of system regions only.
+            Memory::Cuda(_) => &[],
+        }
     }
 }
 
@@ -268,7 +451,8 @@ fn truncated(r: &Region) -> Error {
     Error::invalid(format!(
         "shared memory region '{}' (key '{}') shrank below its registered size while in use: \
          its data is lost; recreate the object and register it again",
-        r.name, r.key
+        r.name,
+        r.key()
     ))
 }
 
@@ -289,13 +473,15 @@ fn check_key(key: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// The message the CUDA shared memory endpoints answer in a build without
-/// CUDA.
-pub fn cuda_unavailable() -> Error {
+/// The answer to a CUDA region's registration where CUDA is missing.
+fn cuda_unavailable(why: &str) -> Error {
     Error::new(
         ErrorKind::Unavailable,
-        "CUDA shared memory needs a GPU build of quiver with CUDA devices; this server has none. \
-         Use system shared memory (/v2/systemsharedmemory) instead",
+        format!(
+            "CUDA shared memory needs the CUDA runtime and a CUDA device, and this server has none: {why}. \
+             Point --cuda-library-path at CUDA's libraries, or use system shared memory \
+             (/v2/systemsharedmemory) instead"
+        ),
     )
 }
 
@@ -330,11 +516,18 @@ mod tests {
         unsafe { libc::shm_unlink(c.as_ptr()) };
     }
 
-    #[test]
-    fn inputs_are_slices_of_the_region_and_outputs_are_written_back() {
+    fn mapped(r: &Region) -> &[u8] {
+        match &r.memory {
+            Memory::System { map, .. } => map.bytes(),
+            Memory::Cuda(_) => panic!("not a system region"),
+        }
+    }
+
+    #[tokio::test]
+    async fn inputs_are_slices_of_the_region_and_outputs_are_written_back() {
         let key = format!("/quiver-regions-{}", std::process::id());
         object(&key, 64);
-        let regions = Regions::new(vec![]);
+        let regions = Regions::new(vec![], cuda::Loader::Search(vec![]));
         regions.register("r", &key, 0, 64).unwrap();
         assert_eq!(
             regions.register("r", &key, 0, 8).unwrap_err().kind,
@@ -360,10 +553,10 @@ mod tests {
             shared_memory: vec![(0, at(8, 8))],
             ..Default::default()
         };
-        let attached = regions.attach(&mut req).unwrap();
+        let attached = regions.attach(&mut req).await.unwrap();
         assert_eq!(req.inputs[0].data.len(), 8);
         assert_eq!(req.inputs[0].data.as_ptr(), unsafe {
-            regions.lock()["r"].map.bytes().as_ptr().add(8)
+            mapped(&regions.lock()["r"]).as_ptr().add(8)
         });
         let mut resp = InferResponse {
             model_name: "m".into(),
@@ -376,10 +569,10 @@ mod tests {
                 data: Bytes::from_static(&[1, 2, 3, 4]),
             }],
         };
-        let placed = attached.finish(&mut resp).unwrap();
+        let placed = attached.finish(&mut resp).await.unwrap();
         assert_eq!(placed, vec![("y".to_string(), at(32, 4))]);
         assert!(resp.outputs[0].data.is_empty());
-        assert_eq!(&regions.lock()["r"].map.bytes()[32..36], &[1, 2, 3, 4]);
+        assert_eq!(&mapped(&regions.lock()["r"])[32..36], &[1, 2, 3, 4]);
         // Unregistered while the input slice is held: the slice stays valid.
         let held = req.inputs[0].data.clone();
         regions.unregister(Some("r"));
@@ -387,5 +580,109 @@ mod tests {
         assert!(regions.status(None).unwrap().is_empty());
         drop(held);
         unlink(&key);
+    }
+
+    fn request(input_at: ShmRef, output_at: ShmRef) -> InferRequest {
+        InferRequest {
+            inputs: vec![Tensor {
+                name: "x".into(),
+                datatype: DataType::Uint8,
+                shape: vec![input_at.byte_size as i64],
+                data: Bytes::new(),
+            }],
+            outputs: vec![RequestedOutput {
+                name: "y".into(),
+                shared_memory: Some(output_at),
+                ..Default::default()
+            }],
+            shared_memory: vec![(0, input_at)],
+            ..Default::default()
+        }
+    }
+
+    fn answer(data: &'static [u8]) -> InferResponse {
+        InferResponse {
+            model_name: "m".into(),
+            model_version: "1".into(),
+            id: String::new(),
+            outputs: vec![Tensor {
+                name: "y".into(),
+                datatype: DataType::Uint8,
+                shape: vec![data.len() as i64],
+                data: Bytes::from_static(data),
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn cuda_regions_are_copied_from_and_to_the_device_and_checked() {
+        let mut device: Vec<u8> = (0..64).collect();
+        let handle = cuda::fake::handle(&mut device);
+        let regions = Regions::new(vec![], cuda::Loader::Given(cuda::fake::api()));
+        let opened = cuda::fake::OPEN.load(std::sync::atomic::Ordering::SeqCst);
+        // The handle's size, the device and the allocation's size are checked.
+        let err = regions.register_cuda("g", &handle[..60], 0, 64).unwrap_err();
+        assert!(err.message.contains("raw_handle is 60 bytes"), "{}", err.message);
+        let err = regions.register_cuda("g", &handle, 1, 64).unwrap_err();
+        assert!(err.message.contains("device_id 1 does not exist"), "{}", err.message);
+        let err = regions.register_cuda("g", &handle, -1, 64).unwrap_err();
+        assert!(err.message.contains("negative"), "{}", err.message);
+        let err = regions.register_cuda("g", &handle, 0, 65).unwrap_err();
+        assert!(
+            err.message.contains("larger than the exported allocation"),
+            "{}",
+            err.message
+        );
+        let err = regions.register_cuda("g", &[0; 64], 0, 8).unwrap_err();
+        assert!(err.message.contains("invalid resource handle"), "{}", err.message);
+        regions.register_cuda("g", &handle, 0, 64).unwrap();
+        assert_eq!(
+            regions.register_cuda("g", &handle, 0, 64).unwrap_err().kind,
+            ErrorKind::NotAllowed
+        );
+        // Refused registrations closed what they opened.
+        assert_eq!(cuda::fake::OPEN.load(std::sync::atomic::Ordering::SeqCst), opened + 1);
+        let status = regions.cuda_status(None).unwrap();
+        assert_eq!(
+            status,
+            vec![CudaRegionStatus {
+                name: "g".into(),
+                device_id: 0,
+                byte_size: 64
+            }]
+        );
+        // The kinds' endpoints keep to their own regions.
+        assert!(regions.status(None).unwrap().is_empty());
+        assert_eq!(regions.status(Some("g")).unwrap_err().kind, ErrorKind::NotFound);
+        regions.unregister(None);
+        regions.unregister(Some("g"));
+        assert_eq!(regions.cuda_status(Some("g")).unwrap().len(), 1);
+
+        let at = |offset, byte_size| ShmRef {
+            region: "g".into(),
+            offset,
+            byte_size,
+        };
+        let mut req = request(at(8, 4), at(32, 16));
+        let attached = regions.attach(&mut req).await.unwrap();
+        assert_eq!(&req.inputs[0].data[..], &[8, 9, 10, 11]);
+        let placed = attached.finish(&mut answer(&[7, 7, 7])).await.unwrap();
+        assert_eq!(placed, vec![("y".to_string(), at(32, 3))]);
+        // Past the end, for an input and for an output.
+        let mut req = request(at(60, 8), at(0, 4));
+        let err = regions.attach(&mut req).await.unwrap_err();
+        assert!(err.message.contains("past the end of region 'g'"), "{}", err.message);
+        let mut req = request(at(0, 4), at(62, 4));
+        let err = regions.attach(&mut req).await.unwrap_err();
+        assert!(err.message.contains("output 'y'"), "{}", err.message);
+        // An answer larger than its output's place.
+        let mut req = request(at(0, 4), at(60, 2));
+        let attached = regions.attach(&mut req).await.unwrap();
+        assert!(attached.finish(&mut answer(&[1, 2, 3])).await.is_err());
+
+        regions.unregister_cuda(None);
+        assert!(regions.cuda_status(None).unwrap().is_empty());
+        assert_eq!(cuda::fake::OPEN.load(std::sync::atomic::Ordering::SeqCst), opened);
+        assert_eq!(&device[32..36], &[7, 7, 7, 35]);
     }
 }

@@ -83,13 +83,13 @@ async fn infer(
     max_message_bytes: usize,
 ) -> Result<(ModelInferResponse, Answered), Error> {
     let mut req = codec::decode_request(msg)?;
-    let attached = shm.attach(&mut req)?;
+    let attached = shm.attach(&mut req).await?;
     let metadata = Metadata(metadata);
     let context = Context::new(protocol, &metadata);
     let route = engine.route(&req.model_name, req.model_version.as_deref(), &context)?;
     let variant = route.variant().map(str::to_owned);
     let mut resp = route.run(req, &context).await?;
-    let placed = attached.finish(&mut resp)?;
+    let placed = attached.finish(&mut resp).await?;
     let answered = Answered {
         variant,
         traceparent: context.trace().map(|t| t.traceparent()),
@@ -556,34 +556,62 @@ impl GrpcInferenceService for InferenceService {
 
     async fn cuda_shared_memory_status(
         &self,
-        _r: Request<CudaSharedMemoryStatusRequest>,
+        r: Request<CudaSharedMemoryStatusRequest>,
     ) -> Result<Response<CudaSharedMemoryStatusResponse>, Status> {
-        // No region can be registered without CUDA: the list is empty.
+        use cuda_shared_memory_status_response::RegionStatus;
         let started = Instant::now();
-        observe(
-            "CudaSharedMemoryStatus",
-            started,
-            Ok(Response::new(CudaSharedMemoryStatusResponse::default())),
-        )
+        let name = r.into_inner().name;
+        let result = self
+            .shm
+            .cuda_status(Some(name.as_str()).filter(|n| !n.is_empty()))
+            .map(|list| {
+                let regions = list
+                    .into_iter()
+                    .map(|s| {
+                        let status = RegionStatus {
+                            name: s.name.clone(),
+                            device_id: s.device_id,
+                            byte_size: s.byte_size,
+                        };
+                        (s.name, status)
+                    })
+                    .collect();
+                Response::new(CudaSharedMemoryStatusResponse { regions })
+            })
+            .map_err(crate::error::status);
+        observe("CudaSharedMemoryStatus", started, result)
     }
 
     async fn cuda_shared_memory_register(
         &self,
-        _r: Request<CudaSharedMemoryRegisterRequest>,
+        r: Request<CudaSharedMemoryRegisterRequest>,
     ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
         let started = Instant::now();
-        observe(
-            "CudaSharedMemoryRegister",
-            started,
-            Err(crate::error::status(crate::shm::cuda_unavailable())),
-        )
+        let r = r.into_inner();
+        // Opening the handle initialises CUDA (up to a second the first
+        // time): off the async runtime.
+        let shm = Arc::clone(&self.shm);
+        let result =
+            tokio::task::spawn_blocking(move || shm.register_cuda(&r.name, &r.raw_handle, r.device_id, r.byte_size))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::error::Error::new(
+                        crate::error::ErrorKind::Internal,
+                        e.to_string(),
+                    ))
+                })
+                .map(|()| Response::new(CudaSharedMemoryRegisterResponse {}))
+                .map_err(crate::error::status);
+        observe("CudaSharedMemoryRegister", started, result)
     }
 
     async fn cuda_shared_memory_unregister(
         &self,
-        _r: Request<CudaSharedMemoryUnregisterRequest>,
+        r: Request<CudaSharedMemoryUnregisterRequest>,
     ) -> Result<Response<CudaSharedMemoryUnregisterResponse>, Status> {
         let started = Instant::now();
+        let name = r.into_inner().name;
+        self.shm.unregister_cuda(Some(name.as_str()).filter(|n| !n.is_empty()));
         observe(
             "CudaSharedMemoryUnregister",
             started,

@@ -87,9 +87,9 @@ async fn run(s: &HttpState, p: ModelPath, headers: &HeaderMap, body: Bytes) -> R
             .route(&req.model_name, req.model_version.as_deref(), &context)?,
     };
     let variant = routed.variant().and_then(|v| HeaderValue::from_str(v).ok());
-    let attached = s.shm.attach(&mut req)?;
+    let attached = s.shm.attach(&mut req).await?;
     let mut resp = routed.run(req, &context).await?;
-    encoding.shared_memory = attached.finish(&mut resp)?;
+    encoding.shared_memory = attached.finish(&mut resp).await?;
     let traced = context
         .trace()
         .and_then(|t| HeaderValue::from_str(&t.traceparent()).ok());

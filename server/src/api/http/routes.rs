@@ -128,7 +128,7 @@ const CONTROL: &[Endpoint] = &[
         || post(shared_memory::unregister),
     ),
     endpoint("/v2/cudasharedmemory/status", Scope::Control, || {
-        get(shared_memory::cuda_status)
+        get(shared_memory::cuda_status_all)
     }),
     endpoint("/v2/cudasharedmemory/region/{name}/status", Scope::Control, || {
         get(shared_memory::cuda_status)
@@ -137,7 +137,7 @@ const CONTROL: &[Endpoint] = &[
         post(shared_memory::cuda_register)
     }),
     endpoint("/v2/cudasharedmemory/unregister", Scope::Control, || {
-        post(shared_memory::cuda_unregister)
+        post(shared_memory::cuda_unregister_all)
     }),
     endpoint("/v2/cudasharedmemory/region/{name}/unregister", Scope::Control, || {
         post(shared_memory::cuda_unregister)

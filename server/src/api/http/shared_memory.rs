@@ -1,7 +1,6 @@
 //! Triton's shared memory extensions over REST:
 //! `/v2/systemsharedmemory[/region/{name}]/{status,register,unregister}` and
-//! the same under `/v2/cudasharedmemory`, which a build without CUDA answers
-//! with a clear error (`crate::shm`).
+//! the same under `/v2/cudasharedmemory` for CUDA regions (`crate::shm`).
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -9,7 +8,7 @@ use serde::Deserialize;
 
 use super::state::{HttpError, HttpState};
 use crate::error::Error;
-use crate::shm::RegionStatus;
+use crate::shm::{CudaRegionStatus, RegionStatus};
 
 #[derive(Deserialize)]
 pub struct Region {
@@ -53,15 +52,66 @@ pub async fn unregister(State(s): State<HttpState>, Path(r): Path<Region>) -> Js
     Json(())
 }
 
-/// No CUDA region can exist here: the list is empty.
-pub async fn cuda_status() -> Json<Vec<RegionStatus>> {
-    Json(Vec::new())
+pub async fn cuda_status_all(State(s): State<HttpState>) -> Result<Json<Vec<CudaRegionStatus>>, HttpError> {
+    Ok(Json(s.shm.cuda_status(None)?))
 }
 
-pub async fn cuda_register() -> Result<Json<()>, HttpError> {
-    Err(crate::shm::cuda_unavailable().into())
+pub async fn cuda_status(
+    State(s): State<HttpState>,
+    Path(r): Path<Region>,
+) -> Result<Json<Vec<CudaRegionStatus>>, HttpError> {
+    Ok(Json(s.shm.cuda_status(Some(&r.name))?))
 }
 
-pub async fn cuda_unregister() -> Json<()> {
+/// Triton's body: `{"raw_handle": {"b64": <the handle's 64 bytes in
+/// base64>}, "device_id", "byte_size"}`.
+#[derive(Deserialize)]
+struct RegisterCuda {
+    raw_handle: RawHandle,
+    #[serde(default)]
+    device_id: i64,
+    byte_size: u64,
+}
+
+#[derive(Deserialize)]
+struct RawHandle {
+    b64: String,
+}
+
+pub async fn cuda_register(
+    State(s): State<HttpState>,
+    Path(r): Path<Region>,
+    body: Bytes,
+) -> Result<Json<()>, HttpError> {
+    use base64::Engine as _;
+    let req: RegisterCuda = serde_json::from_slice(&body).map_err(|e| {
+        Error::invalid(format!(
+            "register CUDA shared memory region '{}': expected {{\"raw_handle\": {{\"b64\"}}, \"device_id\", \"byte_size\"}}: {e}",
+            r.name
+        ))
+    })?;
+    let handle = base64::engine::general_purpose::STANDARD
+        .decode(req.raw_handle.b64.as_bytes())
+        .map_err(|e| {
+            Error::invalid(format!(
+                "register CUDA shared memory region '{}': raw_handle.b64 is not base64: {e}",
+                r.name
+            ))
+        })?;
+    // Opening the handle initialises CUDA (up to a second the first time):
+    // off the async runtime.
+    tokio::task::spawn_blocking(move || s.shm.register_cuda(&r.name, &handle, req.device_id, req.byte_size))
+        .await
+        .map_err(|e| Error::new(crate::error::ErrorKind::Internal, e.to_string()))??;
+    Ok(Json(()))
+}
+
+pub async fn cuda_unregister_all(State(s): State<HttpState>) -> Json<()> {
+    s.shm.unregister_cuda(None);
+    Json(())
+}
+
+pub async fn cuda_unregister(State(s): State<HttpState>, Path(r): Path<Region>) -> Json<()> {
+    s.shm.unregister_cuda(Some(&r.name));
     Json(())
 }
