@@ -136,6 +136,7 @@ pub async fn serve(
     let shm = Arc::new(crate::shm::Regions::new(
         config.shared_memory_key_prefix.clone(),
         crate::shm::cuda::Loader::Search(config.cuda_library_path.clone()),
+        config.largest_request(),
     ));
     let state = api::http::HttpState {
         engine: Arc::clone(engine),

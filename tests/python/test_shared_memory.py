@@ -7,7 +7,9 @@ overflowing, a region larger than its object, an output region too small,
 an object shrunk by ftruncate after registration, unknown keys, keys outside
 the allow-list, unregistering during requests. After each, the server still
 answers everyone else."""
+import base64
 import os
+import subprocess
 import threading
 import uuid
 
@@ -490,3 +492,92 @@ def test_streams_and_ensembles_read_and_write_shared_memory(server):
         g.unregister_system_shared_memory(name)
     finally:
         shm.destroy_shared_memory_region(region)
+
+
+@pytest.fixture(scope="module")
+def stand_in_cuda(tmp_path_factory):
+    """A server whose CUDA runtime and driver are fake_cuda.c: "device
+    memory" is POSIX shared memory. It checks quiver's side of CUDA shared
+    memory (loading, signatures, endpoints, data path) on a machine without
+    a GPU; scripts/gpu-check.sh checks CUDA itself."""
+    lib = tmp_path_factory.mktemp("fake_cuda")
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_cuda.c")
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(lib / "libcudart.so.12"), source], check=True)
+    # One library for both (the same file is loaded once): the driver's
+    # call looks up what the runtime's opened.
+    os.symlink(lib / "libcudart.so.12", lib / "libcuda.so.1")
+    server = QuiverServer(extra_args=["--cuda-library-path", str(lib)], env={"LD_LIBRARY_PATH": str(lib)})
+    yield server
+    assert server.alive(), "quiver exited during the CUDA shared memory tests"
+    server.stop()
+
+
+def stand_in_handle(key):
+    """The base64 of a handle as fake_cuda.c reads it, as tritonclient's
+    cuda_shared_memory.get_raw_handle returns a real one."""
+    raw = b"QVFAKECU" + key.encode()
+    return base64.b64encode(raw + b"\0" * (64 - len(raw)))
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_cuda_regions_through_tritonclient_with_a_stand_in_runtime(stand_in_cuda, protocol):
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(stand_in_cuda.http if protocol == "http" else stand_in_cuda.grpc)
+    device_in, device_out = RawObject(128), RawObject(128)
+    names = unique("cuda_in"), unique("cuda_out")
+    try:
+        a, b = add_sub_inputs()
+        device_in.write(a.tobytes())
+        device_in.write(b.tobytes(), 64)
+        client.register_cuda_shared_memory(names[0], stand_in_handle(device_in.key), 0, 128)
+        client.register_cuda_shared_memory(names[1], stand_in_handle(device_out.key), 0, 128)
+        status = client.get_cuda_shared_memory_status()
+        listed = {r["name"]: r for r in status} if protocol == "http" else dict(status.regions)
+        assert set(names) <= set(listed)
+        entry = listed[names[0]]
+        assert (entry["byte_size"], entry["device_id"]) == (128, 0) if protocol == "http" else \
+            (entry.byte_size, entry.device_id) == (128, 0)
+        # The system endpoints do not see CUDA regions.
+        system = client.get_system_shared_memory_status()
+        system_names = [r["name"] for r in system] if protocol == "http" else list(system.regions)
+        assert names[0] not in system_names
+
+        inputs = [mod.InferInput("INPUT0", [1, 16], "INT32"), mod.InferInput("INPUT1", [1, 16], "INT32")]
+        inputs[0].set_shared_memory(names[0], 64)
+        inputs[1].set_shared_memory(names[0], 64, offset=64)
+        outputs = [mod.InferRequestedOutput("OUTPUT0"), mod.InferRequestedOutput("OUTPUT1")]
+        outputs[0].set_shared_memory(names[1], 64)
+        outputs[1].set_shared_memory(names[1], 64, offset=64)
+        result = client.infer("add_sub", inputs, outputs=outputs)
+        out0 = result.get_output("OUTPUT0")
+        if protocol == "http":
+            assert out0 == {"name": "OUTPUT0", "datatype": "INT32", "shape": [1, 16]}
+        else:
+            assert out0.parameters["shared_memory_region"].string_param == names[1]
+        got = np.frombuffer(device_out.read(128), dtype=np.int32)
+        np.testing.assert_array_equal(got[:16], (a + b).ravel())
+        np.testing.assert_array_equal(got[16:], (a - b).ravel())
+
+        # Misuses: each refused with its reason, the server still serving.
+        with pytest.raises(InferenceServerException, match="larger than the exported allocation"):
+            client.register_cuda_shared_memory(unique("big"), stand_in_handle(device_in.key), 0, 4096)
+        with pytest.raises(InferenceServerException, match="device_id 3 does not exist"):
+            client.register_cuda_shared_memory(unique("dev"), stand_in_handle(device_in.key), 3, 128)
+        with pytest.raises(InferenceServerException, match="invalid resource handle"):
+            client.register_cuda_shared_memory(unique("bad"), base64.b64encode(bytes(64)), 0, 128)
+        with pytest.raises(InferenceServerException, match="registered already"):
+            client.register_cuda_shared_memory(names[0], stand_in_handle(device_in.key), 0, 128)
+        inputs[1].set_shared_memory(names[0], 64, offset=96)
+        with pytest.raises(InferenceServerException, match="past the end of region"):
+            client.infer("add_sub", inputs, outputs=outputs)
+        client.unregister_system_shared_memory()
+        client.unregister_cuda_shared_memory(names[0])
+        with pytest.raises(InferenceServerException, match="is not registered"):
+            client.infer("add_sub", inputs, outputs=outputs)
+        client.unregister_cuda_shared_memory()
+        status = client.get_cuda_shared_memory_status()
+        assert (status == []) if protocol == "http" else (len(status.regions) == 0)
+        assert client.is_server_live()
+    finally:
+        device_in.close()
+        device_out.close()

@@ -86,14 +86,18 @@ pub struct Regions {
     /// every key, as Triton allows.
     allowed: Vec<String>,
     cuda: Arc<cuda::Cuda>,
+    /// The host bytes one request's CUDA inputs may be copied into: what
+    /// the request could have sent in its body.
+    max_copy_bytes: usize,
 }
 
 impl Regions {
-    pub fn new(allowed: Vec<String>, cuda: cuda::Loader) -> Regions {
+    pub fn new(allowed: Vec<String>, cuda: cuda::Loader, max_copy_bytes: usize) -> Regions {
         Regions {
             regions: Mutex::new(BTreeMap::new()),
             allowed,
             cuda: cuda::Cuda::new(cuda),
+            max_copy_bytes,
         }
     }
 
@@ -287,6 +291,14 @@ impl Regions {
             });
             req.guards.push(Arc::clone(&region) as Arc<dyn InputGuard>);
             attached.inputs.push(region);
+        }
+        let copied: usize = from_device.iter().map(|(_, _, _, _, len)| len).sum();
+        if copied > self.max_copy_bytes {
+            return Err(Error::invalid(format!(
+                "inputs in CUDA shared memory: {copied} bytes to copy to the host, over the {} a request may \
+                 carry (--grpc-max-message-bytes, --http-max-body-bytes)",
+                self.max_copy_bytes
+            )));
         }
         if !from_device.is_empty() {
             for (i, data) in copy_from_devices(from_device).await? {
@@ -527,7 +539,7 @@ mod tests {
     async fn inputs_are_slices_of_the_region_and_outputs_are_written_back() {
         let key = format!("/quiver-regions-{}", std::process::id());
         object(&key, 64);
-        let regions = Regions::new(vec![], cuda::Loader::Search(vec![]));
+        let regions = Regions::new(vec![], cuda::Loader::Search(vec![]), 1 << 20);
         regions.register("r", &key, 0, 64).unwrap();
         assert_eq!(
             regions.register("r", &key, 0, 8).unwrap_err().kind,
@@ -618,7 +630,7 @@ mod tests {
     async fn cuda_regions_are_copied_from_and_to_the_device_and_checked() {
         let mut device: Vec<u8> = (0..64).collect();
         let handle = cuda::fake::handle(&mut device);
-        let regions = Regions::new(vec![], cuda::Loader::Given(cuda::fake::api()));
+        let regions = Regions::new(vec![], cuda::Loader::Given(cuda::fake::api()), 16);
         let opened = cuda::fake::OPEN.load(std::sync::atomic::Ordering::SeqCst);
         // The handle's size, the device and the allocation's size are checked.
         let err = regions.register_cuda("g", &handle[..60], 0, 64).unwrap_err();
@@ -675,6 +687,10 @@ mod tests {
         let mut req = request(at(0, 4), at(62, 4));
         let err = regions.attach(&mut req).await.unwrap_err();
         assert!(err.message.contains("output 'y'"), "{}", err.message);
+        // More than a request may carry, copied to the host.
+        let mut req = request(at(0, 17), at(32, 4));
+        let err = regions.attach(&mut req).await.unwrap_err();
+        assert!(err.message.contains("17 bytes to copy"), "{}", err.message);
         // An answer larger than its output's place.
         let mut req = request(at(0, 4), at(60, 2));
         let attached = regions.attach(&mut req).await.unwrap();
