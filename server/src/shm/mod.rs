@@ -550,37 +550,13 @@ mod tests {
             offset,
             byte_size,
         };
-        let mut req = InferRequest {
-            inputs: vec![Tensor {
-                name: "x".into(),
-                datatype: DataType::Uint8,
-                shape: vec![8],
-                data: Bytes::new(),
-            }],
-            outputs: vec![RequestedOutput {
-                name: "y".into(),
-                shared_memory: Some(at(32, 16)),
-                ..Default::default()
-            }],
-            shared_memory: vec![(0, at(8, 8))],
-            ..Default::default()
-        };
+        let mut req = request(at(8, 8), at(32, 16));
         let attached = regions.attach(&mut req).await.unwrap();
         assert_eq!(req.inputs[0].data.len(), 8);
         assert_eq!(req.inputs[0].data.as_ptr(), unsafe {
             mapped(&regions.lock()["r"]).as_ptr().add(8)
         });
-        let mut resp = InferResponse {
-            model_name: "m".into(),
-            model_version: "1".into(),
-            id: String::new(),
-            outputs: vec![Tensor {
-                name: "y".into(),
-                datatype: DataType::Uint8,
-                shape: vec![4],
-                data: Bytes::from_static(&[1, 2, 3, 4]),
-            }],
-        };
+        let mut resp = answer(&[1, 2, 3, 4]);
         let placed = attached.finish(&mut resp).await.unwrap();
         assert_eq!(placed, vec![("y".to_string(), at(32, 4))]);
         assert!(resp.outputs[0].data.is_empty());
