@@ -33,12 +33,9 @@ pub struct Region {
 
 enum Memory {
     /// `offset` into POSIX shared memory object `key`, mapped.
-    System {
-        key: String,
-        offset: u64,
-        map: Mapping,
-    },
-    Cuda(cuda::DeviceMemory),
+    System { key: String, offset: u64, map: Mapping },
+    /// Shared with the copies in flight, which keep it open.
+    Cuda(Arc<cuda::DeviceMemory>),
 }
 
 impl Region {
@@ -140,8 +137,10 @@ impl Regions {
     }
 
     /// Opens the CUDA IPC handle `handle` (a `cudaIpcMemHandle_t`'s 64
-    /// bytes) on device `device_id` as region `name` of `byte_size` bytes.
-    pub fn register_cuda(&self, name: &str, handle: &[u8], device_id: i64, byte_size: u64) -> Result<()> {
+    /// bytes) on device `device_id` as region `name` of `byte_size` bytes,
+    /// on a blocking thread: the first call initialises CUDA (up to a
+    /// second).
+    pub async fn register_cuda(&self, name: &str, handle: Vec<u8>, device_id: i64, byte_size: u64) -> Result<()> {
         let refuse = |m: String| Error::invalid(format!("cannot register CUDA shared memory region '{name}': {m}"));
         if name.is_empty() {
             return Err(Error::invalid("a shared memory region needs a name"));
@@ -149,13 +148,17 @@ impl Regions {
         if self.lock().contains_key(name) {
             return Err(already(name));
         }
-        let api = self.cuda.api().map_err(|e| cuda_unavailable(&e))?;
         let device = usize::try_from(device_id).map_err(|_| refuse(format!("device_id {device_id} is negative")))?;
-        let memory = cuda::DeviceMemory::open(api, handle, device, byte_size).map_err(refuse)?;
+        let cuda = Arc::clone(&self.cuda);
+        let opened = blocking(move || {
+            let api = cuda.api().map_err(|e| cuda_unavailable(&e))?;
+            Ok(cuda::DeviceMemory::open(api, &handle, device, byte_size))
+        })
+        .await?;
         self.insert(Region {
             name: name.to_owned(),
             byte_size,
-            memory: Memory::Cuda(memory),
+            memory: Memory::Cuda(Arc::new(opened.map_err(refuse)?)),
         })?;
         tracing::info!(region = name, device, byte_size, "CUDA shared memory region registered");
         Ok(())
@@ -280,8 +283,15 @@ impl Regions {
             let input = &mut req.inputs[i];
             let region = self.get(|| format!("input '{}'", input.name), &r)?;
             let (start, len) = (r.offset as usize, r.byte_size as usize);
-            if region.is_cuda() {
-                from_device.push((i, input.name.clone(), region, start, len));
+            if let Memory::Cuda(device) = &region.memory {
+                from_device.push((
+                    i,
+                    input.name.clone(),
+                    region.name.clone(),
+                    Arc::clone(device),
+                    start,
+                    len,
+                ));
                 continue;
             }
             input.data = Bytes::from_owner(Slice {
@@ -292,7 +302,7 @@ impl Regions {
             req.guards.push(Arc::clone(&region) as Arc<dyn InputGuard>);
             attached.inputs.push(region);
         }
-        let copied: usize = from_device.iter().map(|(_, _, _, _, len)| len).sum();
+        let copied: usize = from_device.iter().map(|(.., len)| len).sum();
         if copied > self.max_copy_bytes {
             return Err(Error::invalid(format!(
                 "inputs in CUDA shared memory: {copied} bytes to copy to the host, over the {} a request may \
@@ -354,7 +364,13 @@ impl Attached {
                         return Err(truncated(&region));
                     }
                 }
-                Memory::Cuda(_) => to_device.push((name.clone(), region, r.offset as usize, t.data.clone())),
+                Memory::Cuda(device) => to_device.push((
+                    name.clone(),
+                    region.name.clone(),
+                    Arc::clone(device),
+                    r.offset as usize,
+                    t.data.clone(),
+                )),
             }
             t.data = Bytes::new();
             placed.push((name, ShmRef { byte_size: need, ..r }));
@@ -366,20 +382,22 @@ impl Attached {
     }
 }
 
-/// Copies CUDA regions' input bytes to host memory, on a blocking thread:
-/// `(input index, input name, region, offset, length)` to `(index, bytes)`.
-async fn copy_from_devices(inputs: Vec<(usize, String, Arc<Region>, usize, usize)>) -> Result<Vec<(usize, Vec<u8>)>> {
+/// An input copied from the device: its index and name, its region's
+/// name, the device memory, offset and length.
+type FromDevice = (usize, String, String, Arc<cuda::DeviceMemory>, usize, usize);
+/// An output copied to the device: its name, its region's name, the device
+/// memory, the offset and the bytes.
+type ToDevice = (String, String, Arc<cuda::DeviceMemory>, usize, Bytes);
+
+/// Copies CUDA regions' input bytes to host memory, on a blocking thread.
+async fn copy_from_devices(inputs: Vec<FromDevice>) -> Result<Vec<(usize, Vec<u8>)>> {
     blocking(move || {
         inputs
             .into_iter()
-            .map(|(i, input, region, start, len)| {
-                let Memory::Cuda(device) = &region.memory else {
-                    unreachable!("only CUDA regions are copied")
-                };
+            .map(|(i, input, region, device, start, len)| {
                 device.read(start, len).map(|data| (i, data)).map_err(|e| {
                     Error::invalid(format!(
-                        "input '{input}': cannot read CUDA shared memory region '{}': {e}",
-                        region.name
+                        "input '{input}': cannot read CUDA shared memory region '{region}': {e}"
                     ))
                 })
             })
@@ -389,16 +407,12 @@ async fn copy_from_devices(inputs: Vec<(usize, String, Arc<Region>, usize, usize
 }
 
 /// Writes outputs into CUDA regions, on a blocking thread.
-async fn copy_to_devices(outputs: Vec<(String, Arc<Region>, usize, Bytes)>) -> Result<()> {
+async fn copy_to_devices(outputs: Vec<ToDevice>) -> Result<()> {
     blocking(move || {
-        for (output, region, offset, data) in outputs {
-            let Memory::Cuda(device) = &region.memory else {
-                unreachable!("only CUDA regions are copied")
-            };
+        for (output, region, device, offset, data) in outputs {
             device.write(offset, &data).map_err(|e| {
                 Error::invalid(format!(
-                    "output '{output}': cannot write CUDA shared memory region '{}': {e}",
-                    region.name
+                    "output '{output}': cannot write CUDA shared memory region '{region}': {e}"
                 ))
             })?;
         }
@@ -407,10 +421,11 @@ async fn copy_to_devices(outputs: Vec<(String, Arc<Region>, usize, Bytes)>) -> R
     .await
 }
 
+/// CUDA work (loading, opening, copies) on tokio's blocking pool.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("a CUDA copy stopped: {e}")))?
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("a CUDA call stopped: {e}")))?
 }
 
 /// A region truncated while the model read it fails the request in the
@@ -609,23 +624,30 @@ mod tests {
         let regions = Regions::new(vec![], cuda::Loader::Given(cuda::fake::api()), 16);
         let opened = cuda::fake::OPEN.load(std::sync::atomic::Ordering::SeqCst);
         // The handle's size, the device and the allocation's size are checked.
-        let err = regions.register_cuda("g", &handle[..60], 0, 64).unwrap_err();
+        let err = regions
+            .register_cuda("g", handle[..60].to_vec(), 0, 64)
+            .await
+            .unwrap_err();
         assert!(err.message.contains("raw_handle is 60 bytes"), "{}", err.message);
-        let err = regions.register_cuda("g", &handle, 1, 64).unwrap_err();
+        let err = regions.register_cuda("g", handle.clone(), 1, 64).await.unwrap_err();
         assert!(err.message.contains("device_id 1 does not exist"), "{}", err.message);
-        let err = regions.register_cuda("g", &handle, -1, 64).unwrap_err();
+        let err = regions.register_cuda("g", handle.clone(), -1, 64).await.unwrap_err();
         assert!(err.message.contains("negative"), "{}", err.message);
-        let err = regions.register_cuda("g", &handle, 0, 65).unwrap_err();
+        let err = regions.register_cuda("g", handle.clone(), 0, 65).await.unwrap_err();
         assert!(
             err.message.contains("larger than the exported allocation"),
             "{}",
             err.message
         );
-        let err = regions.register_cuda("g", &[0; 64], 0, 8).unwrap_err();
+        let err = regions.register_cuda("g", vec![0; 64], 0, 8).await.unwrap_err();
         assert!(err.message.contains("invalid resource handle"), "{}", err.message);
-        regions.register_cuda("g", &handle, 0, 64).unwrap();
+        regions.register_cuda("g", handle.clone(), 0, 64).await.unwrap();
         assert_eq!(
-            regions.register_cuda("g", &handle, 0, 64).unwrap_err().kind,
+            regions
+                .register_cuda("g", handle.clone(), 0, 64)
+                .await
+                .unwrap_err()
+                .kind,
             ErrorKind::NotAllowed
         );
         // Refused registrations closed what they opened.

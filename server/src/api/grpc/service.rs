@@ -588,20 +588,12 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<CudaSharedMemoryRegisterResponse>, Status> {
         let started = Instant::now();
         let r = r.into_inner();
-        // Opening the handle initialises CUDA (up to a second the first
-        // time): off the async runtime.
-        let shm = Arc::clone(&self.shm);
-        let result =
-            tokio::task::spawn_blocking(move || shm.register_cuda(&r.name, &r.raw_handle, r.device_id, r.byte_size))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(crate::error::Error::new(
-                        crate::error::ErrorKind::Internal,
-                        e.to_string(),
-                    ))
-                })
-                .map(|()| Response::new(CudaSharedMemoryRegisterResponse {}))
-                .map_err(crate::error::status);
+        let result = self
+            .shm
+            .register_cuda(&r.name, r.raw_handle, r.device_id, r.byte_size)
+            .await
+            .map(|()| Response::new(CudaSharedMemoryRegisterResponse {}))
+            .map_err(crate::error::status);
         observe("CudaSharedMemoryRegister", started, result)
     }
 

@@ -98,11 +98,9 @@ pub async fn cuda_register(
                 r.name
             ))
         })?;
-    // Opening the handle initialises CUDA (up to a second the first time):
-    // off the async runtime.
-    tokio::task::spawn_blocking(move || s.shm.register_cuda(&r.name, &handle, req.device_id, req.byte_size))
-        .await
-        .map_err(|e| Error::new(crate::error::ErrorKind::Internal, e.to_string()))??;
+    s.shm
+        .register_cuda(&r.name, handle, req.device_id, req.byte_size)
+        .await?;
     Ok(Json(()))
 }
 
