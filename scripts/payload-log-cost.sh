@@ -9,7 +9,12 @@
 #   file     every event to a JSON Lines file (--payload-log-file)
 #   hang     to a sink that never answers (queue full, events dropped)
 # SERVER_CPUS=0,1 SERVER_THREADS=2 CLIENT_CPUS=0,1 lets everything share
-# both cores instead (what a load generator on the same node sees).
+# both cores instead (what a load generator on the same node sees);
+# WORKER_CPUS=1 moves the sinks' worker threads onto core 1 (beside the load
+# generator), to tell the worker's CPU from the tap's on the request path;
+# BATCH_SIZE sets batch mode's events a POST (64). The server's environment
+# passes through: QUIVER_PAYLOAD_LOG_SCHEDULING=normal compares the workers'
+# scheduling policies.
 # Prints each round's rows and what the sink received and quiver dropped.
 #   ./scripts/payload-log-cost.sh    (ROUNDS=3 DURATION=8 PROTOCOLS=grpc CONCURRENCY=1,16 MODES="plain http batch file hang")
 set -euo pipefail
@@ -30,7 +35,7 @@ run() { # $1 mode, $2 round
       sink=$!
       for _ in $(seq 50); do grep -q listening "$out/plc-sink-$label.log" && break; sleep 0.1; done
       args=(--payload-log-url "http://$(awk '/listening on/ {print $3}' "$out/plc-sink-$label.log")/")
-      [ "$1" = batch ] && args+=(--payload-log-batch-size 64 --payload-log-batch-interval-ms 100)
+      [ "$1" = batch ] && args+=(--payload-log-batch-size "${BATCH_SIZE:-64}" --payload-log-batch-interval-ms 100)
       ;;
     file)
       rm -f "$out/plc-events.jsonl"*
@@ -38,6 +43,11 @@ run() { # $1 mode, $2 round
       ;;
   esac
   start_quiver "$out/plc-$label.log" --model-repository "$repo" "${args[@]}"
+  if [ -n "${WORKER_CPUS:-}" ]; then
+    for t in $(grep -l quiver-payload /proc/"$server"/task/*/comm | cut -d/ -f5); do
+      taskset -p -c "$WORKER_CPUS" "$t" > /dev/null
+    done
+  fi
   metrics="http://$(grep -o 'metrics listening address=[^ ]*' "$out/plc-$label.log" | cut -d= -f2)"
   taskset -c "${CLIENT_CPUS:-1}" "$bin/quiver-loadtest" --model fraud_mlp --http "$http" --grpc "$grpc" \
     --protocols "${PROTOCOLS:-grpc}" --concurrency "${CONCURRENCY:-1,16}" --duration "$duration" --warmup 2 \

@@ -351,6 +351,14 @@ pub struct Config {
     #[arg(long, env = "QUIVER_PAYLOAD_LOG_WORKERS", default_value_t = 4)]
     pub payload_log_workers: usize,
 
+    /// How the OS schedules the sinks' worker threads: "idle" (Linux's
+    /// SCHED_IDLE: they run on CPU time serving leaves, so a sink or an
+    /// encoding that cannot keep up fills the queue, whose overflow is
+    /// dropped and counted, instead of taking a core's time from serving)
+    /// or "normal" (the default policy: the workers compete with serving).
+    #[arg(long, env = "QUIVER_PAYLOAD_LOG_SCHEDULING", default_value = "idle")]
+    pub payload_log_scheduling: crate::payload_log::settings::Scheduling,
+
     /// How long a failed delivery (5xx, 408, 429, no connection) is retried,
     /// with back-off, before its events are counted as failed.
     #[arg(long, env = "QUIVER_PAYLOAD_LOG_RETRY_SECONDS", default_value_t = 60.0)]
@@ -973,6 +981,7 @@ impl Config {
             queue: c.payload_log_queue,
             queue_bytes: c.payload_log_queue_bytes,
             workers: c.payload_log_workers,
+            scheduling: c.payload_log_scheduling,
             retry_for: Duration::from_secs_f64(c.payload_log_retry_seconds),
             source_uri: c.payload_log_source_uri.clone(),
             http_port,

@@ -30,24 +30,52 @@ pub use event::{Event, Framing, Origin, Record};
 pub use id::EventId;
 use id::mix;
 use queue::Sink;
-pub use settings::{Global, Mode, Settings};
+pub use settings::{Global, Mode, Scheduling, Settings};
 
 pub use queue::{DROPPED, FAILED, RETRIED, SENT, TRUNCATED};
 
 /// Runs a sink's worker on a thread of its own, with a runtime of its own:
 /// its encoding, writes and POSTs never queue behind (or ahead of) the
 /// serving runtime's tasks, and the OS can run it on a core that serving
-/// leaves idle.
-fn on_own_thread(work: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+/// leaves idle. Under [`Scheduling::Idle`] it runs only on such time: on a
+/// busy core, the serving threads win every wake-up, and a worker that falls
+/// behind lets its queue fill (what overflows is dropped and counted) rather
+/// than take the core's time from serving (KServe's one event a POST on one
+/// core: 20k requests a second served with the default policy, 48k under
+/// SCHED_IDLE; docs/logging.md).
+fn on_own_thread(
+    scheduling: Scheduling,
+    work: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("quiver-payload-log".into())
-        .spawn(
-            move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        .spawn(move || {
+            if scheduling == Scheduling::Idle {
+                idle_scheduling();
+            }
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(runtime) => runtime.block_on(work),
                 Err(e) => tracing::error!(error = %e, "payload log: cannot start a sink's runtime"),
-            },
-        )?;
+            }
+        })?;
     Ok(())
+}
+
+/// Puts the calling thread under Linux's `SCHED_IDLE` (no privilege needed
+/// to lower a thread's own priority). Elsewhere, or if refused, the default
+/// policy stays.
+fn idle_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: the calling thread (0) and a valid parameter block.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "payload log: SCHED_IDLE refused; the sink's worker keeps the default policy"
+            );
+        }
+    }
 }
 
 /// The payload logger: makes each version's tap, owns the sinks.
@@ -70,7 +98,7 @@ impl PayloadLog {
                 );
                 let sink = Arc::clone(&taker.sink);
                 let out = file::Rotating::open(settings.clone())?;
-                on_own_thread(file::run(taker, out))?;
+                on_own_thread(global.scheduling, file::run(taker, out))?;
                 Some(sink)
             }
         };
@@ -87,7 +115,7 @@ impl PayloadLog {
             let taker = Sink::open(format!("http {url}"), self.global.queue, self.global.queue_bytes);
             let sink = Arc::clone(&taker.sink);
             let (url, global) = (url.to_owned(), self.global.clone());
-            if let Err(e) = on_own_thread(http::run(url, taker, global)) {
+            if let Err(e) = on_own_thread(global.scheduling, http::run(url, taker, global)) {
                 // Without a worker the queue fills and every event is counted as dropped.
                 tracing::error!(error = %e, sink = sink.label, "payload log: cannot start the sink's thread");
             }
@@ -261,5 +289,33 @@ impl Tap for LogTap {
                 dropped.increment(self.mode.events());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn workers_run_under_the_policy_asked_for() {
+        for (scheduling, policy) in [
+            (Scheduling::Idle, libc::SCHED_IDLE),
+            (Scheduling::Normal, libc::SCHED_OTHER),
+        ] {
+            let (tx, rx) = std::sync::mpsc::channel();
+            on_own_thread(scheduling, async move {
+                // SAFETY: no arguments; the calling thread's policy.
+                let _ = tx.send(unsafe { libc::sched_getscheduler(0) });
+            })
+            .unwrap();
+            assert_eq!(rx.recv().unwrap(), policy, "{scheduling:?}");
+        }
+        assert_eq!("normal".parse(), Ok(Scheduling::Normal));
+        let refused = "fast".parse::<Scheduling>().unwrap_err();
+        assert!(
+            refused.contains("'fast'") && refused.contains("idle, normal"),
+            "{refused}"
+        );
     }
 }

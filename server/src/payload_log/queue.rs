@@ -93,8 +93,16 @@ impl Taker {
     /// The next record waiting, if any, taken off the queue's counts.
     pub fn take(&mut self) -> Option<Arc<Record>> {
         if self.records.is_empty() {
-            let mut queued = self.sink.queued.lock().unwrap_or_else(|e| e.into_inner());
-            self.records.extend(queued.drain(..));
+            // The pass's records change hands by swapping vectors: the lock
+            // is held for a few words' copy, never for a copy of the queue,
+            // so a worker preempted while holding it (it runs at idle
+            // priority) stalls no request's push for long.
+            let mut taken = Vec::from(std::mem::take(&mut self.records));
+            std::mem::swap(
+                &mut *self.sink.queued.lock().unwrap_or_else(|e| e.into_inner()),
+                &mut taken,
+            );
+            self.records = VecDeque::from(taken);
         }
         let record = self.records.pop_front()?;
         self.sink.taken(&record);

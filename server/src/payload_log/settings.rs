@@ -74,6 +74,7 @@ pub struct Global {
     pub queue: usize,
     pub queue_bytes: usize,
     pub workers: usize,
+    pub scheduling: Scheduling,
     pub retry_for: Duration,
     /// `ce-source` when set; else one per model version on the HTTP port.
     pub source_uri: Option<String>,
@@ -82,6 +83,32 @@ pub struct Global {
     pub namespace: String,
     pub component: String,
     pub endpoint: String,
+}
+
+/// How the OS schedules the sinks' worker threads
+/// (`--payload-log-scheduling`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scheduling {
+    /// Linux's `SCHED_IDLE`: a worker runs when nothing else on its core
+    /// wants to, so serving keeps the CPU and what the workers cannot keep
+    /// up with is dropped (and counted) at the queue.
+    #[default]
+    Idle,
+    /// The default policy: the workers take their share beside serving.
+    Normal,
+}
+
+impl std::str::FromStr for Scheduling {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Scheduling, String> {
+        match s {
+            "idle" => Ok(Scheduling::Idle),
+            "normal" => Ok(Scheduling::Normal),
+            other => Err(format!(
+                "'{other}' is not a payload log scheduling policy (idle, normal)"
+            )),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
